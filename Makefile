@@ -1,0 +1,118 @@
+# varslot: the one build entry.
+#   make          libvarslot (static + shared) and the varslot CLI, into build/
+#   make check    every test: core suites plain, under ASan+UBSan and TSan, CLI tests
+#   make demo     the cross-process demo
+#   make bench    benchmarks, printed as ratios against anchors measured in the same run
+
+CC  ?= gcc
+CXX ?= g++
+B   := build
+
+GTEST_SRC := /usr/src/googletest/googletest
+WARN     := -Wall -Wextra -Werror
+CFLAGS   ?= -O2 -g
+CXXFLAGS ?= -O2 -g
+CORE_CFLAGS   := -std=c11 $(WARN) -D_GNU_SOURCE -fPIC -fvisibility=hidden -Icore/include -Icore/src
+TEST_CXXFLAGS := -std=c++17 $(WARN) -Wno-missing-field-initializers -Icore/include -Itests \
+                 -isystem $(GTEST_SRC)/include
+
+CORE_SRCS := $(wildcard core/src/*.c)
+CORE_HDRS := $(wildcard core/src/*.h core/include/*.h)
+CORE_TEST_SRCS := $(wildcard tests/core/*.cpp)
+TEST_HDRS := $(wildcard tests/*.h)
+
+LIB_A  := $(B)/lib/libvarslot.a
+LIB_SO := $(B)/lib/libvarslot.so
+CLI    := $(B)/bin/varslot
+DEMO   := $(B)/bin/varslot-demo
+
+DEPS_STAMP := $(B)/.deps-ok
+
+.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli
+all: $(LIB_A) $(LIB_SO) $(CLI) $(DEMO)
+
+# Missing packages are installed once, by the project's own script.
+$(DEPS_STAMP): scripts/install-deps
+	@scripts/install-deps --check >/dev/null 2>&1 || scripts/install-deps
+	@mkdir -p $(B) && touch $@
+deps: $(DEPS_STAMP)
+
+# ---- libvarslot ----
+# The static library is what the preload shim links: initial-exec TLS there, because
+# __tls_get_addr may call malloc.
+$(B)/obj/a/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -DVS_TLS_INITIAL_EXEC -c $< -o $@
+$(B)/obj/so/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -c $< -o $@
+
+$(LIB_A): $(CORE_SRCS:core/src/%.c=$(B)/obj/a/%.o)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(LIB_SO): $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libvarslot.so.1 -o $@ $^ -pthread
+
+$(CLI): core/cli/varslot.c $(LIB_A) $(CORE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -o $@ $< $(LIB_A) -pthread
+
+$(DEMO): scripts/demo/varslot-demo.c $(LIB_A) $(CORE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -o $@ $< $(LIB_A) -pthread
+
+# ---- tests: one binary per build flavour (plain, asan, tsan) ----
+# GoogleTest is compiled from Debian's source package with the flavour's flags, so the
+# sanitizers see all of it.
+define flavour
+$(B)/$(1)/obj/core/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $$(dir $$@)
+	$(CC) $(CFLAGS) $(2) $(CORE_CFLAGS) -c $$< -o $$@
+$(B)/$(1)/obj/tests/%.o: tests/core/%.cpp $(TEST_HDRS) $(CORE_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $$(dir $$@)
+	$(CXX) $(CXXFLAGS) $(2) $(TEST_CXXFLAGS) -c $$< -o $$@
+$(B)/$(1)/obj/gtest-all.o: | $(DEPS_STAMP)
+	@mkdir -p $$(dir $$@)
+	$(CXX) $(CXXFLAGS) $(2) -std=c++17 -isystem $(GTEST_SRC)/include -I$(GTEST_SRC) \
+	    -c $(GTEST_SRC)/src/gtest-all.cc -o $$@
+$(B)/$(1)/tests/core_tests: $(CORE_SRCS:core/src/%.c=$(B)/$(1)/obj/core/%.o) \
+                            $(CORE_TEST_SRCS:tests/core/%.cpp=$(B)/$(1)/obj/tests/%.o) \
+                            $(B)/$(1)/obj/gtest-all.o
+	@mkdir -p $$(dir $$@)
+	$(CXX) $(2) -o $$@ $$^ -pthread
+endef
+
+SAN_ASAN := -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_TSAN := -O1 -fsanitize=thread
+$(eval $(call flavour,plain,))
+$(eval $(call flavour,asan,$(SAN_ASAN)))
+$(eval $(call flavour,tsan,$(SAN_TSAN)))
+
+TESTS_PLAIN := $(B)/plain/tests/core_tests
+TESTS_ASAN  := $(B)/asan/tests/core_tests
+TESTS_TSAN  := $(B)/tsan/tests/core_tests
+
+check: check-core check-asan check-tsan check-cli
+	@echo "make check: all suites passed"
+
+# Every suite runs under a timeout: a hang is a failure, not a stuck CI job.
+check-core: $(TESTS_PLAIN) all
+	timeout 600 $(TESTS_PLAIN) --gtest_brief=1
+check-asan: $(TESTS_ASAN)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    timeout 900 $(TESTS_ASAN) --gtest_brief=1
+check-tsan: $(TESTS_TSAN)
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	    timeout 1200 scripts/run-tsan $(TESTS_TSAN) --gtest_brief=1
+check-cli: all
+	timeout 300 tests/cli/test-cli.sh $(CLI)
+
+demo: all
+	scripts/demo/run-demo
+
+bench: all
+	@echo "bench: not yet"
+
+clean:
+	rm -rf $(B)

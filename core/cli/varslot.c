@@ -1,0 +1,585 @@
+/* varslot: the command-line tool over libvarslot: create, inspect, reap and remove segments.
+ * Unlike the library it may allocate and print. Exits 0 done, 1 library error, 2 bad usage. */
+#include "varslot.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define EXIT_LIBRARY 1
+#define EXIT_USAGE 2
+
+/* ---- usage ---- */
+
+/* Option values by index; a flag's value is "" when given. NULL: not given. */
+enum { OPT_CLASSES, OPT_MAX_PEERS, OPT_MODE, OPT_JSON, OPT_FORCE, OPT_COUNT };
+
+struct command {
+    const char *name;
+    unsigned options; /* bit 1 << OPT_* for each option this command accepts */
+    const char *help;
+    int (*run)(const struct command *cmd, const char *name, char *const *values);
+};
+
+static const char usage_head[] =
+    "usage: varslot COMMAND NAME [OPTIONS]\n"
+    "\n"
+    "NAME '/x' (one leading '/' and no other) is a POSIX shared-memory object in /dev/shm;\n"
+    "any other NAME, /abs/path included, is a file path. Put '--' before a NAME that starts\n"
+    "with '-'.\n"
+    "\n"
+    "commands:\n";
+
+static const char usage_tail[] =
+    "\n"
+    "  varslot help | --help | -h      this text; 'varslot COMMAND --help' for one command\n"
+    "\n"
+    "exit status: 0 success, 1 the library refused (message says why), 2 bad arguments\n";
+
+/* Every argument error ends here, so they all look alike and all exit 2. */
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("varslot: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'varslot --help' for usage.\n", stderr);
+    return EXIT_USAGE;
+}
+
+static int library_error(const char *cmd, const char *name, int rc, int err)
+{
+    fprintf(stderr, "varslot: %s %s: %s (%s", cmd, name, vs_strerror(rc), vs_last_detail());
+    if (rc == VS_ESYS && err) /* the detail names the call; errno names the reason */
+        fprintf(stderr, ": %s", strerror(err));
+    fputs(")\n", stderr);
+    return EXIT_LIBRARY;
+}
+
+/* ---- strict number parsing ---- */
+
+/* strtoull alone would accept " 5", "+5" and "-5" (negated!), so a digit must come first. */
+static bool parse_u64(const char *s, int base, char **end, uint64_t *out)
+{
+    if (*s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, end, base);
+    if (errno == ERANGE)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_count(const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    return parse_u64(s, 10, &end, out) && *end == '\0' && *out >= 1 && *out <= max;
+}
+
+/* SIZE is a number with an optional K, M or G suffix (powers of 1024), ending at stop. */
+static bool parse_size(const char *s, char stop, uint64_t *out)
+{
+    char *end;
+    uint64_t v;
+    if (!parse_u64(s, 10, &end, &v))
+        return false;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    }
+    if (*end != stop || v > (UINT64_MAX >> shift))
+        return false;
+    *out = v << shift;
+    return true;
+}
+
+/* ---- option values ---- */
+
+/* One "SIZE:COUNT" item; NULL when it is good, else what is wrong with it. */
+static const char *parse_class_item(const char *item, vs_class_config *out)
+{
+    const char *colon = strchr(item, ':');
+    uint64_t size, count;
+    if (!colon)
+        return "expected SIZE:COUNT such as 64K:256";
+    if (!parse_size(item, ':', &size))
+        return "SIZE must be a number with an optional K, M or G suffix";
+    if (size == 0 || size > UINT32_MAX)
+        return "SIZE must be from 1 byte to 4G-1";
+    if (!parse_count(colon + 1, VS_MAX_SLOTS_PER_CLASS, &count))
+        return "COUNT must be a number from 1 to 16777216";
+    *out = (vs_class_config){(uint32_t)size, (uint32_t)count};
+    return NULL;
+}
+
+/* "64K:256,1M:64" -> configs. Items are split by hand: strtok would let "64K:1,,1M:2" pass. */
+static int parse_classes(const char *spec, vs_class_config *out, size_t *n)
+{
+    *n = 0;
+    for (const char *item = spec;; item++) {
+        const char *comma = strchr(item, ',');
+        size_t len = comma ? (size_t)(comma - item) : strlen(item);
+        char buf[64];
+        if (len == 0)
+            return usage_error("bad --classes '%s': empty item", spec);
+        if (*n == VS_MAX_CLASSES)
+            return usage_error("bad --classes '%s': more than %d classes", spec, VS_MAX_CLASSES);
+        if (len >= sizeof buf)
+            return usage_error("bad --classes item '%.*s': too long", (int)len, item);
+        memcpy(buf, item, len);
+        buf[len] = '\0';
+        const char *why = parse_class_item(buf, &out[*n]);
+        if (why)
+            return usage_error("bad --classes item '%s': %s", buf, why);
+        if (*n > 0 && out[*n].slot_size <= out[*n - 1].slot_size)
+            return usage_error("bad --classes '%s': slot sizes must be strictly ascending", spec);
+        ++*n;
+        if (!comma)
+            return 0;
+        item = comma;
+    }
+}
+
+static int parse_max_peers(const char *s, uint32_t *out)
+{
+    uint64_t v;
+    if (!parse_count(s, VS_MAX_PEERS, &v))
+        return usage_error("bad --max-peers '%s': expected a number from 1 to %d", s, VS_MAX_PEERS);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* The library opens segments read-write as their owner only, so a mode without u+rw would
+ * create a segment nobody (but root) can open again. */
+static int parse_mode(const char *s, uint32_t *out)
+{
+    char *end;
+    uint64_t v;
+    if (!parse_u64(s, 8, &end, &v) || *end != '\0' || v > 0777)
+        return usage_error("bad --mode '%s': expected octal permission bits such as 0660", s);
+    if ((v & 0600) != 0600)
+        return usage_error("bad --mode '%s': the owner needs read and write (0600)", s);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* ---- create ---- */
+
+static void print_size(FILE *f, uint32_t v)
+{
+    static const char suffix[] = "GMK";
+    for (int i = 0, shift = 30; i < 3; i++, shift -= 10)
+        if (v >= (1u << shift) && v % (1u << shift) == 0) {
+            fprintf(f, "%" PRIu32 "%c", v >> shift, suffix[i]);
+            return;
+        }
+    fprintf(f, "%" PRIu32, v);
+}
+
+static int run_create(const struct command *cmd, const char *name, char *const *values)
+{
+    vs_class_config classes[VS_MAX_CLASSES];
+    vs_segment_options opts = {0}; /* zeros ask the library for its defaults */
+    const char *spec = values[OPT_CLASSES], *peers = values[OPT_MAX_PEERS];
+    const char *mode = values[OPT_MODE];
+    int rc;
+    if ((spec && (rc = parse_classes(spec, classes, &opts.class_count))) ||
+        (peers && (rc = parse_max_peers(peers, &opts.max_peers))) ||
+        (mode && (rc = parse_mode(mode, &opts.mode))))
+        return rc;
+    opts.classes = spec ? classes : NULL;
+
+    vs_segment seg;
+    rc = vs_segment_create(&seg, name, &opts);
+    if (rc != VS_OK)
+        return library_error(cmd->name, name, rc, errno);
+    vs_pool *pool = vs_segment_pool(&seg);
+    printf("created %s: classes ", name);
+    for (size_t c = 0; c < vs_pool_class_count(pool); c++) {
+        fputs(c ? "," : "", stdout);
+        print_size(stdout, vs_pool_slot_size(pool, c));
+        printf(":%" PRIu32, vs_pool_slot_count(pool, c));
+    }
+    printf(", %zu bytes, max peers %" PRIu32 ", mode %04o\n", seg.map_len,
+           vs_segment_max_peers(&seg), opts.mode ? (unsigned)opts.mode : 0600u /* its default */);
+    vs_segment_close(&seg);
+    return 0;
+}
+
+/* ---- stat ---- */
+
+struct peer_row {
+    vs_peer_info info;
+    const char *state;
+    uint64_t slots;
+};
+
+struct census {
+    size_t class_count;
+    uint64_t allocated[VS_MAX_CLASSES];
+    uint64_t corrupt[VS_MAX_CLASSES]; /* slot words in neither known state: scribbled on */
+    uint64_t by_owner[256];
+    struct peer_row peers[VS_MAX_PEERS];
+    size_t peer_count;
+    uint64_t unowned; /* allocated, but to the host (0) or to an id with no peer entry */
+};
+
+static const char *peer_state_name(const vs_peer_info *p)
+{
+    switch (p->state) {
+    case VS_PEER_ALIVE: return p->live ? "alive" : "dead"; /* dead: waiting to be reaped */
+    case VS_PEER_REAPING: return "reaping";
+    default: return "invalid"; /* the entry was scribbled on */
+    }
+}
+
+static void count_slots(vs_segment *seg, struct census *cs)
+{
+    vs_pool *pool = vs_segment_pool(seg);
+    cs->class_count = vs_pool_class_count(pool);
+    for (size_t c = 0; c < cs->class_count; c++) {
+        uint32_t n = vs_pool_slot_count(pool, c);
+        for (uint32_t i = 0; i < n; i++) {
+            vs_slot_info si;
+            if (vs_pool_slot_info(pool, (uint8_t)c, i, &si) != VS_OK)
+                continue;
+            if (si.state == VS_SLOT_ALLOCATED) {
+                cs->allocated[c]++;
+                cs->by_owner[si.owner]++;
+            } else if (si.state != VS_SLOT_FREE) {
+                cs->corrupt[c]++;
+            }
+        }
+    }
+}
+
+/* Slots are counted before peers are listed: a peer that joins in between shows with the
+ * slots it had at the count, rather than its slots showing up as unowned. */
+static void take_census(vs_segment *seg, struct census *cs)
+{
+    memset(cs, 0, sizeof *cs);
+    count_slots(seg, cs);
+    bool listed[256] = {false};
+    for (uint32_t id = 1; id <= vs_segment_max_peers(seg); id++) {
+        vs_peer_info p;
+        if (vs_segment_peer_info(seg, (uint8_t)id, &p) != VS_OK || p.state == VS_PEER_FREE)
+            continue;
+        cs->peers[cs->peer_count++] = (struct peer_row){p, peer_state_name(&p), cs->by_owner[id]};
+        listed[id] = true;
+    }
+    for (int id = 0; id < 256; id++)
+        if (!listed[id])
+            cs->unowned += cs->by_owner[id];
+}
+
+/* Segment names are arbitrary bytes; JSON needs valid UTF-8, so bad bytes become U+FFFD. */
+static size_t utf8_sequence_length(const unsigned char *s)
+{
+    size_t len = s[0] < 0xC2 ? 0 : s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : s[0] < 0xF5 ? 4 : 0;
+    unsigned char lo = 0x80, hi = 0xBF; /* overlong forms, surrogates and > U+10FFFF are invalid */
+    if (s[0] == 0xE0) lo = 0xA0;
+    if (s[0] == 0xED) hi = 0x9F;
+    if (s[0] == 0xF0) lo = 0x90;
+    if (s[0] == 0xF4) hi = 0x8F;
+    for (size_t i = 1; i < len; i++, lo = 0x80, hi = 0xBF)
+        if (s[i] < lo || s[i] > hi)
+            return 0;
+    return len;
+}
+
+static void print_json_string(FILE *f, const char *str)
+{
+    fputc('"', f);
+    for (const unsigned char *s = (const unsigned char *)str; *s;) {
+        if (*s == '"' || *s == '\\') {
+            fprintf(f, "\\%c", *s++);
+        } else if (*s < 0x20) {
+            fprintf(f, "\\u%04x", *s++);
+        } else if (*s < 0x80) {
+            fputc(*s++, f);
+        } else {
+            size_t len = utf8_sequence_length(s);
+            if (len) {
+                fwrite(s, 1, len, f);
+                s += len;
+            } else {
+                fputs("\\ufffd", f);
+                s++;
+            }
+        }
+    }
+    fputc('"', f);
+}
+
+static void print_stat_json(vs_segment *seg, const char *name, const struct census *cs)
+{
+    vs_pool *pool = vs_segment_pool(seg);
+    fputs("{\"segment\":", stdout);
+    print_json_string(stdout, name);
+    printf(",\"total_size\":%zu,\"max_peers\":%" PRIu32 ",\"mapped_at_creator_address\":%s",
+           seg->map_len, vs_segment_max_peers(seg), seg->at_creator_address ? "true" : "false");
+    fputs(",\"classes\":[", stdout);
+    for (size_t c = 0; c < cs->class_count; c++)
+        printf("%s{\"slot_size\":%" PRIu32 ",\"slot_count\":%" PRIu32 ",\"allocated\":%" PRIu64
+               ",\"corrupt\":%" PRIu64 "}",
+               c ? "," : "", vs_pool_slot_size(pool, c), vs_pool_slot_count(pool, c),
+               cs->allocated[c], cs->corrupt[c]);
+    fputs("],\"peers\":[", stdout);
+    for (size_t i = 0; i < cs->peer_count; i++) {
+        const struct peer_row *p = &cs->peers[i];
+        printf("%s{\"id\":%u,\"pid\":%" PRId32 ",\"state\":\"%s\",\"slots\":%" PRIu64
+               ",\"joined_unix_ns\":%" PRIu64 "}",
+               i ? "," : "", (unsigned)p->info.id, p->info.pid, p->state, p->slots,
+               p->info.joined_unix_ns);
+    }
+    printf("],\"unowned\":%" PRIu64 "}\n", cs->unowned);
+}
+
+static void print_stat_table(vs_segment *seg, const char *name, const struct census *cs)
+{
+    vs_pool *pool = vs_segment_pool(seg);
+    printf("segment %s: %zu bytes, max peers %" PRIu32 ", %s\n\n", name, seg->map_len,
+           vs_segment_max_peers(seg),
+           seg->at_creator_address ? "mapped at the creator's address"
+                                   : "mapped elsewhere than the creator (handles still work)");
+    printf("%5s  %10s  %10s  %10s\n", "class", "slot_size", "slot_count", "allocated");
+    for (size_t c = 0; c < cs->class_count; c++)
+        printf("%5zu  %10" PRIu32 "  %10" PRIu32 "  %10" PRIu64 "\n", c,
+               vs_pool_slot_size(pool, c), vs_pool_slot_count(pool, c), cs->allocated[c]);
+    if (cs->peer_count == 0)
+        printf("\nno peers\n");
+    else
+        printf("\n%5s  %10s  %-8s  %10s\n", "peer", "pid", "state", "slots");
+    for (size_t i = 0; i < cs->peer_count; i++) {
+        const struct peer_row *p = &cs->peers[i];
+        printf("%5u  %10" PRId32 "  %-8s  %10" PRIu64 "\n", (unsigned)p->info.id, p->info.pid,
+               p->state, p->slots);
+    }
+    printf("\nunowned allocated slots: %" PRIu64 "\n", cs->unowned);
+    for (size_t c = 0; c < cs->class_count; c++)
+        if (cs->corrupt[c])
+            printf("class %zu: %" PRIu64 " slot words in no known state (scribbled on?)\n", c,
+                   cs->corrupt[c]);
+}
+
+static int run_stat(const struct command *cmd, const char *name, char *const *values)
+{
+    vs_segment seg;
+    int rc = vs_segment_open(&seg, name);
+    if (rc != VS_OK)
+        return library_error(cmd->name, name, rc, errno);
+    struct census *cs = malloc(sizeof *cs);
+    if (!cs) {
+        vs_segment_close(&seg);
+        fprintf(stderr, "varslot: %s %s: out of memory\n", cmd->name, name);
+        return EXIT_LIBRARY;
+    }
+    take_census(&seg, cs);
+    if (values[OPT_JSON])
+        print_stat_json(&seg, name, cs);
+    else
+        print_stat_table(&seg, name, cs);
+    free(cs);
+    vs_segment_close(&seg);
+    return 0;
+}
+
+/* ---- reap, rm ---- */
+
+static int run_reap(const struct command *cmd, const char *name, char *const *values)
+{
+    (void)values;
+    vs_segment seg;
+    unsigned reaped = 0;
+    int rc = vs_segment_open(&seg, name);
+    if (rc == VS_OK && (rc = vs_segment_reap(&seg, &reaped)) != VS_OK)
+        vs_segment_close(&seg);
+    if (rc != VS_OK)
+        return library_error(cmd->name, name, rc, errno);
+    vs_segment_close(&seg);
+    printf("reaped %u dead peer%s in %s\n", reaped, reaped == 1 ? "" : "s", name);
+    return 0;
+}
+
+/* The library removes only what looks like a segment; --force is for one too damaged to
+ * be recognised, and removes the name whatever it holds. */
+static int force_remove(const struct command *cmd, const char *name)
+{
+    bool shm = name[0] == '/' && !strchr(name + 1, '/');
+    if ((shm ? shm_unlink(name) : unlink(name)) != 0) {
+        fprintf(stderr, "varslot: %s %s: %s\n", cmd->name, name, strerror(errno));
+        return EXIT_LIBRARY;
+    }
+    return 0;
+}
+
+static int run_rm(const struct command *cmd, const char *name, char *const *values)
+{
+    int rc = values[OPT_FORCE] ? force_remove(cmd, name) : vs_segment_unlink(name);
+    if (values[OPT_FORCE] && rc)
+        return rc;
+    if (rc != VS_OK)
+        return library_error(cmd->name, name, rc, errno);
+    printf("removed %s\n", name);
+    return 0;
+}
+
+static const struct command commands[] = {
+    {"create", 1u << OPT_CLASSES | 1u << OPT_MAX_PEERS | 1u << OPT_MODE,
+     "  varslot create NAME [--classes SIZE:COUNT,...] [--max-peers N] [--mode OCTAL]\n"
+     "      create a segment. SIZE takes K, M or G (powers of 1024), sizes strictly ascending;\n"
+     "      default classes 64K:256,256K:128,1M:64,4M:32,16M:8; --max-peers 1..255 (default\n"
+     "      64); --mode default 0600, must include 0600\n",
+     run_create},
+    {"stat", 1u << OPT_JSON,
+     "  varslot stat NAME [--json]\n"
+     "      per class: slot size, slot count, allocated slots; per peer: id, pid, state\n"
+     "      (alive, dead = waiting to be reaped, reaping) and the slots it owns\n",
+     run_stat},
+    {"reap", 0,
+     "  varslot reap NAME\n"
+     "      return the slots of dead peers and free their entries\n",
+     run_reap},
+    {"rm", 1u << OPT_FORCE,
+     "  varslot rm NAME [--force]\n"
+     "      remove the segment's name (processes that have it mapped keep their mapping);\n"
+     "      refuses a NAME that is not a varslot segment unless --force\n",
+     run_rm},
+    {NULL, 0, NULL, NULL},
+};
+
+static void print_usage(FILE *f)
+{
+    fputs(usage_head, f);
+    for (const struct command *c = commands; c->name; c++)
+        fputs(c->help, f);
+    fputs(usage_tail, f);
+}
+
+static const struct command *find_command(const char *name)
+{
+    for (const struct command *c = commands; c->name; c++)
+        if (!strcmp(name, c->name))
+            return c;
+    return NULL;
+}
+
+/* ---- argument parsing ---- */
+
+static const struct {
+    const char *name;
+    bool takes_value;
+} option_table[OPT_COUNT] = {
+    [OPT_CLASSES] = {"--classes", true},
+    [OPT_MAX_PEERS] = {"--max-peers", true},
+    [OPT_MODE] = {"--mode", true},
+    [OPT_JSON] = {"--json", false},
+    [OPT_FORCE] = {"--force", false},
+};
+
+static bool is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
+
+/* The option at argv[*i], as "--opt value" or "--opt=value", into values[OPT_*]. */
+static int parse_option(const struct command *cmd, int argc, char **argv, int *i, char **values)
+{
+    const char *arg = argv[*i];
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    for (int k = 0; k < OPT_COUNT; k++) {
+        const char *opt = option_table[k].name;
+        if (strlen(opt) != len || strncmp(arg, opt, len) != 0)
+            continue;
+        if (!(cmd->options & 1u << k))
+            break;
+        if (values[k])
+            return usage_error("%s: %s given twice", cmd->name, opt);
+        if (!option_table[k].takes_value) {
+            if (eq)
+                return usage_error("%s: %s takes no value", cmd->name, opt);
+            values[k] = "";
+        } else if (eq) {
+            values[k] = (char *)eq + 1;
+        } else if (*i + 1 < argc) {
+            values[k] = argv[++*i];
+        } else {
+            return usage_error("%s: %s needs a value", cmd->name, opt);
+        }
+        return 0;
+    }
+    return usage_error("%s: unknown option '%s'", cmd->name, arg);
+}
+
+static int run_command(const struct command *cmd, int argc, char **argv)
+{
+    /* Help wins over any other mistake on the line: whoever asks for it needs it most. */
+    for (int i = 0; i < argc && strcmp(argv[i], "--") != 0; i++)
+        if (is_help(argv[i])) {
+            fputs(cmd->help, stdout);
+            return 0;
+        }
+    char *values[OPT_COUNT] = {NULL};
+    const char *name = NULL;
+    bool options_done = false;
+    for (int i = 0; i < argc; i++) {
+        int rc;
+        if (!options_done && !strcmp(argv[i], "--"))
+            options_done = true;
+        else if (!options_done && argv[i][0] == '-' && argv[i][1] != '\0') {
+            if ((rc = parse_option(cmd, argc, argv, &i, values)) != 0)
+                return rc;
+        } else if (name)
+            return usage_error("%s: unexpected argument '%s' (one NAME only)", cmd->name, argv[i]);
+        else
+            name = argv[i];
+    }
+    if (!name || !name[0])
+        return usage_error("%s: missing segment NAME", cmd->name);
+    return cmd->run(cmd, name, values);
+}
+
+static int run_help(int argc, char **argv)
+{
+    if (argc == 0) {
+        print_usage(stdout);
+        return 0;
+    }
+    const struct command *c = find_command(argv[0]);
+    if (!c)
+        return usage_error("help: unknown command '%s'", argv[0]);
+    if (argc > 1)
+        return usage_error("help: unexpected argument '%s'", argv[1]);
+    fputs(c->help, stdout);
+    return 0;
+}
+
+static int finish(int status)
+{
+    /* A full disk or a closed pipe must not look like success. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "varslot: cannot write the output: %s\n", strerror(errno));
+        return status ? status : EXIT_LIBRARY;
+    }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error("no command given");
+    if (is_help(argv[1]) || !strcmp(argv[1], "help"))
+        return finish(run_help(argc - 2, argv + 2));
+    const struct command *c = find_command(argv[1]);
+    if (!c)
+        return usage_error("unknown command '%s'", argv[1]);
+    return finish(run_command(c, argc - 2, argv + 2));
+}

@@ -1,0 +1,179 @@
+/* varslot: a lock-free size-class slot pool in a shared-memory segment.
+ *
+ * Cooperating processes attach one segment; any of them allocates a slot, writes it,
+ * passes its 64-bit handle to another process, which reads it in place and frees it.
+ * The core never calls malloc, so it can be used from inside a malloc implementation. */
+#ifndef VARSLOT_H
+#define VARSLOT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VS_API __attribute__((visibility("default")))
+
+#define VS_MAX_CLASSES 64           /* class_idx is a uint8_t; handles carry 6 bits of it */
+#define VS_MAX_PEERS 255            /* peer ids are 1..max_peers; 0 means "host / no peer" */
+#define VS_DEFAULT_MAX_PEERS 64
+#define VS_MAX_SLOTS_PER_CLASS (1u << 24) /* handles carry 24 bits of slot_idx */
+#define VS_SLOT_ALIGN 64            /* every slot starts 64-byte aligned ...                  */
+#define VS_SLOT_PAGE 4096           /* ... and slots of 4 KiB or more start page aligned      */
+
+enum vs_status {
+    VS_OK = 0,
+    VS_EINVAL = -1,      /* invalid argument or configuration */
+    VS_ENOSPC = -2,      /* region too small for the layout */
+    VS_EDOUBLEFREE = -3, /* slot is not allocated at that generation (double or stale free) */
+    VS_ECORRUPT = -4,    /* segment or pool metadata failed validation */
+    VS_EVERSION = -5,    /* segment written by a newer, incompatible varslot */
+    VS_ENOENT = -6,      /* no such segment */
+    VS_EEXIST = -7,      /* segment already exists */
+    VS_EPERM = -8,       /* not permitted (other user's segment, not the owner, symlink) */
+    VS_EFULL = -9,       /* no free peer entry */
+    VS_ESYS = -10,       /* system call failed; errno tells which */
+    VS_ESTALE = -11,     /* handle refers to a slot that has since been freed or reused */
+    VS_ENOTJOINED = -12, /* operation needs a joined peer */
+    VS_EBUSY = -13,      /* segment is still being created by another process */
+};
+VS_API const char *vs_strerror(int status);
+/* Why this thread's last segment call failed, in more words than its status (never NULL). */
+VS_API const char *vs_last_detail(void);
+
+typedef struct vs_region { void *base; size_t len; } vs_region;
+typedef struct vs_class_config { uint32_t slot_size; uint32_t slot_count; } vs_class_config;
+typedef struct vs_slot_ref {
+    uint8_t class_idx;
+    uint8_t extent_idx; /* always 0: extents are not implemented */
+    uint32_t slot_idx;
+    uint32_t generation; /* 1 on a slot's first allocation, +1 on each one after */
+} vs_slot_ref;
+typedef struct vs_class_offsets { size_t meta_offset; size_t data_offset; } vs_class_offsets;
+typedef struct vs_layout {
+    size_t total_size;
+    size_t class_count;
+    vs_class_offsets class_offsets[VS_MAX_CLASSES];
+} vs_layout;
+
+enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1 };
+typedef struct vs_slot_info {
+    uint32_t state;      /* enum vs_slot_state; any other value means the word was scribbled on */
+    uint8_t owner;       /* peer id, 0 when free */
+    uint32_t generation;
+    uint32_t tag;        /* caller-defined label, see vs_pool_set_tag */
+    uint32_t size;       /* bytes requested when the slot was allocated */
+} vs_slot_info;
+
+typedef struct vs_segment_options {
+    const vs_class_config *classes; /* NULL: VS_DEFAULT_CLASSES */
+    size_t class_count;
+    uint32_t max_peers;             /* 0: VS_DEFAULT_MAX_PEERS */
+    uint32_t mode;                  /* 0: 0600 */
+} vs_segment_options;
+
+/* Default classes, sized for media buffers and large heap blocks:
+ * 64 KiB x 256, 256 KiB x 128, 1 MiB x 64, 4 MiB x 32, 16 MiB x 8 (about 400 MiB of
+ * address space; tmpfs only backs the pages that are touched). */
+#define VS_DEFAULT_CLASSES_INIT { {64u << 10, 256}, {256u << 10, 128}, {1u << 20, 64}, \
+                                  {4u << 20, 32}, {16u << 20, 8} }
+#define VS_DEFAULT_CLASS_COUNT 5
+
+/* A pool as this process sees it: everything here is computed locally at init/attach and
+ * never re-read from shared memory, so a peer that scribbles over the segment cannot steer
+ * this process out of bounds. Embed it; treat the fields as private. */
+struct vs_pool_class {
+    uint32_t slot_size;
+    uint32_t slot_count;
+    size_t stride;
+    void *meta;          /* slot_count x 16-byte slot words */
+    void *bitmap;        /* ceil(slot_count / 64) words: set bit = probably free */
+    uint8_t *data;       /* slot_count x stride */
+    void *header;        /* the class header in the segment (search hint lives there) */
+    uint32_t bitmap_words;
+};
+struct vs_pool {
+    uint8_t *base;       /* region base */
+    size_t region_len;
+    size_t base_offset;
+    size_t class_count;
+    uint32_t attach_id;  /* process-unique: keys this thread's slot cache */
+    struct vs_segment *segment; /* set when the pool lives in a segment: exhaustion reaps */
+    struct vs_pool_class classes[VS_MAX_CLASSES];
+};
+typedef struct vs_pool vs_pool;
+
+struct vs_segment {
+    vs_pool pool;
+    void *map;           /* mapped address */
+    size_t map_len;
+    int fd;
+    uint8_t peer_id;     /* 0 until joined */
+    bool at_creator_address; /* raw pointers are portable to peers mapped at the same place */
+    uint32_t max_peers;
+    int reaping;         /* one reaper at a time per vs_segment (threads share its locks) */
+    uint64_t last_auto_reap_ns;
+    char name[256];
+};
+typedef struct vs_segment vs_segment;
+
+/* ---- pool ---- */
+VS_API int vs_pool_layout(const vs_class_config *configs, size_t n, vs_layout *out);
+VS_API size_t vs_pool_required_size(const vs_class_config *configs, size_t n); /* 0 = invalid configs */
+VS_API int vs_pool_discover_configs(vs_region region, size_t base_offset, uint32_t num_classes,
+                             vs_class_config *out, const char **why);
+VS_API int vs_pool_init(vs_pool *pool, vs_region region, size_t base_offset,
+                 const vs_class_config *configs, size_t n);
+VS_API int vs_pool_attach(vs_pool *pool, vs_region region, size_t base_offset,
+                   const vs_class_config *configs, size_t n);
+VS_API bool vs_pool_allocate(const vs_pool *pool, uint32_t size, uint8_t owner_peer, vs_slot_ref *out);
+VS_API int vs_pool_free(const vs_pool *pool, vs_slot_ref ref); /* VS_OK, VS_EDOUBLEFREE, VS_EINVAL */
+VS_API void *vs_pool_slot_data(const vs_pool *pool, const vs_slot_ref *ref); /* NULL: invalid or stale ref */
+VS_API size_t vs_pool_class_count(const vs_pool *pool);
+VS_API uint32_t vs_pool_slot_size(const vs_pool *pool, size_t class_idx); /* 0 for a bad index */
+VS_API void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id);
+VS_API int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer);
+VS_API int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out);
+
+/* Beside the reference API. */
+VS_API int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag); /* label a slot you hold */
+VS_API int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out); /* ptr anywhere in an allocated slot */
+VS_API uint32_t vs_pool_slot_count(const vs_pool *pool, size_t class_idx);
+VS_API unsigned vs_pool_republish_free(const vs_pool *pool); /* rebuild the free index from the slot words */
+
+/* Handles: one uint64_t, generation in the high half. 0 is never a valid handle. A ref that
+ * does not fit (class >= 64, extent >= 4, slot >= 2^24, generation 0) packs to 0. */
+VS_API uint64_t vs_slot_ref_pack(vs_slot_ref ref);
+VS_API vs_slot_ref vs_slot_ref_unpack(uint64_t handle);
+
+/* ---- segment ---- */
+VS_API int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_options *opts); /* "/x" = POSIX shm, else a file path */
+VS_API int vs_segment_open(vs_segment *seg, const char *name);
+VS_API int vs_segment_open_or_create(vs_segment *seg, const char *name, const vs_segment_options *opts);
+VS_API int vs_segment_join(vs_segment *seg, uint8_t *peer_id);
+VS_API int vs_segment_leave(vs_segment *seg);
+VS_API int vs_segment_reap(vs_segment *seg, unsigned *reaped);
+VS_API vs_pool *vs_segment_pool(vs_segment *seg);
+VS_API void vs_segment_close(vs_segment *seg);
+VS_API int vs_segment_unlink(const char *name);
+/* In a fork child: take a private descriptor (so the parent's liveness lock is not shared)
+ * and forget the parent's peer id; join again to allocate as a peer of its own. */
+VS_API int vs_segment_after_fork_child(vs_segment *seg);
+
+enum vs_peer_state { VS_PEER_FREE = 0, VS_PEER_ALIVE = 1, VS_PEER_REAPING = 2 };
+typedef struct vs_peer_info {
+    uint8_t id;
+    uint32_t state;      /* enum vs_peer_state */
+    bool live;           /* its kernel liveness lock is held */
+    int32_t pid;
+    uint64_t joined_unix_ns;
+} vs_peer_info;
+VS_API int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out);
+VS_API uint32_t vs_segment_max_peers(const vs_segment *seg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,415 @@
+/* The slot pool: init/attach, allocate, free, transfer and slot access.
+ * Every ownership change is one CAS on the slot word. The bitmap (set bit = probably free)
+ * and the thread cache only say where to try: a crash can leave them stale, never wrong. */
+#include "slot_cache.h"
+
+#include <string.h>
+#include <unistd.h>
+
+VS__TLS struct vs__thread_cache vs__tc;
+
+static _Atomic uint32_t vs__attach_counter;
+static _Atomic uint32_t vs__thread_counter;
+
+uint16_t vs__thread_tag_init(void)
+{
+    /* Distinct per thread in this process and unlikely to collide with another process's:
+     * a collision only sends a free to the thread cache where the bitmap would do. */
+    uint32_t n = atomic_fetch_add_explicit(&vs__thread_counter, 1, memory_order_relaxed);
+    uint32_t h = ((uint32_t)getpid() * 0x9E3779B1u) ^ (n * 0x85EBCA6Bu);
+    h ^= h >> 16;
+    uint16_t t = (uint16_t)h;
+    vs__tc.thread_tag = t ? t : 1;
+    return vs__tc.thread_tag;
+}
+
+/* ---- setting up ---- */
+
+static int setup(vs_pool *pool, vs_region region, size_t base_offset,
+                 const vs_class_config *configs, size_t n, vs__class_layout *classes)
+{
+    size_t total;
+    if (!pool || !region.base)
+        return VS_EINVAL;
+    if (base_offset % 64 || ((uintptr_t)region.base + base_offset) % 64)
+        return VS_EINVAL;
+    int rc = vs__layout_compute(configs, n, classes, &total, NULL);
+    if (rc != VS_OK)
+        return rc;
+    if (base_offset > region.len || region.len - base_offset < total)
+        return VS_ENOSPC;
+    memset(pool, 0, sizeof *pool);
+    pool->base = region.base;
+    pool->region_len = region.len;
+    pool->base_offset = base_offset;
+    pool->class_count = n;
+    pool->attach_id = atomic_fetch_add_explicit(&vs__attach_counter, 1, memory_order_relaxed) + 1;
+    uint8_t *pbase = (uint8_t *)region.base + base_offset;
+    for (size_t i = 0; i < n; i++) {
+        struct vs_pool_class *c = &pool->classes[i];
+        c->slot_size = configs[i].slot_size;
+        c->slot_count = configs[i].slot_count;
+        c->stride = classes[i].stride;
+        c->meta = pbase + classes[i].meta_offset;
+        c->bitmap = pbase + classes[i].bitmap_offset;
+        c->data = pbase + classes[i].data_offset;
+        c->header = pbase + i * sizeof(vs__class_header);
+        c->bitmap_words = classes[i].bitmap_words;
+    }
+    return VS_OK;
+}
+
+int vs_pool_init(vs_pool *pool, vs_region region, size_t base_offset,
+                 const vs_class_config *configs, size_t n)
+{
+    vs__class_layout classes[VS_MAX_CLASSES];
+    int rc = setup(pool, region, base_offset, configs, n, classes);
+    if (rc != VS_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const struct vs_pool_class *c = &pool->classes[i];
+        vs__slot_meta *meta = c->meta;
+        for (uint32_t s = 0; s < c->slot_count; s++) {
+            atomic_init(&meta[s].word, vs__word_make(0, 0, VS_SLOT_FREE, 0));
+            atomic_init(&meta[s].tag, 0);
+            atomic_init(&meta[s].size, 0);
+        }
+        _Atomic uint64_t *bm = vs__bitmap(c);
+        for (uint32_t w = 0; w < c->bitmap_words; w++) {
+            uint32_t bits = c->slot_count - w * 64;
+            atomic_init(&bm[w], bits >= 64 ? ~0ull : (1ull << bits) - 1);
+        }
+        vs__class_header *h = c->header;
+        memset(h, 0, sizeof *h);
+        h->class_idx = (uint32_t)i;
+        h->slot_size = c->slot_size;
+        h->slot_count = c->slot_count;
+        h->meta_offset = classes[i].meta_offset;
+        h->bitmap_offset = classes[i].bitmap_offset;
+        h->data_offset = classes[i].data_offset;
+        h->stride = classes[i].stride;
+    }
+    /* Magics last, released: a reader that sees one sees the class fully written. */
+    for (size_t i = 0; i < n; i++)
+        __atomic_store_n(&((vs__class_header *)pool->classes[i].header)->magic, VS__CLASS_MAGIC,
+                         __ATOMIC_RELEASE);
+    return VS_OK;
+}
+
+int vs_pool_attach(vs_pool *pool, vs_region region, size_t base_offset,
+                   const vs_class_config *configs, size_t n)
+{
+    vs__class_layout classes[VS_MAX_CLASSES];
+    vs_class_config found[VS_MAX_CLASSES];
+    int rc = setup(pool, region, base_offset, configs, n, classes);
+    if (rc != VS_OK)
+        return rc;
+    rc = vs_pool_discover_configs(region, base_offset, (uint32_t)n, found, NULL);
+    if (rc == VS_OK && memcmp(found, configs, n * sizeof *configs) != 0)
+        rc = VS_ECORRUPT; /* initialised with other configs */
+    if (rc != VS_OK)
+        memset(pool, 0, sizeof *pool);
+    return rc;
+}
+
+/* ---- the free index ---- */
+
+void vs__publish_free(const struct vs_pool_class *cls, uint32_t idx)
+{
+    uint32_t w = idx / 64;
+    atomic_fetch_or_explicit(&vs__bitmap(cls)[w], 1ull << (idx % 64), memory_order_release);
+    _Atomic uint32_t *hint = &((vs__class_header *)cls->header)->search_hint;
+    if (w < atomic_load_explicit(hint, memory_order_relaxed))
+        atomic_store_explicit(hint, w, memory_order_relaxed);
+}
+
+unsigned vs__republish_class(const struct vs_pool_class *cls)
+{
+    const vs__slot_meta *meta = cls->meta;
+    _Atomic uint64_t *bm = vs__bitmap(cls);
+    unsigned published = 0;
+    for (uint32_t i = 0; i < cls->slot_count; i++) {
+        uint64_t w = atomic_load_explicit(&((vs__slot_meta *)meta)[i].word, memory_order_relaxed);
+        if (vs__word_state(w) != VS_SLOT_FREE)
+            continue;
+        if (atomic_load_explicit(&bm[i / 64], memory_order_relaxed) & (1ull << (i % 64)))
+            continue;
+        vs__publish_free(cls, i);
+        published++;
+    }
+    return published;
+}
+
+unsigned vs_pool_republish_free(const vs_pool *pool)
+{
+    unsigned n = 0;
+    if (!pool)
+        return 0;
+    for (size_t c = 0; c < pool->class_count; c++)
+        n += vs__republish_class(&pool->classes[c]);
+    return n;
+}
+
+/* ---- allocation ---- */
+
+/* The claim: FREE(gen) -> ALLOCATED(gen+1, owner) in one CAS. Nothing else makes a slot yours. */
+static inline bool claim(const struct vs_pool_class *cls, uint8_t class_idx, uint32_t idx,
+                         uint32_t size, uint8_t owner, uint16_t thread, vs_slot_ref *out)
+{
+    vs__slot_meta *m = vs__meta(cls, idx);
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    while (vs__word_state(w) == VS_SLOT_FREE) {
+        uint32_t gen = vs__next_gen(vs__word_gen(w));
+        if (atomic_compare_exchange_weak_explicit(&m->word, &w,
+                                                  vs__word_make(gen, owner, VS_SLOT_ALLOCATED, thread),
+                                                  memory_order_acquire, memory_order_relaxed)) {
+            atomic_store_explicit(&m->size, size, memory_order_relaxed);
+            atomic_store_explicit(&m->tag, 0, memory_order_relaxed);
+            out->class_idx = class_idx;
+            out->extent_idx = 0;
+            out->slot_idx = idx;
+            out->generation = gen;
+            return true;
+        }
+    }
+    return false;
+}
+
+static inline bool claim_cached(struct vs__thread_cache *tc, const struct vs_pool_class *cls,
+                                uint8_t c, uint32_t size, uint8_t owner, vs_slot_ref *out)
+{
+    while (tc->count[c]) {
+        uint32_t idx = tc->idx[c][--tc->count[c]];
+        if (idx < cls->slot_count && claim(cls, c, idx, size, owner, tc->thread_tag, out))
+            return true;
+    }
+    return false;
+}
+
+static bool claim_from_bitmap(const struct vs_pool_class *cls, uint8_t c, uint32_t size,
+                              uint8_t owner, uint16_t thread, vs_slot_ref *out)
+{
+    _Atomic uint64_t *bm = vs__bitmap(cls);
+    _Atomic uint32_t *hint = &((vs__class_header *)cls->header)->search_hint;
+    uint32_t words = cls->bitmap_words;
+    uint32_t start = atomic_load_explicit(hint, memory_order_relaxed);
+    if (start >= words)
+        start %= words; /* the hint is shared memory: anything may be there */
+    for (uint32_t k = 0, wi = start; k < words; k++, wi = wi + 1 == words ? 0 : wi + 1) {
+        uint64_t v = atomic_load_explicit(&bm[wi], memory_order_relaxed);
+        while (v) {
+            uint64_t bit = v & -v;
+            uint64_t prev = atomic_fetch_and_explicit(&bm[wi], ~bit, memory_order_acquire);
+            v = prev & ~bit;
+            if (!(prev & bit))
+                continue; /* another allocator took this candidate */
+            uint32_t idx = wi * 64 + (uint32_t)__builtin_ctzll(bit);
+            if (idx < cls->slot_count && claim(cls, c, idx, size, owner, thread, out)) {
+                if (wi != start)
+                    atomic_store_explicit(hint, wi, memory_order_relaxed);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static inline uint8_t first_fitting_class(const vs_pool *pool, uint32_t size)
+{
+    uint8_t c = 0;
+    while (c < pool->class_count && pool->classes[c].slot_size < size)
+        c++;
+    return c;
+}
+
+static bool allocate_from(const vs_pool *pool, uint8_t first, uint32_t size, uint8_t owner,
+                          vs_slot_ref *out)
+{
+    struct vs__thread_cache *tc = vs__tc_for(pool);
+    uint16_t thread = vs__thread_tag();
+    for (uint8_t c = first; c < pool->class_count; c++) {
+        const struct vs_pool_class *cls = &pool->classes[c];
+        if (c < VS__TC_CLASSES && claim_cached(tc, cls, c, size, owner, out))
+            return true;
+        if (claim_from_bitmap(cls, c, size, owner, thread, out))
+            return true;
+        /* Smallest fitting class first: slots other threads parked in their caches (or left
+         * there when they exited) still count before we fall through to a larger class. */
+        _Atomic uint32_t *parked = &((vs__class_header *)cls->header)->parked;
+        if (atomic_load_explicit(parked, memory_order_relaxed) &&
+            atomic_exchange_explicit(parked, 0, memory_order_acquire) &&
+            vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
+            return true;
+    }
+    /* Every fitting bitmap looked empty: free slots may be parked in other threads' caches
+     * or left unpublished by a peer that died mid-operation. The slot words know. */
+    for (uint8_t c = first; c < pool->class_count; c++) {
+        const struct vs_pool_class *cls = &pool->classes[c];
+        if (vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
+            return true;
+    }
+    return false;
+}
+
+bool vs_pool_allocate(const vs_pool *pool, uint32_t size, uint8_t owner_peer, vs_slot_ref *out)
+{
+    if (VS__UNLIKELY(!pool || !out || pool->class_count == 0))
+        return false;
+    uint8_t first = first_fitting_class(pool, size);
+    if (first == pool->class_count)
+        return false; /* larger than the largest class: the caller sends it another way */
+    if (VS__LIKELY(allocate_from(pool, first, size, owner_peer, out)))
+        return true;
+    if (pool->segment && vs__segment_reap_on_exhaustion(pool->segment))
+        return allocate_from(pool, first, size, owner_peer, out);
+    return false;
+}
+
+/* ---- release and ownership ---- */
+
+int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
+{
+    const struct vs_pool_class *cls;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    if (VS__UNLIKELY(!m))
+        return VS_EINVAL;
+    uint32_t idx = ref.slot_idx;
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    do {
+        if (!vs__word_is_live(w, ref.generation))
+            return VS_EDOUBLEFREE; /* already freed, or freed and reused: a stale ref */
+    } while (!atomic_compare_exchange_weak_explicit(
+        &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
+        memory_order_relaxed));
+    /* The slot is free; now only the index needs to hear of it. */
+    struct vs__thread_cache *tc = &vs__tc;
+    uint8_t c = ref.class_idx;
+    if (c < VS__TC_CLASSES && vs__word_thread(w) == tc->thread_tag && tc->thread_tag &&
+        tc->pool_id == pool->attach_id && tc->count[c] < VS__TC_DEPTH) {
+        tc->idx[c][tc->count[c]++] = idx;
+        _Atomic uint32_t *parked = &((vs__class_header *)cls->header)->parked;
+        if (!atomic_load_explicit(parked, memory_order_relaxed)) /* read first: keep the line shared */
+            atomic_store_explicit(parked, 1, memory_order_release);
+        return VS_OK;
+    }
+    vs__publish_free(cls, idx);
+    return VS_OK;
+}
+
+int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer)
+{
+    const struct vs_pool_class *cls;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    if (!m)
+        return VS_EINVAL;
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
+    do {
+        if (!vs__word_is_live(w, ref.generation))
+            return VS_ESTALE;
+        if (vs__word_owner(w) != from_peer)
+            return VS_EPERM;
+        /* Thread tag cleared: the receiver's free goes to the shared bitmap. */
+    } while (!atomic_compare_exchange_weak_explicit(
+        &m->word, &w, vs__word_make(ref.generation, to_peer, VS_SLOT_ALLOCATED, 0),
+        memory_order_acq_rel, memory_order_acquire));
+    return VS_OK;
+}
+
+void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id)
+{
+    if (!pool)
+        return;
+    for (size_t c = 0; c < pool->class_count; c++) {
+        const struct vs_pool_class *cls = &pool->classes[c];
+        for (uint32_t i = 0; i < cls->slot_count; i++) {
+            vs__slot_meta *m = vs__meta(cls, i);
+            uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+            bool freed = false;
+            while (vs__word_state(w) == VS_SLOT_ALLOCATED && vs__word_owner(w) == peer_id) {
+                if (atomic_compare_exchange_weak_explicit(
+                        &m->word, &w, vs__word_make(vs__word_gen(w), 0, VS_SLOT_FREE, 0),
+                        memory_order_acq_rel, memory_order_relaxed)) {
+                    freed = true;
+                    break;
+                }
+            }
+            if (freed)
+                vs__publish_free(cls, i);
+        }
+    }
+}
+
+/* ---- slot access ---- */
+
+void *vs_pool_slot_data(const vs_pool *pool, const vs_slot_ref *ref)
+{
+    const struct vs_pool_class *cls;
+    vs__slot_meta *m = ref ? vs__ref_meta(pool, *ref, &cls) : NULL;
+    if (!m || !vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref->generation))
+        return NULL;
+    return cls->data + (size_t)ref->slot_idx * cls->stride;
+}
+
+int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
+{
+    if (!pool || !ptr || !out)
+        return VS_EINVAL;
+    uintptr_t p = (uintptr_t)ptr;
+    for (size_t c = 0; c < pool->class_count; c++) {
+        const struct vs_pool_class *cls = &pool->classes[c];
+        uintptr_t lo = (uintptr_t)cls->data;
+        if (p < lo || p - lo >= cls->stride * cls->slot_count)
+            continue;
+        uint32_t idx = (uint32_t)((p - lo) / cls->stride);
+        if ((p - lo) % cls->stride >= cls->slot_size)
+            return VS_EINVAL; /* in the padding between slots */
+        uint64_t w = atomic_load_explicit(&vs__meta(cls, idx)->word, memory_order_acquire);
+        if (vs__word_state(w) != VS_SLOT_ALLOCATED)
+            return VS_ESTALE;
+        out->class_idx = (uint8_t)c;
+        out->extent_idx = 0;
+        out->slot_idx = idx;
+        out->generation = vs__word_gen(w);
+        return VS_OK;
+    }
+    return VS_EINVAL;
+}
+
+int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag)
+{
+    const struct vs_pool_class *cls;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    if (!m)
+        return VS_EINVAL;
+    if (!vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref.generation))
+        return VS_ESTALE;
+    atomic_store_explicit(&m->tag, tag, memory_order_relaxed);
+    return VS_OK;
+}
+
+int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out)
+{
+    if (!pool || !out || class_idx >= pool->class_count ||
+        slot_idx >= pool->classes[class_idx].slot_count)
+        return VS_EINVAL;
+    vs__slot_meta *m = vs__meta(&pool->classes[class_idx], slot_idx);
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
+    out->state = vs__word_state(w);
+    out->owner = vs__word_owner(w);
+    out->generation = vs__word_gen(w);
+    out->tag = atomic_load_explicit(&m->tag, memory_order_relaxed);
+    out->size = atomic_load_explicit(&m->size, memory_order_relaxed);
+    return VS_OK;
+}
+
+size_t vs_pool_class_count(const vs_pool *pool) { return pool ? pool->class_count : 0; }
+
+uint32_t vs_pool_slot_size(const vs_pool *pool, size_t class_idx)
+{
+    return pool && class_idx < pool->class_count ? pool->classes[class_idx].slot_size : 0;
+}
+
+uint32_t vs_pool_slot_count(const vs_pool *pool, size_t class_idx)
+{
+    return pool && class_idx < pool->class_count ? pool->classes[class_idx].slot_count : 0;
+}

@@ -1,0 +1,316 @@
+// Every pool function with good and bad input: layouts and configs, init/attach/discover,
+// handles, free/transfer/tag/info edge cases, and refs that point anywhere they should not.
+#include "test_util.h"
+
+#include <algorithm>
+#include <set>
+
+using namespace vstest;
+
+// ---- configs and layout ----
+
+TEST(Layout, RejectsInvalidConfigs)
+{
+    vs_layout l;
+    const vs_class_config zero_size[1] = {{0, 4}};
+    const vs_class_config zero_count[1] = {{64, 0}};
+    const vs_class_config too_many_slots[1] = {{64, VS_MAX_SLOTS_PER_CLASS + 1}};
+    const vs_class_config descending[2] = {{1024, 4}, {512, 4}};
+    const vs_class_config equal[2] = {{512, 4}, {512, 4}};
+    EXPECT_EQ(vs_pool_layout(nullptr, 1, &l), VS_EINVAL);
+    EXPECT_EQ(vs_pool_layout(kRefClasses, 0, &l), VS_EINVAL);
+    EXPECT_EQ(vs_pool_layout(kRefClasses, 3, nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_pool_layout(zero_size, 1, &l), VS_EINVAL);
+    EXPECT_EQ(vs_pool_layout(zero_count, 1, &l), VS_EINVAL);
+    EXPECT_EQ(vs_pool_layout(too_many_slots, 1, &l), VS_EINVAL);
+    EXPECT_EQ(vs_pool_layout(descending, 2, &l), VS_EINVAL);
+    EXPECT_EQ(vs_pool_layout(equal, 2, &l), VS_EINVAL);
+    EXPECT_EQ(vs_pool_required_size(descending, 2), 0u);
+    EXPECT_EQ(vs_pool_required_size(nullptr, 0), 0u);
+    std::vector<vs_class_config> many(VS_MAX_CLASSES + 1);
+    for (size_t i = 0; i < many.size(); i++)
+        many[i] = {static_cast<uint32_t>(64 * (i + 1)), 1};
+    EXPECT_EQ(vs_pool_required_size(many.data(), VS_MAX_CLASSES), vs_pool_required_size(many.data(), VS_MAX_CLASSES));
+    EXPECT_GT(vs_pool_required_size(many.data(), VS_MAX_CLASSES), 0u);
+    EXPECT_EQ(vs_pool_required_size(many.data(), VS_MAX_CLASSES + 1), 0u);
+}
+
+TEST(Layout, SlotsAreAlignedAndDisjoint)
+{
+    const vs_class_config odd[4] = {{1, 3}, {100, 5}, {4097, 2}, {65536, 2}};
+    HeapPool p(odd, 4);
+    std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+    for (size_t c = 0; c < 4; c++) {
+        std::vector<vs_slot_ref> refs;
+        for (uint32_t i = 0; i < odd[c].slot_count; i++) {
+            vs_slot_ref r;
+            ASSERT_TRUE(vs_pool_allocate(p.get(), odd[c].slot_size, 1, &r));
+            ASSERT_EQ(r.class_idx, c);
+            auto a = reinterpret_cast<uintptr_t>(vs_pool_slot_data(p.get(), &r));
+            EXPECT_EQ(a % 64, 0u);
+            if (odd[c].slot_size >= 4096) {
+                EXPECT_EQ((a - reinterpret_cast<uintptr_t>(p.mem)) % 4096, 0u);
+            }
+            ranges.push_back({a, a + odd[c].slot_size});
+        }
+    }
+    std::sort(ranges.begin(), ranges.end());
+    for (size_t i = 1; i < ranges.size(); i++)
+        EXPECT_LE(ranges[i - 1].second, ranges[i].first) << "slots overlap";
+    EXPECT_LE(ranges.back().second, reinterpret_cast<uintptr_t>(p.mem) + p.len);
+}
+
+// ---- init / attach / discover ----
+
+TEST(PoolSetup, InitRejectsBadRegions)
+{
+    size_t need = vs_pool_required_size(kRefClasses, 3);
+    std::vector<uint8_t> buf(need + 256);
+    auto *aligned = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(buf.data()) + 63) & ~uintptr_t(63));
+    vs_pool p;
+    EXPECT_EQ(vs_pool_init(nullptr, vs_region{aligned, need}, 0, kRefClasses, 3), VS_EINVAL);
+    EXPECT_EQ(vs_pool_init(&p, vs_region{nullptr, need}, 0, kRefClasses, 3), VS_EINVAL);
+    EXPECT_EQ(vs_pool_init(&p, vs_region{aligned, need - 1}, 0, kRefClasses, 3), VS_ENOSPC);
+    EXPECT_EQ(vs_pool_init(&p, vs_region{aligned, need + 64}, 65, kRefClasses, 3), VS_EINVAL);
+    EXPECT_EQ(vs_pool_init(&p, vs_region{aligned, need}, 64, kRefClasses, 3), VS_ENOSPC);
+    EXPECT_EQ(vs_pool_init(&p, vs_region{aligned + 1, need}, 0, kRefClasses, 3), VS_EINVAL);
+    EXPECT_EQ(vs_pool_init(&p, vs_region{aligned, need}, 0, kRefClasses, 0), VS_EINVAL);
+    EXPECT_EQ(vs_pool_init(&p, vs_region{aligned, need + 64}, 64, kRefClasses, 3), VS_OK);
+}
+
+TEST(PoolSetup, AttachSeesTheSamePoolAndDiscoversItsConfigs)
+{
+    HeapPool p;
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 5000, 3, &r));
+    vs_class_config found[3];
+    const char *why = "unset";
+    ASSERT_EQ(vs_pool_discover_configs(vs_region{p.mem, p.len}, 0, 3, found, &why), VS_OK);
+    EXPECT_EQ(why, nullptr);
+    EXPECT_EQ(memcmp(found, kRefClasses, sizeof found), 0);
+    vs_pool q;
+    ASSERT_EQ(vs_pool_attach(&q, vs_region{p.mem, p.len}, 0, found, 3), VS_OK);
+    EXPECT_EQ(vs_pool_class_count(&q), 3u);
+    EXPECT_EQ(vs_pool_slot_data(&q, &r), vs_pool_slot_data(p.get(), &r));
+    EXPECT_EQ(vs_pool_free(&q, r), VS_OK); // freed through the other attachment
+    EXPECT_EQ(vs_pool_free(p.get(), r), VS_EDOUBLEFREE);
+}
+
+TEST(PoolSetup, AttachRejectsOtherConfigsAndGarbage)
+{
+    HeapPool p;
+    vs_pool q;
+    const vs_class_config other[3] = {{1024, 8}, {16384, 4}, {262144, 1}}; // fits, differs
+    EXPECT_EQ(vs_pool_attach(&q, vs_region{p.mem, p.len}, 0, other, 3), VS_ECORRUPT);
+    EXPECT_EQ(vs_pool_attach(&q, vs_region{p.mem, p.len}, 0, kRefClasses, 2), VS_ECORRUPT);
+    std::vector<uint8_t> zeros(p.len + 64, 0);
+    auto *z = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(zeros.data()) + 63) & ~uintptr_t(63));
+    EXPECT_EQ(vs_pool_attach(&q, vs_region{z, p.len}, 0, kRefClasses, 3), VS_ECORRUPT);
+}
+
+TEST(PoolSetup, DiscoverRejectsGarbageWithAReason)
+{
+    HeapPool p;
+    vs_class_config out[VS_MAX_CLASSES];
+    const char *why = nullptr;
+    vs_region reg{p.mem, p.len};
+    EXPECT_EQ(vs_pool_discover_configs(reg, 0, 0, out, &why), VS_EINVAL);
+    EXPECT_EQ(vs_pool_discover_configs(reg, 0, 65, out, &why), VS_EINVAL);
+    EXPECT_EQ(vs_pool_discover_configs(reg, 3, 3, out, &why), VS_EINVAL);
+    EXPECT_EQ(vs_pool_discover_configs(vs_region{nullptr, 0}, 0, 3, out, &why), VS_EINVAL);
+    EXPECT_EQ(vs_pool_discover_configs(reg, p.len, 3, out, &why), VS_ECORRUPT);
+    EXPECT_EQ(vs_pool_discover_configs(vs_region{p.mem, 100}, 0, 3, out, &why), VS_ECORRUPT);
+    EXPECT_EQ(vs_pool_discover_configs(vs_region{p.mem, p.len - 4096}, 0, 3, out, &why), VS_ECORRUPT);
+    EXPECT_NE(why, nullptr);
+    EXPECT_EQ(vs_pool_discover_configs(reg, 0, 4, out, &why), VS_ECORRUPT); // no 4th header
+    // Scribble each field of the class-1 header in turn: every change is caught.
+    auto *hdr = static_cast<uint8_t *>(p.mem) + 64;
+    for (int off = 0; off < 48; off += 4) {
+        uint32_t saved;
+        memcpy(&saved, hdr + off, 4);
+        uint32_t bad = saved ^ 0x10;
+        memcpy(hdr + off, &bad, 4);
+        why = nullptr;
+        EXPECT_EQ(vs_pool_discover_configs(reg, 0, 3, out, &why), VS_ECORRUPT) << "field at " << off;
+        EXPECT_NE(why, nullptr);
+        memcpy(hdr + off, &saved, 4);
+    }
+    EXPECT_EQ(vs_pool_discover_configs(reg, 0, 3, out, nullptr), VS_OK);
+}
+
+// ---- handles ----
+
+TEST(Handle, PackUnpackRoundTrips)
+{
+    vs_slot_ref refs[] = {{0, 0, 0, 1}, {63, 3, VS_MAX_SLOTS_PER_CLASS - 1, UINT32_MAX}, {5, 0, 12345, 77}};
+    std::set<uint64_t> seen;
+    for (auto r : refs) {
+        uint64_t h = vs_slot_ref_pack(r);
+        EXPECT_NE(h, 0u);
+        EXPECT_TRUE(seen.insert(h).second);
+        vs_slot_ref u = vs_slot_ref_unpack(h);
+        EXPECT_EQ(u.class_idx, r.class_idx);
+        EXPECT_EQ(u.extent_idx, r.extent_idx);
+        EXPECT_EQ(u.slot_idx, r.slot_idx);
+        EXPECT_EQ(u.generation, r.generation);
+    }
+}
+
+TEST(Handle, UnrepresentableRefsPackToZero)
+{
+    EXPECT_EQ(vs_slot_ref_pack({0, 0, 0, 0}), 0u);
+    EXPECT_EQ(vs_slot_ref_pack({64, 0, 0, 1}), 0u);
+    EXPECT_EQ(vs_slot_ref_pack({0, 4, 0, 1}), 0u);
+    EXPECT_EQ(vs_slot_ref_pack({0, 0, VS_MAX_SLOTS_PER_CLASS, 1}), 0u);
+    HeapPool p;
+    vs_slot_ref z = vs_slot_ref_unpack(0);
+    EXPECT_EQ(vs_pool_free(p.get(), z), VS_EDOUBLEFREE); // generation 0 never matches
+    EXPECT_EQ(vs_pool_slot_data(p.get(), &z), nullptr);
+}
+
+TEST(Handle, AHandleFromAnotherGenerationIsRejectedEverywhere)
+{
+    HeapPool p;
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 10, 1, &r));
+    uint64_t h = vs_slot_ref_pack(r);
+    ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+    vs_slot_ref again;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 10, 1, &again));
+    ASSERT_EQ(again.slot_idx, r.slot_idx);
+    vs_slot_ref stale = vs_slot_ref_unpack(h);
+    EXPECT_EQ(vs_pool_slot_data(p.get(), &stale), nullptr);
+    EXPECT_EQ(vs_pool_free(p.get(), stale), VS_EDOUBLEFREE);
+    EXPECT_EQ(vs_pool_transfer(p.get(), stale, 1, 2), VS_ESTALE);
+    EXPECT_EQ(vs_pool_set_tag(p.get(), stale, 9), VS_ESTALE);
+    vs_slot_info info;
+    ASSERT_EQ(vs_pool_slot_info(p.get(), r.class_idx, r.slot_idx, &info), VS_OK);
+    EXPECT_EQ(info.owner, 1);
+    EXPECT_EQ(info.generation, again.generation);
+}
+
+// ---- out-of-range refs ----
+
+TEST(BadRefs, OutOfRangeRefsAreInvalidNotCrashes)
+{
+    HeapPool p;
+    vs_slot_ref bad[] = {{3, 0, 0, 1}, {255, 0, 0, 1}, {0, 1, 0, 1}, {0, 0, 8, 1},
+                         {2, 0, 2, 1}, {0, 0, UINT32_MAX, 1}};
+    for (auto r : bad) {
+        EXPECT_EQ(vs_pool_free(p.get(), r), VS_EINVAL);
+        EXPECT_EQ(vs_pool_slot_data(p.get(), &r), nullptr);
+        EXPECT_EQ(vs_pool_transfer(p.get(), r, 1, 2), VS_EINVAL);
+        EXPECT_EQ(vs_pool_set_tag(p.get(), r, 1), VS_EINVAL);
+    }
+    vs_slot_info info;
+    EXPECT_EQ(vs_pool_slot_info(p.get(), 3, 0, &info), VS_EINVAL);
+    EXPECT_EQ(vs_pool_slot_info(p.get(), 0, 8, &info), VS_EINVAL);
+    EXPECT_EQ(vs_pool_slot_info(p.get(), 0, 0, nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_pool_slot_info(nullptr, 0, 0, &info), VS_EINVAL);
+    EXPECT_EQ(vs_pool_slot_data(p.get(), nullptr), nullptr);
+    EXPECT_EQ(vs_pool_free(nullptr, bad[0]), VS_EINVAL);
+    EXPECT_EQ(vs_pool_slot_size(p.get(), 3), 0u);
+    EXPECT_EQ(vs_pool_slot_size(nullptr, 0), 0u);
+    EXPECT_EQ(vs_pool_class_count(nullptr), 0u);
+    vs_slot_ref r;
+    EXPECT_FALSE(vs_pool_allocate(nullptr, 1, 1, &r));
+    EXPECT_FALSE(vs_pool_allocate(p.get(), 1, 1, nullptr));
+    vs_pool_reclaim_peer_slots(nullptr, 1); // no crash
+}
+
+TEST(BadRefs, UnallocatedSlotsHaveNoData)
+{
+    HeapPool p;
+    vs_slot_ref never{0, 0, 5, 1};
+    EXPECT_EQ(vs_pool_slot_data(p.get(), &never), nullptr);
+    EXPECT_EQ(vs_pool_free(p.get(), never), VS_EDOUBLEFREE);
+}
+
+// ---- transfer ----
+
+TEST(Transfer, MovesTheOwnerWithOneCheck)
+{
+    HeapPool p;
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 10, 1, &r));
+    EXPECT_EQ(vs_pool_transfer(p.get(), r, 2, 3), VS_EPERM); // 2 is not the owner
+    EXPECT_EQ(vs_pool_transfer(p.get(), r, 1, 3), VS_OK);
+    EXPECT_EQ(vs_pool_transfer(p.get(), r, 1, 3), VS_EPERM); // not any more
+    vs_slot_info info;
+    ASSERT_EQ(vs_pool_slot_info(p.get(), r.class_idx, r.slot_idx, &info), VS_OK);
+    EXPECT_EQ(info.owner, 3);
+    EXPECT_EQ(info.generation, r.generation);
+    vs_pool_reclaim_peer_slots(p.get(), 1); // the sender's death no longer touches it
+    EXPECT_NE(vs_pool_slot_data(p.get(), &r), nullptr);
+    vs_pool_reclaim_peer_slots(p.get(), 3); // the receiver's does
+    EXPECT_EQ(vs_pool_slot_data(p.get(), &r), nullptr);
+    EXPECT_EQ(vs_pool_transfer(p.get(), r, 3, 1), VS_ESTALE);
+}
+
+// ---- tags, sizes, pointers ----
+
+TEST(SlotInfo, TagAndSizeAreRecorded)
+{
+    HeapPool p;
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 3000, 4, &r));
+    EXPECT_EQ(vs_pool_set_tag(p.get(), r, 0xabcd), VS_OK);
+    vs_slot_info info;
+    ASSERT_EQ(vs_pool_slot_info(p.get(), r.class_idx, r.slot_idx, &info), VS_OK);
+    EXPECT_EQ(info.tag, 0xabcdu);
+    EXPECT_EQ(info.size, 3000u);
+    ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+    EXPECT_EQ(vs_pool_set_tag(p.get(), r, 1), VS_ESTALE);
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 3000, 4, &r));
+    ASSERT_EQ(vs_pool_slot_info(p.get(), r.class_idx, r.slot_idx, &info), VS_OK);
+    EXPECT_EQ(info.tag, 0u); // a new allocation starts untagged
+}
+
+TEST(RefOf, MapsAnyInteriorPointerBackToItsRef)
+{
+    HeapPool p;
+    vs_slot_ref r, got;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 16000, 1, &r));
+    auto *d = static_cast<uint8_t *>(vs_pool_slot_data(p.get(), &r));
+    for (size_t off : {size_t(0), size_t(1), size_t(8191), size_t(16383)}) {
+        ASSERT_EQ(vs_pool_ref_of(p.get(), d + off, &got), VS_OK) << off;
+        EXPECT_EQ(vs_slot_ref_pack(got), vs_slot_ref_pack(r));
+    }
+    int x;
+    EXPECT_EQ(vs_pool_ref_of(p.get(), &x, &got), VS_EINVAL);
+    EXPECT_EQ(vs_pool_ref_of(p.get(), p.mem, &got), VS_EINVAL); // the class headers
+    ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+    EXPECT_EQ(vs_pool_ref_of(p.get(), d, &got), VS_ESTALE);
+}
+
+TEST(Status, EveryCodeHasItsOwnText)
+{
+    std::set<std::string> texts;
+    for (int s = 0; s >= VS_EBUSY; s--) {
+        std::string t = vs_strerror(s);
+        EXPECT_FALSE(t.empty());
+        EXPECT_TRUE(texts.insert(t).second) << s;
+    }
+    EXPECT_STREQ(vs_strerror(-1000), "unknown varslot status");
+    EXPECT_STREQ(vs_strerror(5), "unknown varslot status");
+}
+
+TEST(Republish, RecoversSlotsThatLeftTheIndex)
+{
+    HeapPool p;
+    // Allocate everything, then free through a second attachment whose thread cache is this
+    // thread's too: the frees land in the bitmap or the cache; either way all 14 come back.
+    std::vector<vs_slot_ref> held;
+    ASSERT_EQ(drain_count(p.get(), 1, &held), 14u);
+    for (auto &r : held)
+        ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+    // Wipe the bitmap words as a crashed peer could leave them (cleared, never set).
+    vs_layout l;
+    ASSERT_EQ(vs_pool_layout(kRefClasses, 3, &l), VS_OK);
+    for (int c = 0; c < 3; c++)
+        memset(static_cast<uint8_t *>(p.mem) + l.class_offsets[c].meta_offset +
+                   ((16 * kRefClasses[c].slot_count + 63) & ~63u),
+               0, 8);
+    std::vector<vs_slot_ref> again;
+    EXPECT_EQ(drain_count(p.get(), 1, &again), 14u); // the slot words are the truth
+}

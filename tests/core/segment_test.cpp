@@ -1,0 +1,331 @@
+// Segments: create/open/close/unlink, peers joining and leaving, the creator's address,
+// reaping, fork, and every refusal (names, modes, symlinks, other users' files).
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+
+using namespace vstest;
+
+TEST(Segment, CreateOpenShareOnePool)
+{
+    TestSegment a("share");
+    vs_segment b;
+    ASSERT_EQ(vs_segment_open(&b, a.name.c_str()), VS_OK);
+    uint8_t ida = 0, idb = 0;
+    ASSERT_EQ(vs_segment_join(&a.seg, &ida), VS_OK);
+    ASSERT_EQ(vs_segment_join(&b, &idb), VS_OK);
+    EXPECT_GE(ida, 1);
+    EXPECT_NE(ida, idb);
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(a.pool(), 1000, ida, &r));
+    strcpy(static_cast<char *>(vs_pool_slot_data(a.pool(), &r)), "hello");
+    EXPECT_STREQ(static_cast<char *>(vs_pool_slot_data(vs_segment_pool(&b), &r)), "hello");
+    EXPECT_EQ(vs_pool_transfer(vs_segment_pool(&b), r, ida, idb), VS_OK);
+    EXPECT_EQ(vs_pool_free(vs_segment_pool(&b), r), VS_OK);
+    vs_segment_close(&b);
+}
+
+TEST(Segment, DefaultsAreDocumentedOnes)
+{
+    std::string name = unique_name("defaults");
+    vs_segment s;
+    ASSERT_EQ(vs_segment_create(&s, name.c_str(), nullptr), VS_OK);
+    const vs_class_config d[VS_DEFAULT_CLASS_COUNT] = VS_DEFAULT_CLASSES_INIT;
+    ASSERT_EQ(vs_pool_class_count(vs_segment_pool(&s)), (size_t)VS_DEFAULT_CLASS_COUNT);
+    for (size_t i = 0; i < VS_DEFAULT_CLASS_COUNT; i++) {
+        EXPECT_EQ(vs_pool_slot_size(vs_segment_pool(&s), i), d[i].slot_size);
+        EXPECT_EQ(vs_pool_slot_count(vs_segment_pool(&s), i), d[i].slot_count);
+    }
+    EXPECT_EQ(vs_segment_max_peers(&s), (uint32_t)VS_DEFAULT_MAX_PEERS);
+    struct stat st;
+    ASSERT_EQ(fstat(s.fd, &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    vs_segment_close(&s);
+    EXPECT_EQ(vs_segment_unlink(name.c_str()), VS_OK);
+    EXPECT_EQ(vs_segment_unlink(name.c_str()), VS_ENOENT);
+}
+
+TEST(Segment, ModeIsExactDespiteUmask)
+{
+    std::string name = unique_name("mode");
+    vs_segment_options o{};
+    o.mode = 0660;
+    mode_t old = umask(077);
+    vs_segment s;
+    ASSERT_EQ(vs_segment_create(&s, name.c_str(), &o), VS_OK);
+    umask(old);
+    struct stat st;
+    ASSERT_EQ(fstat(s.fd, &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0660u);
+    vs_segment_close(&s);
+    vs_segment_unlink(name.c_str());
+}
+
+TEST(Segment, RefusesBadArguments)
+{
+    vs_segment s;
+    vs_segment_options o{};
+    EXPECT_EQ(vs_segment_create(&s, nullptr, nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_segment_create(&s, "", nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_segment_create(&s, std::string(300, 'x').c_str(), nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_segment_create(nullptr, "/x", nullptr), VS_EINVAL);
+    std::string name = unique_name("bad");
+    o.max_peers = 256;
+    EXPECT_EQ(vs_segment_create(&s, name.c_str(), &o), VS_EINVAL);
+    o.max_peers = 0;
+    o.mode = 01777;
+    EXPECT_EQ(vs_segment_create(&s, name.c_str(), &o), VS_EINVAL);
+    o.mode = 0;
+    const vs_class_config bad[2] = {{1024, 4}, {512, 4}};
+    o.classes = bad;
+    o.class_count = 2;
+    EXPECT_EQ(vs_segment_create(&s, name.c_str(), &o), VS_EINVAL);
+    EXPECT_STRNE(vs_last_detail(), "no detail recorded");
+    o.classes = nullptr; // a count without classes is a mistake, not "use defaults"
+    EXPECT_EQ(vs_segment_create(&s, name.c_str(), &o), VS_EINVAL);
+    EXPECT_EQ(vs_segment_open(&s, name.c_str()), VS_ENOENT); // nothing was left behind
+    EXPECT_EQ(vs_segment_open(&s, nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_segment_join(nullptr, nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_segment_reap(nullptr, nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_segment_pool(nullptr), nullptr);
+    vs_segment_close(nullptr);
+}
+
+TEST(Segment, CreateIsExclusive)
+{
+    TestSegment a("excl");
+    vs_segment b;
+    EXPECT_EQ(vs_segment_create(&b, a.name.c_str(), nullptr), VS_EEXIST);
+    EXPECT_EQ(vs_segment_open_or_create(&b, a.name.c_str(), nullptr), VS_OK); // opens it
+    EXPECT_EQ(vs_pool_class_count(vs_segment_pool(&b)), 3u); // a's classes, not the defaults
+    vs_segment_close(&b);
+}
+
+TEST(Segment, FilePathsWorkAndSymlinksAreRefused)
+{
+    char dir[] = "/tmp/vstest-dirXXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/seg";
+    std::string link = std::string(dir) + "/link";
+    vs_segment s, t;
+    vs_segment_options o{};
+    o.classes = kRefClasses;
+    o.class_count = 3;
+    ASSERT_EQ(vs_segment_create(&s, path.c_str(), &o), VS_OK);
+    ASSERT_EQ(symlink(path.c_str(), link.c_str()), 0);
+    EXPECT_EQ(vs_segment_open(&t, link.c_str()), VS_EPERM);
+    EXPECT_EQ(vs_segment_create(&t, link.c_str(), &o), VS_EEXIST);
+    ASSERT_EQ(vs_segment_open(&t, path.c_str()), VS_OK);
+    vs_segment_close(&t);
+    vs_segment_close(&s);
+    EXPECT_EQ(vs_segment_unlink(path.c_str()), VS_OK);
+    unlink(link.c_str());
+    rmdir(dir);
+}
+
+TEST(Segment, RefusesAnotherUsersSegment)
+{
+    if (geteuid() != 0)
+        GTEST_SKIP() << "needs root to give a file to another user";
+    TestSegment a("foreign");
+    ASSERT_EQ(fchown(a.seg.fd, 65534, 65534), 0); // nobody
+    vs_segment b;
+    EXPECT_EQ(vs_segment_open(&b, a.name.c_str()), VS_EPERM);
+    EXPECT_STREQ(vs_last_detail(), "segment is owned by another user");
+}
+
+TEST(Segment, RefusesThingsThatAreNotSegments)
+{
+    vs_segment s;
+    EXPECT_EQ(vs_segment_open(&s, "/dev/null"), VS_ECORRUPT); // not a regular file
+    char path[] = "/tmp/vstest-emptyXXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    EXPECT_EQ(vs_segment_open(&s, path), VS_ECORRUPT); // empty, nobody creating it
+    ASSERT_EQ(write(fd, "#!/bin/sh\necho not a segment\n", 29), 29);
+    EXPECT_EQ(vs_segment_open(&s, path), VS_ECORRUPT);
+    EXPECT_STREQ(vs_last_detail(), "not a varslot segment (bad magic)");
+    close(fd);
+    unlink(path);
+}
+
+TEST(Segment, PeersMapAtTheCreatorsAddress)
+{
+    TestSegment a("addr");
+    EXPECT_TRUE(a.seg.at_creator_address);
+    void *creator_map = a.seg.map;
+    std::string name = a.name;
+    // A fresh process (not a fork: that would inherit the mapping) maps at the same place.
+    pid_t pid = spawn([&] {
+        munmap(a.seg.map, a.seg.map_len); // as if this process had never seen it
+        vs_segment b;
+        if (vs_segment_open(&b, name.c_str()) != VS_OK)
+            return 2;
+        return b.map == creator_map && b.at_creator_address ? 0 : 3;
+    });
+    EXPECT_EQ(wait_child(pid), 0);
+    // In this process the address is taken by a's mapping: the open falls back, handles work.
+    vs_segment b;
+    ASSERT_EQ(vs_segment_open(&b, name.c_str()), VS_OK);
+    EXPECT_FALSE(b.at_creator_address);
+    EXPECT_NE(b.map, creator_map);
+    vs_segment_close(&b);
+}
+
+TEST(Segment, JoinLeaveAndPeerInfo)
+{
+    TestSegment a("peers", kRefClasses, 3, 2);
+    vs_segment b, c;
+    ASSERT_EQ(vs_segment_open(&b, a.name.c_str()), VS_OK);
+    ASSERT_EQ(vs_segment_open(&c, a.name.c_str()), VS_OK);
+    uint8_t ia, ib, ic;
+    ASSERT_EQ(vs_segment_join(&a.seg, &ia), VS_OK);
+    uint8_t again;
+    ASSERT_EQ(vs_segment_join(&a.seg, &again), VS_OK); // joining twice keeps the id
+    EXPECT_EQ(again, ia);
+    ASSERT_EQ(vs_segment_join(&b, &ib), VS_OK);
+    EXPECT_EQ(vs_segment_join(&c, &ic), VS_EFULL);
+    vs_peer_info info;
+    ASSERT_EQ(vs_segment_peer_info(&c, ib, &info), VS_OK);
+    EXPECT_EQ(info.state, (uint32_t)VS_PEER_ALIVE);
+    EXPECT_TRUE(info.live);
+    EXPECT_EQ(info.pid, getpid());
+    EXPECT_GT(info.joined_unix_ns, 0u);
+    EXPECT_EQ(vs_segment_peer_info(&c, 0, &info), VS_EINVAL);
+    EXPECT_EQ(vs_segment_peer_info(&c, 3, &info), VS_EINVAL);
+    // b leaves holding a slot: the slot comes back, the entry is reusable.
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(vs_segment_pool(&b), 10, ib, &r));
+    ASSERT_EQ(vs_segment_leave(&b), VS_OK);
+    EXPECT_EQ(vs_segment_leave(&b), VS_ENOTJOINED);
+    EXPECT_EQ(vs_pool_slot_data(a.pool(), &r), nullptr);
+    ASSERT_EQ(vs_segment_peer_info(&c, ib, &info), VS_OK);
+    EXPECT_EQ(info.state, (uint32_t)VS_PEER_FREE);
+    EXPECT_FALSE(info.live);
+    ASSERT_EQ(vs_segment_join(&c, &ic), VS_OK);
+    EXPECT_EQ(ic, ib);
+    vs_segment_close(&b);
+    vs_segment_close(&c);
+}
+
+TEST(Segment, ClosingWithoutLeavingIsReapedLikeADeath)
+{
+    TestSegment a("close");
+    vs_segment b;
+    ASSERT_EQ(vs_segment_open(&b, a.name.c_str()), VS_OK);
+    uint8_t ib;
+    ASSERT_EQ(vs_segment_join(&b, &ib), VS_OK);
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(vs_segment_pool(&b), 10, ib, &r));
+    // Simulate a death: drop the descriptor (and with it the liveness lock) without leaving.
+    close(b.fd);
+    munmap(b.map, b.map_len);
+    unsigned n = 0;
+    ASSERT_EQ(vs_segment_reap(&a.seg, &n), VS_OK);
+    EXPECT_EQ(n, 1u);
+    EXPECT_EQ(vs_pool_slot_data(a.pool(), &r), nullptr);
+    ASSERT_EQ(vs_segment_reap(&a.seg, &n), VS_OK);
+    EXPECT_EQ(n, 0u);
+}
+
+TEST(Segment, ReapingNeverTouchesALivePeer)
+{
+    TestSegment a("live");
+    int ready[2], release[2];
+    ASSERT_EQ(pipe(ready), 0);
+    ASSERT_EQ(pipe(release), 0);
+    std::string name = a.name;
+    pid_t pid = spawn([&] {
+        vs_segment b;
+        uint8_t id;
+        if (vs_segment_open(&b, name.c_str()) != VS_OK || vs_segment_join(&b, &id) != VS_OK)
+            return 2;
+        vs_slot_ref r;
+        if (!vs_pool_allocate(vs_segment_pool(&b), 10, id, &r))
+            return 3;
+        uint64_t h = vs_slot_ref_pack(r);
+        if (write(ready[1], &h, sizeof h) != sizeof h)
+            return 4;
+        char c;
+        if (read(release[0], &c, 1) != 1)
+            return 5;
+        return vs_pool_slot_data(vs_segment_pool(&b), &r) && vs_pool_free(vs_segment_pool(&b), r) == VS_OK ? 0 : 6;
+    });
+    uint64_t h = 0;
+    ASSERT_EQ(read(ready[0], &h, sizeof h), (ssize_t)sizeof h);
+    unsigned n = 99;
+    ASSERT_EQ(vs_segment_reap(&a.seg, &n), VS_OK);
+    EXPECT_EQ(n, 0u);
+    vs_slot_ref r = vs_slot_ref_unpack(h);
+    EXPECT_NE(vs_pool_slot_data(a.pool(), &r), nullptr);
+    ASSERT_EQ(write(release[1], "x", 1), 1);
+    EXPECT_EQ(wait_child(pid), 0);
+    for (int fd : {ready[0], ready[1], release[0], release[1]})
+        close(fd);
+}
+
+TEST(Segment, ForkChildGetsItsOwnLivenessAndPeerId)
+{
+    TestSegment a("fork");
+    uint8_t parent_id;
+    ASSERT_EQ(vs_segment_join(&a.seg, &parent_id), VS_OK);
+    int ready[2];
+    ASSERT_EQ(pipe(ready), 0);
+    pid_t pid = spawn([&] {
+        if (vs_segment_after_fork_child(&a.seg) != VS_OK || a.seg.peer_id != 0)
+            return 2;
+        uint8_t id;
+        if (vs_segment_join(&a.seg, &id) != VS_OK || id == parent_id)
+            return 3;
+        if (write(ready[1], &id, 1) != 1)
+            return 4;
+        pause();
+        return 0;
+    });
+    uint8_t child_id = 0;
+    ASSERT_EQ(read(ready[0], &child_id, 1), 1);
+    vs_peer_info info;
+    ASSERT_EQ(vs_segment_peer_info(&a.seg, child_id, &info), VS_OK);
+    EXPECT_TRUE(info.live);
+    EXPECT_EQ(info.pid, pid);
+    kill(pid, SIGKILL);
+    wait_child(pid);
+    // The child's death is visible although the parent still holds the inherited file.
+    ASSERT_EQ(vs_segment_peer_info(&a.seg, child_id, &info), VS_OK);
+    EXPECT_FALSE(info.live);
+    unsigned n = 0;
+    ASSERT_EQ(vs_segment_reap(&a.seg, &n), VS_OK);
+    EXPECT_EQ(n, 1u);
+    ASSERT_EQ(vs_segment_peer_info(&a.seg, parent_id, &info), VS_OK);
+    EXPECT_TRUE(info.live); // and the parent is untouched
+    close(ready[0]);
+    close(ready[1]);
+}
+
+TEST(Segment, ExhaustionReapsDeadPeersByItself)
+{
+    const vs_class_config one[1] = {{4096, 4}};
+    TestSegment a("exhaust", one, 1);
+    uint8_t me;
+    ASSERT_EQ(vs_segment_join(&a.seg, &me), VS_OK);
+    std::string name = a.name;
+    pid_t pid = spawn([&] {
+        vs_segment b;
+        uint8_t id;
+        if (vs_segment_open(&b, name.c_str()) != VS_OK || vs_segment_join(&b, &id) != VS_OK)
+            return 2;
+        vs_slot_ref r;
+        int n = 0;
+        while (vs_pool_allocate(vs_segment_pool(&b), 1, id, &r))
+            n++;
+        if (n != 4)
+            return 3;
+        raise(SIGKILL); // die holding every slot
+        return 4;
+    });
+    EXPECT_EQ(wait_child(pid), 128 + SIGKILL);
+    usleep(20000); // past the auto-reap rate limit
+    vs_slot_ref r;
+    EXPECT_TRUE(vs_pool_allocate(a.pool(), 1, me, &r)); // found empty, reaped, retried
+}

@@ -1,0 +1,188 @@
+// Shared helpers for the core suites: heap-backed pools, uniquely named segments that clean
+// up after themselves, and forked children whose exit status the parent checks.
+#pragma once
+
+#include "varslot.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace vstest {
+
+// The reference's test configuration: 1 KiB x 8, 16 KiB x 4, 256 KiB x 2 (14 slots).
+inline const vs_class_config kRefClasses[3] = {{1024, 8}, {16384, 4}, {262144, 2}};
+
+// A pool in private anonymous memory, for tests that need no second process.
+struct HeapPool {
+    vs_pool pool{};
+    void *mem = nullptr;
+    size_t len = 0;
+    explicit HeapPool(const vs_class_config *c = kRefClasses, size_t n = 3)
+    {
+        len = vs_pool_required_size(c, n);
+        EXPECT_GT(len, 0u);
+        mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        EXPECT_NE(mem, MAP_FAILED);
+        EXPECT_EQ(vs_pool_init(&pool, vs_region{mem, len}, 0, c, n), VS_OK);
+    }
+    ~HeapPool() { munmap(mem, len); }
+    const vs_pool *operator->() const { return &pool; }
+    const vs_pool *get() const { return &pool; }
+};
+
+// A fresh POSIX shm name per call, so parallel or repeated runs never collide.
+inline std::string unique_name(const char *what)
+{
+    static int counter;
+    return "/vstest-" + std::string(what) + "-" + std::to_string(getpid()) + "-" +
+           std::to_string(counter++);
+}
+
+// A created segment, closed and unlinked when the test ends (children inherit the mapping).
+struct TestSegment {
+    vs_segment seg{};
+    std::string name;
+    explicit TestSegment(const char *what, const vs_class_config *c = kRefClasses, size_t n = 3,
+                         uint32_t max_peers = 0)
+        : name(unique_name(what))
+    {
+        vs_segment_options o{};
+        o.classes = c;
+        o.class_count = n;
+        o.max_peers = max_peers;
+        int rc = vs_segment_create(&seg, name.c_str(), &o);
+        EXPECT_EQ(rc, VS_OK) << vs_strerror(rc) << ": " << vs_last_detail();
+    }
+    ~TestSegment()
+    {
+        vs_segment_close(&seg);
+        vs_segment_unlink(name.c_str());
+    }
+    vs_pool *pool() { return vs_segment_pool(&seg); }
+    // This process's peer id. Allocate with it: slots owned by an id that is not a live
+    // peer's are fair game for the reaper.
+    uint8_t join()
+    {
+        uint8_t id = 0;
+        EXPECT_EQ(vs_segment_join(&seg, &id), VS_OK);
+        return id;
+    }
+};
+
+// Runs fn in a forked child; the child's exit status is fn's return value. The child must
+// not use gtest assertions (they would report in the child only): return non-zero instead.
+inline pid_t spawn(const std::function<int()> &fn)
+{
+    fflush(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(120); // a child that hangs dies instead of hanging the suite
+        int rc = 1;
+        try {
+            rc = fn();
+        } catch (...) {
+            rc = 99;
+        }
+        _exit(rc);
+    }
+    return pid;
+}
+
+// Waits for a child and returns its exit status, or 128+signal if it was killed.
+inline int wait_child(pid_t pid)
+{
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+// Counts how many slots of the pool are allocatable right now by draining and refilling:
+// every slot must be found exactly once.
+inline size_t drain_count(const vs_pool *pool, uint8_t owner, std::vector<vs_slot_ref> *out)
+{
+    size_t n = 0;
+    for (size_t c = 0; c < vs_pool_class_count(pool); c++) {
+        vs_slot_ref r;
+        while (vs_pool_allocate(pool, vs_pool_slot_size(pool, c), owner, &r)) {
+            if (r.class_idx != c) { // fell through to a larger class: give it back
+                vs_pool_free(pool, r);
+                break;
+            }
+            out->push_back(r);
+            n++;
+        }
+    }
+    return n;
+}
+
+inline uint32_t total_slots(const vs_pool *pool)
+{
+    uint32_t n = 0;
+    for (size_t c = 0; c < vs_pool_class_count(pool); c++)
+        n += vs_pool_slot_count(pool, c);
+    return n;
+}
+
+inline void run_threads(int n, const std::function<void(int)> &fn)
+{
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; i++)
+        ts.emplace_back(fn, i);
+    for (auto &t : ts)
+        t.join();
+}
+
+// A spinning barrier: threads already on a core leave it within a few hundred cycles of
+// each other, which is what a race needs (a yielding wait spreads them over microseconds).
+struct SpinBarrier {
+    explicit SpinBarrier(int n) : n(n) {}
+    void wait()
+    {
+        int ph = phase.load();
+        if (count.fetch_add(1) + 1 == n) {
+            count = 0;
+            phase.fetch_add(1);
+        } else {
+            while (phase.load() == ph) {
+            }
+        }
+    }
+    const int n;
+    std::atomic<int> count{0}, phase{0};
+};
+
+// Runs `rounds` rounds in which n threads (no more than the cores) race on act(thread, round);
+// thread 0 then runs check(round) alone, which prepares the next round or says stop.
+inline void race_rounds(int n, int rounds, const std::function<void(int, int)> &act,
+                 const std::function<bool(int)> &check)
+{
+    SpinBarrier barrier(n);
+    std::atomic<bool> stop{false};
+    run_threads(n, [&](int t) {
+        for (int r = 0; r < rounds && !stop; r++) {
+            barrier.wait();
+            act(t, r);
+            barrier.wait();
+            if (t == 0 && !check(r))
+                stop = true;
+            barrier.wait();
+        }
+    });
+}
+
+} // namespace vstest
