@@ -111,8 +111,12 @@ check-cli: all
 demo: all
 	scripts/demo/run-demo
 
-bench: all
-	@echo "bench: not yet"
+BENCH := $(B)/bench/bench_core
+$(BENCH): tests/bench/bench_core.cpp $(LIB_A) $(CORE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CXX) -O2 -g -std=c++17 $(WARN) -Icore/include $< $(LIB_A) -o $@ -pthread -lrt
+bench: all $(BENCH)
+	scripts/bench
 
 clean:
 	rm -rf $(B)

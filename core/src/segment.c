@@ -479,5 +479,6 @@ int vs_segment_after_fork_child(vs_segment *seg)
     seg->fd = fd;
     seg->peer_id = 0;
     seg->reaping = 0;
+    vs__tc.thread_tag = 0; /* the parent's tag would steer our frees into our own cache */
     return VS_OK;
 }

@@ -14,6 +14,7 @@
 struct vs__thread_cache {
     uint32_t pool_id;    /* vs_pool.attach_id the entries belong to */
     uint16_t thread_tag; /* stamped into slot words this thread allocates; 0 = not yet set */
+    uint16_t ordinal;    /* this thread's number in its process, from 0 */
     uint8_t count[VS__TC_CLASSES];
     uint32_t idx[VS__TC_CLASSES][VS__TC_DEPTH];
 };

@@ -1,0 +1,983 @@
+/* The core benchmark: varslot's pool against glibc malloc and Boost.Interprocess.
+ * Every figure and the anchor it is compared with are measured in this one run; the table
+ * shows value, anchor, ratio, target and PASS/MISS. Exit status is non-zero only when a
+ * measurement itself failed (a child crashed, a segment could not be made), never for a MISS. */
+#include "varslot.h"
+
+#include <boost/interprocess/managed_shared_memory.hpp>
+#include <boost/version.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <gnu/libc-version.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace bip = boost::interprocess;
+
+namespace {
+
+/* ---- options ---- */
+
+struct Options {
+    int reps = 5;       /* timed repetitions per figure; the median is reported */
+    double scale = 1.0; /* multiplies every iteration count (--quick: 0.1) */
+};
+Options g_opt;
+
+long iters(long n) { return std::max(1L, (long)((double)n * g_opt.scale)); }
+
+/* ---- small helpers ---- */
+
+struct Failure : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+std::string fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char *f, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof buf, f, ap);
+    va_end(ap);
+    return buf;
+}
+
+uint64_t now_ns()
+{
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Tells the compiler the pointer escapes, so an allocate/free pair cannot be elided. */
+template <class T> inline void escape(T *p) { asm volatile("" : : "g"(p) : "memory"); }
+
+struct Stat {
+    double median, lo, hi;
+};
+
+Stat summarize(std::vector<double> v)
+{
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return {med, v.front(), v.back()};
+}
+
+/* Warms every candidate up once, then runs the repetitions round-robin, so slow drift
+ * of the machine (frequency, a noisy neighbour) hits all candidates alike. */
+std::vector<Stat> interleaved(const std::vector<std::function<double()>> &fns)
+{
+    std::vector<std::vector<double>> samples(fns.size());
+    for (auto &f : fns)
+        f();
+    for (int r = 0; r < g_opt.reps; r++)
+        for (size_t i = 0; i < fns.size(); i++)
+            samples[i].push_back(fns[i]());
+    std::vector<Stat> out;
+    for (auto &s : samples)
+        out.push_back(summarize(s));
+    return out;
+}
+
+/* ---- segments: unique names, removed at the end, on failure and on a fatal signal ---- */
+
+const int kMaxTracked = 32;
+char g_tracked[kMaxTracked][160]; /* /dev/shm paths; "" = free entry */
+pid_t g_main_pid;
+
+/* A segment call's failure in words: status, the library's detail and, for VS_ESYS, errno. */
+std::string vs_error(const char *call, const std::string &name, int rc)
+{
+    int e = errno;
+    return fmt("%s(%s): %s (%s%s%s)", call, name.c_str(), vs_strerror(rc), vs_last_detail(),
+               rc == VS_ESYS ? ": " : "", rc == VS_ESYS ? strerror(e) : "");
+}
+
+std::string unique_name(const char *what) { return fmt("vsbench-%d-%s", (int)getpid(), what); }
+
+/* varslot and Boost both put a POSIX shm object named N (or /N) at /dev/shm/N. */
+void track(const std::string &name, bool on)
+{
+    std::string path = "/dev/shm/" + name.substr(name[0] == '/' ? 1 : 0);
+    for (auto &slot : g_tracked) {
+        if (on && !slot[0]) {
+            snprintf(slot, sizeof slot, "%s", path.c_str());
+            return;
+        }
+        if (!on && path == slot) {
+            slot[0] = 0;
+            return;
+        }
+    }
+}
+
+/* Only the main process removes anything: a child's exit must not take the parent's segments. */
+void remove_tracked()
+{
+    if (getpid() != g_main_pid)
+        return;
+    for (auto &slot : g_tracked)
+        if (slot[0]) {
+            unlink(slot);
+            slot[0] = 0;
+        }
+}
+
+void on_fatal_signal(int sig)
+{
+    remove_tracked();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+class VsSegment {
+public:
+    VsSegment() { reset(); }
+    ~VsSegment() { close(); }
+    VsSegment(const VsSegment &) = delete;
+    VsSegment &operator=(const VsSegment &) = delete;
+
+    /* Returns the status so a caller can retry with a smaller size; throws on nothing. */
+    int try_create(const std::string &name, const vs_class_config *classes, size_t n)
+    {
+        close();
+        vs_segment_options o{};
+        o.classes = classes;
+        o.class_count = n;
+        track(name, true); /* before creating: a signal in between still removes it */
+        int rc = vs_segment_create(&seg_, name.c_str(), &o);
+        if (rc != VS_OK) {
+            track(name, false);
+            return rc;
+        }
+        name_ = name;
+        owner_ = open_ = true;
+        return rc;
+    }
+    void create(const std::string &name, const vs_class_config *classes, size_t n)
+    {
+        int rc = try_create(name, classes, n);
+        if (rc != VS_OK)
+            throw Failure(vs_error("vs_segment_create", name, rc));
+    }
+    void open(const std::string &name)
+    {
+        close();
+        int rc = vs_segment_open(&seg_, name.c_str());
+        if (rc != VS_OK)
+            throw Failure(vs_error("vs_segment_open", name, rc));
+        name_ = name;
+        open_ = true;
+    }
+    uint8_t join()
+    {
+        uint8_t peer = 0;
+        int rc = vs_segment_join(&seg_, &peer);
+        if (rc != VS_OK)
+            throw Failure(vs_error("vs_segment_join", name_, rc));
+        return peer;
+    }
+    void close()
+    {
+        if (open_)
+            vs_segment_close(&seg_);
+        if (owner_) {
+            vs_segment_unlink(name_.c_str());
+            track(name_, false);
+        }
+        reset();
+    }
+    vs_segment *seg() { return &seg_; }
+    const vs_pool *pool() { return vs_segment_pool(&seg_); }
+
+private:
+    void reset()
+    {
+        std::memset(&seg_, 0, sizeof seg_);
+        seg_.fd = -1;
+        open_ = owner_ = false;
+        name_.clear();
+    }
+    vs_segment seg_;
+    std::string name_;
+    bool open_, owner_;
+};
+
+/* Removes a Boost segment now (a leftover) and again when it goes out of scope. */
+class BoostName {
+public:
+    explicit BoostName(std::string name) : name_(std::move(name))
+    {
+        track(name_, true);
+        bip::shared_memory_object::remove(name_.c_str());
+    }
+    ~BoostName()
+    {
+        bip::shared_memory_object::remove(name_.c_str());
+        track(name_, false);
+    }
+    const char *c_str() const { return name_.c_str(); }
+
+private:
+    std::string name_;
+};
+
+const size_t kBoostSize = 16u << 20;
+
+/* ---- child processes ---- */
+
+/* Children started by one measurement; any still running when it ends (normally or by an
+ * exception) are killed and waited for, so a failure never leaves a process behind. */
+class Children {
+public:
+    ~Children()
+    {
+        for (pid_t p : pids_) {
+            kill(p, SIGKILL);
+            while (waitpid(p, nullptr, 0) < 0 && errno == EINTR) {
+            }
+        }
+    }
+    /* body runs in the child; its return value is the child's exit status. */
+    pid_t spawn(const std::function<int()> &body)
+    {
+        fflush(stdout);
+        fflush(stderr);
+        pid_t parent = getpid();
+        pid_t pid = fork();
+        if (pid < 0)
+            throw Failure(fmt("fork: %s", strerror(errno)));
+        if (pid == 0) {
+            /* A child must not outlive a killed parent (the reap child waits forever). */
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+                _exit(93);
+            int rc = 90;
+            try {
+                rc = body();
+            } catch (const std::exception &e) {
+                fprintf(stderr, "bench_core child %d: %s\n", (int)getpid(), e.what());
+                rc = 91;
+            } catch (...) {
+                rc = 92;
+            }
+            _exit(rc); /* no atexit handlers, no destructors of the parent's objects */
+        }
+        pids_.push_back(pid);
+        return pid;
+    }
+    /* Waits for pid; a child that did not exit 0 (or die of expect_signal) fails the measurement. */
+    void wait(pid_t pid, const char *what, int expect_signal = 0)
+    {
+        int st = 0;
+        while (waitpid(pid, &st, 0) < 0)
+            if (errno != EINTR)
+                throw Failure(fmt("waitpid: %s", strerror(errno)));
+        pids_.erase(std::remove(pids_.begin(), pids_.end(), pid), pids_.end());
+        bool ok = expect_signal ? WIFSIGNALED(st) && WTERMSIG(st) == expect_signal
+                                : WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        if (!ok)
+            throw Failure(WIFSIGNALED(st) ? fmt("%s: child killed by signal %d", what, WTERMSIG(st))
+                                          : fmt("%s: child exited with status %d", what,
+                                                WEXITSTATUS(st)));
+    }
+    /* Throws if a child already ended: used while waiting for children to get ready. */
+    void check_alive(const char *what)
+    {
+        for (pid_t p : pids_) {
+            int st;
+            if (waitpid(p, &st, WNOHANG) == p) {
+                pids_.erase(std::remove(pids_.begin(), pids_.end(), p), pids_.end());
+                throw Failure(fmt("%s: child ended early (status 0x%x)", what, st));
+            }
+        }
+    }
+
+private:
+    std::vector<pid_t> pids_;
+};
+
+/* Memory shared with the children (MAP_SHARED|MAP_ANONYMOUS survives fork). */
+template <class T> class SharedBlock {
+public:
+    SharedBlock()
+    {
+        void *p = mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            throw Failure(fmt("mmap: %s", strerror(errno)));
+        t_ = new (p) T();
+    }
+    ~SharedBlock() { munmap(t_, sizeof(T)); }
+    T *operator->() { return t_; }
+
+private:
+    T *t_;
+};
+
+struct Pipe {
+    int fd[2] = {-1, -1};
+    Pipe()
+    {
+        if (pipe2(fd, O_CLOEXEC) != 0)
+            throw Failure(fmt("pipe: %s", strerror(errno)));
+    }
+    ~Pipe()
+    {
+        close_end(0);
+        close_end(1);
+    }
+    void close_end(int i)
+    {
+        if (fd[i] >= 0)
+            ::close(fd[i]);
+        fd[i] = -1;
+    }
+};
+
+/* ---- the report ---- */
+
+enum class Verdict { Pass, Miss, Info, Failed };
+
+struct Row {
+    std::string what, value, anchor, anchor_value, ratio, target;
+    Verdict verdict;
+};
+
+std::vector<Row> g_rows;
+std::vector<std::string> g_notes;
+
+std::string ns(double v) { return fmt(v < 100 ? "%.1f ns" : "%.0f ns", v); }
+std::string ns(const Stat &s)
+{
+    double spread = s.median > 0 ? (s.hi - s.lo) / 2 / s.median * 100 : 0;
+    return ns(s.median) + fmt(" ±%.0f%%", spread);
+}
+std::string ratio(double r) { return fmt(r < 0.1 ? "%.3fx" : "%.2fx", r); }
+Verdict check(bool ok) { return ok ? Verdict::Pass : Verdict::Miss; }
+
+void row(std::string what, std::string value, std::string anchor, std::string anchor_value,
+         std::string r, std::string target, Verdict v)
+{
+    g_rows.push_back({std::move(what), std::move(value), std::move(anchor), std::move(anchor_value),
+                      std::move(r), std::move(target), v});
+}
+
+/* ---- 1. single-thread allocate+free pair ---- */
+
+const vs_class_config kPairClasses[] = {{512, 4096}, {8192, 256}};
+
+double vs_pairs(const vs_pool *pool, uint8_t peer, long n)
+{
+    vs_slot_ref ref;
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        if (!vs_pool_allocate(pool, 512, peer, &ref))
+            throw Failure("vs_pool_allocate(512) failed on an idle pool");
+        escape(&ref);
+        if (vs_pool_free(pool, ref) != VS_OK)
+            throw Failure("vs_pool_free of a fresh slot failed");
+    }
+    return (double)(now_ns() - t0) / (double)n;
+}
+
+double malloc_pairs(long n)
+{
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        char *p = static_cast<char *>(malloc(512));
+        if (!p)
+            throw Failure("malloc(512) failed");
+        p[0] = (char)i;
+        escape(p);
+        free(p);
+    }
+    return (double)(now_ns() - t0) / (double)n;
+}
+
+double boost_pairs(bip::managed_shared_memory &m, long n)
+{
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        char *p = static_cast<char *>(m.allocate(512)); /* throws bad_alloc when full */
+        p[0] = (char)i;
+        escape(p);
+        m.deallocate(p);
+    }
+    return (double)(now_ns() - t0) / (double)n;
+}
+
+/* The design's floor on this machine: a pair is at least two CAS on the slot word (the claim
+ * and the release), whatever else the allocator does. */
+double cas_floor_pairs(long n)
+{
+    static std::atomic<uint64_t> word{0};
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        uint64_t w = word.load(std::memory_order_relaxed);
+        word.compare_exchange_weak(w, w + 1, std::memory_order_acquire, std::memory_order_relaxed);
+        w = word.load(std::memory_order_relaxed);
+        word.compare_exchange_weak(w, w + 1, std::memory_order_release, std::memory_order_relaxed);
+    }
+    return (double)(now_ns() - t0) / (double)n;
+}
+
+void bench_single_thread()
+{
+    const char *what = "1 alloc+free pair, 512 B, 1 thread";
+    VsSegment vs;
+    vs.create("/" + unique_name("pair"), kPairClasses, 2);
+    uint8_t peer = vs.join();
+    BoostName bname(unique_name("boost-pair"));
+    bip::managed_shared_memory bm(bip::create_only, bname.c_str(), kBoostSize);
+
+    long nv = iters(5000000), nm = iters(5000000), nb = iters(1000000);
+    auto st = interleaved({[&] { return vs_pairs(vs.pool(), peer, nv); },
+                           [&] { return malloc_pairs(nm); },
+                           [&] { return boost_pairs(bm, nb); },
+                           [&] { return cas_floor_pairs(nv); }});
+    double v = st[0].median, m = st[1].median, b = st[2].median;
+    row(what, ns(st[0]), "-", "-", "-", "<= 8 ns", check(v <= 8));
+    row("  vs glibc", ns(v), "malloc(512)+free", ns(st[1]), ratio(v / m), "<= 2x", check(v / m <= 2));
+    row("  vs Boost", ns(v), "bip managed_shm", ns(st[2]), ratio(v / b), "<= 0.08x",
+        check(v / b <= 0.08));
+    row("  vs its floor", ns(v), "2 CAS on one word", ns(st[3]), ratio(v / st[3].median), "(none)",
+        Verdict::Info);
+}
+
+/* ---- 2. two processes on one class of one segment ---- */
+
+struct RaceBoard {
+    std::atomic<int> ready{0};
+    std::atomic<int> go{0};
+    uint64_t t0[2], t1[2];
+};
+
+/* Forks two children that each set up with `setup` and then run `loop(n)` at the same
+ * moment: both spin (yielding) on a shared flag that the parent raises once both are ready,
+ * so both are on a CPU when it flips. Returns the wall time from the first start to the
+ * last end, in ns per pair per process; *overlap gets the share of it both were running. */
+using RaceSetup = std::function<std::function<void(long)>(int child)>;
+double race_two(const char *what, long n, const RaceSetup &setup, double *overlap)
+{
+    SharedBlock<RaceBoard> board;
+    Children kids;
+    pid_t pid[2];
+    for (int k = 0; k < 2; k++)
+        pid[k] = kids.spawn([&, k] {
+            std::function<void(long)> loop = setup(k);
+            loop(std::max(1L, n / 10)); /* warm-up: caches, page faults, thread cache */
+            board->ready.fetch_add(1);
+            while (!board->go.load(std::memory_order_acquire))
+                sched_yield(); /* leaves the parent a CPU to raise the flag */
+            board->t0[k] = now_ns();
+            loop(n);
+            board->t1[k] = now_ns();
+            return 0;
+        });
+    uint64_t deadline = now_ns() + 60000000000ull;
+    while (board->ready.load() < 2) {
+        kids.check_alive(what);
+        if (now_ns() > deadline)
+            throw Failure(fmt("%s: children not ready after 60 s", what));
+        usleep(200);
+    }
+    board->go.store(1, std::memory_order_release);
+    for (int k = 0; k < 2; k++)
+        kids.wait(pid[k], what);
+    uint64_t start = std::min(board->t0[0], board->t0[1]), end = std::max(board->t1[0], board->t1[1]);
+    uint64_t ostart = std::max(board->t0[0], board->t0[1]), oend = std::min(board->t1[0], board->t1[1]);
+    *overlap = oend > ostart ? (double)(oend - ostart) / (double)(end - start) : 0;
+    return (double)(end - start) / (double)n;
+}
+
+void bench_two_processes()
+{
+    const char *what = "2 alloc+free pair, 512 B, 2 processes";
+    /* Children open segments by name, like unrelated processes would. "own" gives each child
+     * a segment of its own: nothing shared, so the ratio to it is the cost of sharing one
+     * segment, apart from what two busy processes cost each other on this machine. */
+    VsSegment shared, own[2];
+    std::string sname = "/" + unique_name("race"), oname[2];
+    shared.create(sname, kPairClasses, 2);
+    for (int k = 0; k < 2; k++) {
+        oname[k] = "/" + unique_name(k ? "race-own1" : "race-own0");
+        own[k].create(oname[k], kPairClasses, 2);
+    }
+    BoostName bname(unique_name("boost-race"));
+
+    long nv = iters(2000000), nb = iters(400000);
+    auto vs_setup = [](const std::string &name) -> std::function<void(long)> {
+        auto seg = std::make_shared<VsSegment>();
+        seg->open(name);
+        uint8_t peer = seg->join();
+        return [seg, peer](long n) { vs_pairs(seg->pool(), peer, n); };
+    };
+    std::vector<double> overlaps;
+    auto race = [&](const char *label, long n, const RaceSetup &setup) {
+        return [&, label, n, setup] {
+            double o, r = race_two(label, n, setup, &o);
+            overlaps.push_back(o);
+            return r;
+        };
+    };
+    auto st = interleaved(
+        {race("varslot, one shared segment", nv, [&](int) { return vs_setup(sname); }),
+         race("Boost, one shared segment", nb,
+              [&](int) -> std::function<void(long)> {
+                  auto m = std::make_shared<bip::managed_shared_memory>(
+                      bip::open_or_create, bname.c_str(), kBoostSize); /* both race to create */
+                  return [m](long n) { boost_pairs(*m, n); };
+              }),
+         race("varslot, a segment each", nv, [&](int k) { return vs_setup(oname[k]); })});
+    double v = st[0].median, b = st[1].median;
+    row(what, ns(st[0]), "bip managed_shm", ns(st[1]), ratio(v / b), "<= 0.05x", check(v / b <= 0.05));
+    row("  vs no sharing", ns(v), "a segment each", ns(st[2]), ratio(v / st[2].median), "(none)",
+        Verdict::Info);
+    g_notes.push_back(fmt("2: ns per pair per process = wall time (first start .. last end) / pairs "
+                          "per process; in every run the two processes overlapped for >= %.0f%% of "
+                          "that time.",
+                          100 * summarize(overlaps).lo));
+}
+
+/* ---- 3. batch: allocate 64, then free 64 ---- */
+
+const int kBatch = 64;
+
+double vs_batches(const vs_pool *pool, uint8_t peer, long rounds)
+{
+    vs_slot_ref refs[kBatch];
+    uint64_t t0 = now_ns();
+    for (long r = 0; r < rounds; r++) {
+        for (int i = 0; i < kBatch; i++)
+            if (!vs_pool_allocate(pool, 512, peer, &refs[i]))
+                throw Failure("vs_pool_allocate(512) failed in a batch of 64");
+        escape(refs);
+        for (int i = 0; i < kBatch; i++)
+            if (vs_pool_free(pool, refs[i]) != VS_OK)
+                throw Failure("vs_pool_free failed in a batch of 64");
+    }
+    return (double)(now_ns() - t0) / (double)(rounds * kBatch);
+}
+
+double malloc_batches(long rounds)
+{
+    char *p[kBatch];
+    uint64_t t0 = now_ns();
+    for (long r = 0; r < rounds; r++) {
+        for (int i = 0; i < kBatch; i++) {
+            p[i] = static_cast<char *>(malloc(512));
+            if (!p[i])
+                throw Failure("malloc(512) failed");
+            p[i][0] = (char)i;
+        }
+        escape(p);
+        for (int i = 0; i < kBatch; i++)
+            free(p[i]);
+    }
+    return (double)(now_ns() - t0) / (double)(rounds * kBatch);
+}
+
+double boost_batches(bip::managed_shared_memory &m, long rounds)
+{
+    char *p[kBatch];
+    uint64_t t0 = now_ns();
+    for (long r = 0; r < rounds; r++) {
+        for (int i = 0; i < kBatch; i++) {
+            p[i] = static_cast<char *>(m.allocate(512));
+            p[i][0] = (char)i;
+        }
+        escape(p);
+        for (int i = 0; i < kBatch; i++)
+            m.deallocate(p[i]);
+    }
+    return (double)(now_ns() - t0) / (double)(rounds * kBatch);
+}
+
+void bench_batch()
+{
+    VsSegment vs;
+    vs.create("/" + unique_name("batch"), kPairClasses, 2);
+    uint8_t peer = vs.join();
+    BoostName bname(unique_name("boost-batch"));
+    bip::managed_shared_memory bm(bip::create_only, bname.c_str(), kBoostSize);
+
+    long rv = iters(60000), rm = iters(60000), rb = iters(15000);
+    auto st = interleaved({[&] { return vs_batches(vs.pool(), peer, rv); },
+                           [&] { return malloc_batches(rm); },
+                           [&] { return boost_batches(bm, rb); }});
+    double v = st[0].median;
+    row("3 alloc 64 then free 64, 512 B, per pair", ns(st[0]), "malloc(512)+free", ns(st[1]),
+        ratio(v / st[1].median), "(none)", Verdict::Info);
+    row("  vs Boost", ns(v), "bip managed_shm", ns(st[2]), ratio(v / st[2].median), "(none)",
+        Verdict::Info);
+}
+
+/* ---- 4. memory ---- */
+
+/* Boost's bookkeeping per 512 B block, from the free-memory counter of a fresh segment. */
+double boost_overhead_per_block()
+{
+    BoostName bname(unique_name("boost-mem"));
+    bip::managed_shared_memory bm(bip::create_only, bname.c_str(), kBoostSize);
+    const int n = 4096;
+    std::vector<void *> blocks;
+    size_t before = bm.get_free_memory();
+    for (int i = 0; i < n; i++)
+        blocks.push_back(bm.allocate(512));
+    size_t after = bm.get_free_memory();
+    for (void *p : blocks)
+        bm.deallocate(p);
+    return (double)(before - after) / n - 512;
+}
+
+void bench_metadata()
+{
+    const vs_class_config big[] = {{64u << 10, 16384}};
+    size_t total = vs_pool_required_size(big, 1);
+    if (total == 0)
+        throw Failure("vs_pool_required_size rejected 64 KiB x 16384");
+    double slots = big[0].slot_count, data = (double)big[0].slot_size * big[0].slot_count;
+    double per_slot = ((double)total - data) / slots;
+    double boost = boost_overhead_per_block();
+    row("4 metadata per slot (64 KiB x 16384)", fmt("%.3f B", per_slot), "bip header/512 B block",
+        fmt("%.1f B", boost), ratio(per_slot / boost), "<= 16.5 B", check(per_slot <= 16.5));
+}
+
+struct Rss {
+    long vm_kib, shmem_kib;
+};
+
+/* VmRSS and RssShmem of this process, read without malloc (a heap page must not show up). */
+Rss read_rss()
+{
+    char buf[16384];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw Failure(fmt("/proc/self/status: %s", strerror(errno)));
+    size_t len = 0;
+    ssize_t got;
+    while (len < sizeof buf - 1 && (got = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)got;
+    close(fd);
+    buf[len] = 0;
+    auto field = [&](const char *name) {
+        const char *p = strstr(buf, name);
+        if (!p)
+            throw Failure(fmt("/proc/self/status has no %s", name));
+        return strtol(p + strlen(name), nullptr, 10);
+    };
+    return {field("VmRSS:"), field("RssShmem:")};
+}
+
+void bench_resident()
+{
+    VsSegment vs;
+    vs_class_config big[] = {{1u << 20, 2048}}; /* 2 GiB of address space */
+    std::string name = "/" + unique_name("rss");
+    read_rss(); /* fault in this function's own stack and code first */
+    Rss before = read_rss();
+    int rc;
+    while ((rc = vs.try_create(name, big, 1)) == VS_ENOSPC && big[0].slot_count > 256)
+        big[0].slot_count /= 2; /* a small /dev/shm: still show untouched slots are free */
+    if (rc != VS_OK)
+        throw Failure(vs_error("vs_segment_create", name, rc));
+    uint8_t peer = vs.join();
+    Rss joined = read_rss();
+
+    size_t seg_bytes = vs.seg()->map_len;
+    size_t data_bytes = (size_t)big[0].slot_size * big[0].slot_count;
+    long bookkeeping_kib = (long)((seg_bytes - data_bytes) / 1024);
+    long grew = joined.vm_kib - before.vm_kib;
+    long limit = bookkeeping_kib + 64;
+    row(fmt("4 RSS after create+join (%zu MiB seg)", seg_bytes >> 20),
+        fmt("+%ld KiB (shm +%ld)", grew, joined.shmem_kib - before.shmem_kib), "segment size",
+        fmt("%zu KiB", seg_bytes / 1024), ratio((double)grew * 1024 / (double)seg_bytes),
+        fmt("<= %ld KiB", limit), check(grew <= limit));
+    g_notes.push_back(fmt("4: RSS target = the segment's non-slot bytes (header, peer table, slot "
+                          "words, bitmap: %ld KiB) + 64 KiB slack; slot data must cost nothing "
+                          "until touched.",
+                          bookkeeping_kib));
+
+    vs_slot_ref ref;
+    if (!vs_pool_allocate(vs.pool(), big[0].slot_size, peer, &ref))
+        throw Failure("cannot allocate one slot of the big segment");
+    void *data = vs_pool_slot_data(vs.pool(), &ref);
+    if (!data)
+        throw Failure("vs_pool_slot_data returned NULL for a fresh slot");
+    memset(data, 0xa5, big[0].slot_size);
+    Rss touched = read_rss();
+    long slot_kib = big[0].slot_size / 1024, one = touched.vm_kib - joined.vm_kib;
+    double r = (double)one / (double)slot_kib;
+    row("4 RSS after touching 1 slot", fmt("+%ld KiB (shm +%ld)", one, touched.shmem_kib - joined.shmem_kib),
+        "slot size", fmt("%ld KiB", slot_kib), ratio(r), "1.00x .. 1.10x", check(r >= 1.0 && r <= 1.1));
+    vs_pool_free(vs.pool(), ref);
+}
+
+/* ---- 5. reaping a dead peer ---- */
+
+const vs_class_config kReapClasses[] = {{64, 50000}, {128, 30000}, {256, 20000}};
+const size_t kReapClassCount = 3;
+const long kReapSlots = 100000;
+
+/* Allocates every slot, class by class (a size that fits exactly, so no request spills
+ * into a larger class). Returns how many it got. */
+long allocate_all(const vs_pool *pool, uint8_t peer, std::vector<vs_slot_ref> *keep)
+{
+    long got = 0;
+    vs_slot_ref ref;
+    for (size_t c = 0; c < kReapClassCount; c++)
+        for (uint32_t i = 0; i < kReapClasses[c].slot_count; i++) {
+            if (!vs_pool_allocate(pool, kReapClasses[c].slot_size, peer, &ref))
+                return got;
+            if (keep)
+                keep->push_back(ref);
+            got++;
+        }
+    return got;
+}
+
+struct ReapBoard {
+    long allocated;
+};
+
+/* One repetition: a child joins, takes every slot, is SIGKILLed; the parent times the reap. */
+double reap_once(const std::string &name, VsSegment &seg)
+{
+    SharedBlock<ReapBoard> board;
+    Pipe ready;
+    Children kids;
+    pid_t pid = kids.spawn([&] {
+        ready.close_end(0);
+        VsSegment s;
+        s.open(name);
+        board->allocated = allocate_all(s.pool(), s.join(), nullptr);
+        if (write(ready.fd[1], "r", 1) != 1)
+            return 1;
+        for (;;)
+            pause(); /* hold everything until killed, like a peer that crashed */
+    });
+    ready.close_end(1);
+    char c;
+    ssize_t got;
+    while ((got = read(ready.fd[0], &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (got != 1) {
+        kids.wait(pid, "reap child"); /* reports how it ended */
+        throw Failure("reap child ended before taking the slots");
+    }
+    kill(pid, SIGKILL);
+    kids.wait(pid, "reap child", SIGKILL);
+    if (board->allocated < kReapSlots * 9 / 10)
+        throw Failure(fmt("reap child got only %ld of %ld slots", board->allocated, kReapSlots));
+
+    unsigned reaped = 0;
+    uint64_t t0 = now_ns();
+    int rc = vs_segment_reap(seg.seg(), &reaped);
+    uint64_t t = now_ns() - t0;
+    if (rc != VS_OK || reaped != 1)
+        throw Failure(fmt("vs_segment_reap: %s, reaped %u peers (expected 1)", vs_strerror(rc), reaped));
+    /* Not timed: every slot must be free again. */
+    for (size_t c = 0; c < kReapClassCount; c++)
+        for (uint32_t i = 0; i < kReapClasses[c].slot_count; i++) {
+            vs_slot_info info;
+            if (vs_pool_slot_info(seg.pool(), (uint8_t)c, i, &info) != VS_OK || info.state != VS_SLOT_FREE)
+                throw Failure(fmt("after reaping, slot %zu/%u is still allocated", c, i));
+        }
+    return (double)t / 1e6 / ((double)board->allocated / 10000);
+}
+
+/* The anchor: the owner itself freeing as many slots one by one (a separate segment, so
+ * this process's thread cache never hides slots from the reap children). */
+double free_all_once(VsSegment &seg, uint8_t peer)
+{
+    std::vector<vs_slot_ref> refs;
+    refs.reserve(kReapSlots);
+    long got = allocate_all(seg.pool(), peer, &refs);
+    if (got != kReapSlots)
+        throw Failure(fmt("anchor: got %ld of %ld slots", got, kReapSlots));
+    uint64_t t0 = now_ns();
+    for (const vs_slot_ref &r : refs)
+        if (vs_pool_free(seg.pool(), r) != VS_OK)
+            throw Failure("anchor: vs_pool_free failed");
+    return (double)(now_ns() - t0) / 1e6 / ((double)got / 10000);
+}
+
+void bench_reap()
+{
+    std::string name = "/" + unique_name("reap");
+    VsSegment seg, ref_seg;
+    seg.create(name, kReapClasses, kReapClassCount); /* the parent reaps; it never joins */
+    ref_seg.create("/" + unique_name("reap-anchor"), kReapClasses, kReapClassCount);
+    uint8_t peer = ref_seg.join();
+    auto st = interleaved({[&] { return reap_once(name, seg); },
+                           [&] { return free_all_once(ref_seg, peer); }});
+    double v = st[0].median;
+    row("5 reap a SIGKILLed peer (100k slots), per 10k", fmt("%.3f ms ±%.0f%%", v,
+                                                             (st[0].hi - st[0].lo) / 2 / v * 100),
+        "owner frees them", fmt("%.3f ms", st[1].median), ratio(v / st[1].median), "<= 1 ms",
+        check(v <= 1.0));
+}
+
+/* ---- main ---- */
+
+/* CPU time the whole machine spent busy and in steal, in seconds, from /proc/stat. Compared
+ * with our own CPU time it tells how much other processes competed with this run. */
+struct CpuTimes {
+    double busy, steal, wall, ours;
+};
+
+CpuTimes cpu_times()
+{
+    CpuTimes t{0, 0, (double)now_ns() / 1e9, 0};
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[8] = {0};
+    if (f && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                    &v[4], &v[5], &v[6], &v[7]) == 8) {
+        double hz = (double)sysconf(_SC_CLK_TCK);
+        t.busy = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / hz; /* user nice system irq softirq */
+        t.steal = (double)v[7] / hz;
+    }
+    if (f)
+        fclose(f);
+    for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+        rusage ru{};
+        getrusage(who, &ru);
+        t.ours += (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                  (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    }
+    return t;
+}
+
+void note_competition(const CpuTimes &a, const CpuTimes &b)
+{
+    double capacity = (b.wall - a.wall) * (double)sysconf(_SC_NPROCESSORS_ONLN);
+    if (capacity <= 0)
+        return;
+    double others = std::max(0.0, (b.busy - a.busy) - (b.ours - a.ours));
+    g_notes.push_back(fmt("machine: during this run other processes used %.0f%% of the CPUs' time "
+                          "and the hypervisor stole %.0f%%; above a few %% the timings are inflated "
+                          "and noisy.",
+                          100 * others / capacity, 100 * (b.steal - a.steal) / capacity));
+}
+
+/* Characters on screen, not bytes: the table holds a few UTF-8 signs (±). */
+size_t columns(const std::string &s)
+{
+    return (size_t)std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xc0) != 0x80; });
+}
+
+void print_report()
+{
+    std::vector<std::vector<std::string>> lines = {
+        {"measurement", "varslot", "anchor (same run)", "anchor value", "ratio", "target", "result"}};
+    for (const Row &r : g_rows) {
+        const char *v = r.verdict == Verdict::Pass   ? "PASS"
+                        : r.verdict == Verdict::Miss ? "MISS"
+                        : r.verdict == Verdict::Info ? "info"
+                                                     : "FAILED";
+        lines.push_back({r.what, r.value, r.anchor, r.anchor_value, r.ratio, r.target, v});
+    }
+    std::vector<size_t> w(lines[0].size(), 0);
+    for (const auto &l : lines)
+        for (size_t i = 0; i < l.size(); i++)
+            w[i] = std::max(w[i], columns(l[i]));
+    for (const auto &l : lines) {
+        std::string out;
+        for (size_t i = 0; i < l.size(); i++)
+            out += l[i] + (i + 1 < l.size() ? std::string(w[i] - columns(l[i]) + 2, ' ') : "");
+        printf("%s\n", out.c_str());
+    }
+    if (!g_notes.empty())
+        printf("\n");
+    for (const std::string &n : g_notes)
+        printf("note %s\n", n.c_str());
+}
+
+void usage(FILE *to)
+{
+    fprintf(to, "usage: bench_core [--reps N] [--quick]\n"
+                "  --reps N   timed repetitions per figure, median reported (default 5)\n"
+                "  --quick    a tenth of the iterations (a smoke run; figures get noisier)\n");
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            g_opt.reps = atoi(argv[++i]);
+            if (g_opt.reps < 1 || g_opt.reps > 1000) {
+                usage(stderr);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--quick")) {
+            g_opt.scale = 0.1;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    g_main_pid = getpid();
+    atexit(remove_tracked);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS, SIGABRT})
+        signal(sig, on_fatal_signal);
+
+    utsname u{};
+    uname(&u);
+    printf("varslot core benchmark: %ld CPUs, Linux %s, glibc %s, Boost %s; median of %d "
+           "repetitions after a warm-up (± = half the min..max spread)\n\n",
+           sysconf(_SC_NPROCESSORS_ONLN), u.release, gnu_get_libc_version(), BOOST_LIB_VERSION,
+           g_opt.reps);
+
+    struct Measurement {
+        const char *name;
+        void (*run)();
+    };
+    const Measurement all[] = {{"1 single-thread pairs", bench_single_thread},
+                               {"2 two processes", bench_two_processes},
+                               {"3 batch of 64", bench_batch},
+                               {"4 metadata per slot", bench_metadata},
+                               {"4 resident memory", bench_resident},
+                               {"5 reap", bench_reap}};
+    bool failed = false;
+    CpuTimes before = cpu_times();
+    for (const Measurement &m : all) {
+        try {
+            m.run();
+        } catch (const std::exception &e) {
+            failed = true;
+            row(m.name, "-", "-", "-", "-", "-", Verdict::Failed);
+            g_notes.push_back(fmt("FAILED %s: %s", m.name, e.what()));
+        }
+    }
+    note_competition(before, cpu_times());
+    print_report();
+    remove_tracked();
+    return failed ? 1 : 0;
+}
