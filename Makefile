@@ -23,13 +23,15 @@ TEST_HDRS := $(wildcard tests/*.h)
 
 LIB_A  := $(B)/lib/libvarslot.a
 LIB_SO := $(B)/lib/libvarslot.so
+PRELOAD := $(B)/lib/libvarslot-preload.so
+PRELOAD_SRCS := $(wildcard preload/*.c)
 CLI    := $(B)/bin/varslot
 DEMO   := $(B)/bin/varslot-demo
 
 DEPS_STAMP := $(B)/.deps-ok
 
-.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli
-all: $(LIB_A) $(LIB_SO) $(CLI) $(DEMO)
+.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload
+all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
 $(DEPS_STAMP): scripts/install-deps
@@ -54,9 +56,26 @@ $(LIB_SO): $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libvarslot.so.1 -o $@ $^ -pthread
 
-$(CLI): core/cli/varslot.c $(LIB_A) $(CORE_HDRS)
+# ---- the LD_PRELOAD shim ----
+# -fno-builtin: GCC must not treat our malloc as the builtin one (it would, for example, fold
+# malloc+memset into a call to calloc). jemalloc is DT_NEEDED, so it is loaded before any
+# malloc call; -z now keeps symbol resolution out of the middle of malloc.
+$(B)/obj/preload/%.o: preload/%.c preload/internal.h $(CORE_HDRS) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -o $@ $< $(LIB_A) -pthread
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -fno-builtin -Ipreload -c $< -o $@
+$(B)/obj/preload/cxx.o: preload/cxx.cpp | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -std=c++17 $(WARN) -fPIC -fvisibility=hidden -fno-builtin -c $< -o $@
+$(PRELOAD): $(PRELOAD_SRCS:preload/%.c=$(B)/obj/preload/%.o) $(B)/obj/preload/cxx.o \
+            $(CORE_SRCS:core/src/%.c=$(B)/obj/a/%.o) preload/exports.map
+	@mkdir -p $(dir $@)
+	$(CXX) -shared -o $@ $(filter %.o,$^) -Wl,--version-script=preload/exports.map -Wl,-z,now \
+	    -Wl,--no-as-needed -ljemalloc -ldl -pthread
+
+CLI_SRCS := $(wildcard core/cli/*.c)
+$(CLI): $(CLI_SRCS) core/cli/cli.h $(LIB_A) $(CORE_HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -o $@ $(CLI_SRCS) $(LIB_A) -pthread
 
 $(DEMO): scripts/demo/varslot-demo.c $(LIB_A) $(CORE_HDRS)
 	@mkdir -p $(dir $@)
@@ -93,7 +112,7 @@ TESTS_PLAIN := $(B)/plain/tests/core_tests
 TESTS_ASAN  := $(B)/asan/tests/core_tests
 TESTS_TSAN  := $(B)/tsan/tests/core_tests
 
-check: check-core check-asan check-tsan check-cli
+check: check-core check-asan check-tsan check-cli check-preload
 	@echo "make check: all suites passed"
 
 # Every suite runs under a timeout: a hang is a failure, not a stuck CI job.
@@ -107,6 +126,15 @@ check-tsan: $(TESTS_TSAN)
 	    timeout 1200 scripts/run-tsan $(TESTS_TSAN) --gtest_brief=1
 check-cli: all
 	timeout 300 tests/cli/test-cli.sh $(CLI)
+
+# The shim's suites: glibc semantics of the malloc family (plain and in every shim mode).
+SEMANTICS := $(B)/tests/preload_semantics
+$(SEMANTICS): tests/preload/semantics_test.cpp $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
+	@mkdir -p $(dir $@)
+	$(CXX) -O1 -g -std=c++17 $(WARN) -isystem $(GTEST_SRC)/include -Icore/include $< \
+	    $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o -o $@ -pthread -ldl
+check-preload: all $(SEMANTICS)
+	timeout 1800 tests/preload/run-semantics.sh
 
 demo: all
 	scripts/demo/run-demo

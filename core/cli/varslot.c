@@ -12,20 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define EXIT_LIBRARY 1
-#define EXIT_USAGE 2
-
-/* ---- usage ---- */
-
-/* Option values by index; a flag's value is "" when given. NULL: not given. */
-enum { OPT_CLASSES, OPT_MAX_PEERS, OPT_MODE, OPT_JSON, OPT_FORCE, OPT_COUNT };
-
-struct command {
-    const char *name;
-    unsigned options; /* bit 1 << OPT_* for each option this command accepts */
-    const char *help;
-    int (*run)(const struct command *cmd, const char *name, char *const *values);
-};
+#include "cli.h"
 
 static const char usage_head[] =
     "usage: varslot COMMAND NAME [OPTIONS]\n"
@@ -43,7 +30,7 @@ static const char usage_tail[] =
     "exit status: 0 success, 1 the library refused (message says why), 2 bad arguments\n";
 
 /* Every argument error ends here, so they all look alike and all exit 2. */
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
     va_list ap;
     fputs("varslot: ", stderr);
@@ -54,7 +41,7 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ..
     return EXIT_USAGE;
 }
 
-static int library_error(const char *cmd, const char *name, int rc, int err)
+int library_error(const char *cmd, const char *name, int rc, int err)
 {
     fprintf(stderr, "varslot: %s %s: %s (%s", cmd, name, vs_strerror(rc), vs_last_detail());
     if (rc == VS_ESYS && err) /* the detail names the call; errno names the reason */
@@ -84,70 +71,13 @@ static bool parse_count(const char *s, uint64_t max, uint64_t *out)
     return parse_u64(s, 10, &end, out) && *end == '\0' && *out >= 1 && *out <= max;
 }
 
-/* SIZE is a number with an optional K, M or G suffix (powers of 1024), ending at stop. */
-static bool parse_size(const char *s, char stop, uint64_t *out)
-{
-    char *end;
-    uint64_t v;
-    if (!parse_u64(s, 10, &end, &v))
-        return false;
-    unsigned shift = 0;
-    switch (*end) {
-    case 'K': case 'k': shift = 10; end++; break;
-    case 'M': case 'm': shift = 20; end++; break;
-    case 'G': case 'g': shift = 30; end++; break;
-    }
-    if (*end != stop || v > (UINT64_MAX >> shift))
-        return false;
-    *out = v << shift;
-    return true;
-}
-
-/* ---- option values ---- */
-
-/* One "SIZE:COUNT" item; NULL when it is good, else what is wrong with it. */
-static const char *parse_class_item(const char *item, vs_class_config *out)
-{
-    const char *colon = strchr(item, ':');
-    uint64_t size, count;
-    if (!colon)
-        return "expected SIZE:COUNT such as 64K:256";
-    if (!parse_size(item, ':', &size))
-        return "SIZE must be a number with an optional K, M or G suffix";
-    if (size == 0 || size > UINT32_MAX)
-        return "SIZE must be from 1 byte to 4G-1";
-    if (!parse_count(colon + 1, VS_MAX_SLOTS_PER_CLASS, &count))
-        return "COUNT must be a number from 1 to 16777216";
-    *out = (vs_class_config){(uint32_t)size, (uint32_t)count};
-    return NULL;
-}
-
-/* "64K:256,1M:64" -> configs. Items are split by hand: strtok would let "64K:1,,1M:2" pass. */
+/* "64K:256,1M:64" -> configs; the library knows the syntax, we add the context. */
 static int parse_classes(const char *spec, vs_class_config *out, size_t *n)
 {
-    *n = 0;
-    for (const char *item = spec;; item++) {
-        const char *comma = strchr(item, ',');
-        size_t len = comma ? (size_t)(comma - item) : strlen(item);
-        char buf[64];
-        if (len == 0)
-            return usage_error("bad --classes '%s': empty item", spec);
-        if (*n == VS_MAX_CLASSES)
-            return usage_error("bad --classes '%s': more than %d classes", spec, VS_MAX_CLASSES);
-        if (len >= sizeof buf)
-            return usage_error("bad --classes item '%.*s': too long", (int)len, item);
-        memcpy(buf, item, len);
-        buf[len] = '\0';
-        const char *why = parse_class_item(buf, &out[*n]);
-        if (why)
-            return usage_error("bad --classes item '%s': %s", buf, why);
-        if (*n > 0 && out[*n].slot_size <= out[*n - 1].slot_size)
-            return usage_error("bad --classes '%s': slot sizes must be strictly ascending", spec);
-        ++*n;
-        if (!comma)
-            return 0;
-        item = comma;
-    }
+    const char *why;
+    if (vs_parse_classes(spec, out, n, &why) != VS_OK)
+        return usage_error("bad --classes '%s': %s", spec, why);
+    return 0;
 }
 
 static int parse_max_peers(const char *s, uint32_t *out)
@@ -216,184 +146,6 @@ static int run_create(const struct command *cmd, const char *name, char *const *
     return 0;
 }
 
-/* ---- stat ---- */
-
-struct peer_row {
-    vs_peer_info info;
-    const char *state;
-    uint64_t slots;
-};
-
-struct census {
-    size_t class_count;
-    uint64_t allocated[VS_MAX_CLASSES];
-    uint64_t corrupt[VS_MAX_CLASSES]; /* slot words in neither known state: scribbled on */
-    uint64_t by_owner[256];
-    struct peer_row peers[VS_MAX_PEERS];
-    size_t peer_count;
-    uint64_t unowned; /* allocated, but to the host (0) or to an id with no peer entry */
-};
-
-static const char *peer_state_name(const vs_peer_info *p)
-{
-    switch (p->state) {
-    case VS_PEER_ALIVE: return p->live ? "alive" : "dead"; /* dead: waiting to be reaped */
-    case VS_PEER_REAPING: return "reaping";
-    default: return "invalid"; /* the entry was scribbled on */
-    }
-}
-
-static void count_slots(vs_segment *seg, struct census *cs)
-{
-    vs_pool *pool = vs_segment_pool(seg);
-    cs->class_count = vs_pool_class_count(pool);
-    for (size_t c = 0; c < cs->class_count; c++) {
-        uint32_t n = vs_pool_slot_count(pool, c);
-        for (uint32_t i = 0; i < n; i++) {
-            vs_slot_info si;
-            if (vs_pool_slot_info(pool, (uint8_t)c, i, &si) != VS_OK)
-                continue;
-            if (si.state == VS_SLOT_ALLOCATED) {
-                cs->allocated[c]++;
-                cs->by_owner[si.owner]++;
-            } else if (si.state != VS_SLOT_FREE) {
-                cs->corrupt[c]++;
-            }
-        }
-    }
-}
-
-/* Slots are counted before peers are listed: a peer that joins in between shows with the
- * slots it had at the count, rather than its slots showing up as unowned. */
-static void take_census(vs_segment *seg, struct census *cs)
-{
-    memset(cs, 0, sizeof *cs);
-    count_slots(seg, cs);
-    bool listed[256] = {false};
-    for (uint32_t id = 1; id <= vs_segment_max_peers(seg); id++) {
-        vs_peer_info p;
-        if (vs_segment_peer_info(seg, (uint8_t)id, &p) != VS_OK || p.state == VS_PEER_FREE)
-            continue;
-        cs->peers[cs->peer_count++] = (struct peer_row){p, peer_state_name(&p), cs->by_owner[id]};
-        listed[id] = true;
-    }
-    for (int id = 0; id < 256; id++)
-        if (!listed[id])
-            cs->unowned += cs->by_owner[id];
-}
-
-/* Segment names are arbitrary bytes; JSON needs valid UTF-8, so bad bytes become U+FFFD. */
-static size_t utf8_sequence_length(const unsigned char *s)
-{
-    size_t len = s[0] < 0xC2 ? 0 : s[0] < 0xE0 ? 2 : s[0] < 0xF0 ? 3 : s[0] < 0xF5 ? 4 : 0;
-    unsigned char lo = 0x80, hi = 0xBF; /* overlong forms, surrogates and > U+10FFFF are invalid */
-    if (s[0] == 0xE0) lo = 0xA0;
-    if (s[0] == 0xED) hi = 0x9F;
-    if (s[0] == 0xF0) lo = 0x90;
-    if (s[0] == 0xF4) hi = 0x8F;
-    for (size_t i = 1; i < len; i++, lo = 0x80, hi = 0xBF)
-        if (s[i] < lo || s[i] > hi)
-            return 0;
-    return len;
-}
-
-static void print_json_string(FILE *f, const char *str)
-{
-    fputc('"', f);
-    for (const unsigned char *s = (const unsigned char *)str; *s;) {
-        if (*s == '"' || *s == '\\') {
-            fprintf(f, "\\%c", *s++);
-        } else if (*s < 0x20) {
-            fprintf(f, "\\u%04x", *s++);
-        } else if (*s < 0x80) {
-            fputc(*s++, f);
-        } else {
-            size_t len = utf8_sequence_length(s);
-            if (len) {
-                fwrite(s, 1, len, f);
-                s += len;
-            } else {
-                fputs("\\ufffd", f);
-                s++;
-            }
-        }
-    }
-    fputc('"', f);
-}
-
-static void print_stat_json(vs_segment *seg, const char *name, const struct census *cs)
-{
-    vs_pool *pool = vs_segment_pool(seg);
-    fputs("{\"segment\":", stdout);
-    print_json_string(stdout, name);
-    printf(",\"total_size\":%zu,\"max_peers\":%" PRIu32 ",\"mapped_at_creator_address\":%s",
-           seg->map_len, vs_segment_max_peers(seg), seg->at_creator_address ? "true" : "false");
-    fputs(",\"classes\":[", stdout);
-    for (size_t c = 0; c < cs->class_count; c++)
-        printf("%s{\"slot_size\":%" PRIu32 ",\"slot_count\":%" PRIu32 ",\"allocated\":%" PRIu64
-               ",\"corrupt\":%" PRIu64 "}",
-               c ? "," : "", vs_pool_slot_size(pool, c), vs_pool_slot_count(pool, c),
-               cs->allocated[c], cs->corrupt[c]);
-    fputs("],\"peers\":[", stdout);
-    for (size_t i = 0; i < cs->peer_count; i++) {
-        const struct peer_row *p = &cs->peers[i];
-        printf("%s{\"id\":%u,\"pid\":%" PRId32 ",\"state\":\"%s\",\"slots\":%" PRIu64
-               ",\"joined_unix_ns\":%" PRIu64 "}",
-               i ? "," : "", (unsigned)p->info.id, p->info.pid, p->state, p->slots,
-               p->info.joined_unix_ns);
-    }
-    printf("],\"unowned\":%" PRIu64 "}\n", cs->unowned);
-}
-
-static void print_stat_table(vs_segment *seg, const char *name, const struct census *cs)
-{
-    vs_pool *pool = vs_segment_pool(seg);
-    printf("segment %s: %zu bytes, max peers %" PRIu32 ", %s\n\n", name, seg->map_len,
-           vs_segment_max_peers(seg),
-           seg->at_creator_address ? "mapped at the creator's address"
-                                   : "mapped elsewhere than the creator (handles still work)");
-    printf("%5s  %10s  %10s  %10s\n", "class", "slot_size", "slot_count", "allocated");
-    for (size_t c = 0; c < cs->class_count; c++)
-        printf("%5zu  %10" PRIu32 "  %10" PRIu32 "  %10" PRIu64 "\n", c,
-               vs_pool_slot_size(pool, c), vs_pool_slot_count(pool, c), cs->allocated[c]);
-    if (cs->peer_count == 0)
-        printf("\nno peers\n");
-    else
-        printf("\n%5s  %10s  %-8s  %10s\n", "peer", "pid", "state", "slots");
-    for (size_t i = 0; i < cs->peer_count; i++) {
-        const struct peer_row *p = &cs->peers[i];
-        printf("%5u  %10" PRId32 "  %-8s  %10" PRIu64 "\n", (unsigned)p->info.id, p->info.pid,
-               p->state, p->slots);
-    }
-    printf("\nunowned allocated slots: %" PRIu64 "\n", cs->unowned);
-    for (size_t c = 0; c < cs->class_count; c++)
-        if (cs->corrupt[c])
-            printf("class %zu: %" PRIu64 " slot words in no known state (scribbled on?)\n", c,
-                   cs->corrupt[c]);
-}
-
-static int run_stat(const struct command *cmd, const char *name, char *const *values)
-{
-    vs_segment seg;
-    int rc = vs_segment_open(&seg, name);
-    if (rc != VS_OK)
-        return library_error(cmd->name, name, rc, errno);
-    struct census *cs = malloc(sizeof *cs);
-    if (!cs) {
-        vs_segment_close(&seg);
-        fprintf(stderr, "varslot: %s %s: out of memory\n", cmd->name, name);
-        return EXIT_LIBRARY;
-    }
-    take_census(&seg, cs);
-    if (values[OPT_JSON])
-        print_stat_json(&seg, name, cs);
-    else
-        print_stat_table(&seg, name, cs);
-    free(cs);
-    vs_segment_close(&seg);
-    return 0;
-}
-
 /* ---- reap, rm ---- */
 
 static int run_reap(const struct command *cmd, const char *name, char *const *values)
@@ -446,6 +198,18 @@ static const struct command commands[] = {
      "      per class: slot size, slot count, allocated slots; per peer: id, pid, state\n"
      "      (alive, dead = waiting to be reaped, reaping) and the slots it owns\n",
      run_stat},
+    {"ls", 1u << OPT_JSON,
+     "  varslot ls NAME [--json]\n"
+     "      every live allocation: owner peer and pid, class, slot, bytes in use, tag\n"
+     "      ('-' untagged or routed by size, caller#N routed by VARSLOT_CALLERS entry N)\n",
+     run_ls},
+    {"run", 0,
+     "  varslot run [--min-size S] [--callers LIST] [--segment NAME] [--classes SPEC]\n"
+     "              [--fallback jemalloc|libc] [--stats] [--verbose] -- CMD ARGS...\n"
+     "      run an unmodified program with the preload shim: allocations of at least S\n"
+     "      bytes (default 64K; 'off' for none), or made by the objects in LIST, go to the\n"
+     "      segment (default /varslot-UID); --stats prints what was routed at exit\n",
+     NULL},
     {"reap", 0,
      "  varslot reap NAME\n"
      "      return the slots of dead peers and free their entries\n",
@@ -581,5 +345,12 @@ int main(int argc, char **argv)
     const struct command *c = find_command(argv[1]);
     if (!c)
         return usage_error("unknown command '%s'", argv[1]);
+    if (!c->run) { /* run takes a command line, not a segment NAME */
+        if (argc > 2 && is_help(argv[2])) {
+            fputs(c->help, stdout);
+            return finish(0);
+        }
+        return finish(run_run(argc - 2, argv + 2));
+    }
     return finish(run_command(c, argc - 2, argv + 2));
 }

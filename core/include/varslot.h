@@ -139,6 +139,7 @@ VS_API int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t sl
 
 /* Beside the reference API. */
 VS_API int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag); /* label a slot you hold */
+VS_API int vs_pool_set_size(const vs_pool *pool, vs_slot_ref ref, uint32_t size); /* bytes in use, <= slot size */
 VS_API int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out); /* ptr anywhere in an allocated slot */
 VS_API uint32_t vs_pool_slot_count(const vs_pool *pool, size_t class_idx);
 VS_API unsigned vs_pool_republish_free(const vs_pool *pool); /* rebuild the free index from the slot words */
@@ -147,6 +148,12 @@ VS_API unsigned vs_pool_republish_free(const vs_pool *pool); /* rebuild the free
  * does not fit (class >= 64, extent >= 4, slot >= 2^24, generation 0) packs to 0. */
 VS_API uint64_t vs_slot_ref_pack(vs_slot_ref ref);
 VS_API vs_slot_ref vs_slot_ref_unpack(uint64_t handle);
+
+/* "64K", "1M", "4096": bytes, with an optional K, M or G suffix (powers of 1024). */
+VS_API int vs_parse_size(const char *s, uint64_t *out);
+/* "64K:256,1M:64": classes as SIZE:COUNT items, sizes strictly ascending. On VS_EINVAL, *why
+ * says what is wrong. Neither function allocates. */
+VS_API int vs_parse_classes(const char *spec, vs_class_config *out, size_t *n, const char **why);
 
 /* ---- segment ---- */
 VS_API int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_options *opts); /* "/x" = POSIX shm, else a file path */

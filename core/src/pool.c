@@ -404,7 +404,8 @@ int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
     return VS_EINVAL;
 }
 
-int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag)
+/* The informational fields beside a live slot's word: the tag and the size in use. */
+static int set_live_field(const vs_pool *pool, vs_slot_ref ref, size_t field, uint32_t value)
 {
     const struct vs_pool_class *cls;
     vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
@@ -412,8 +413,20 @@ int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag)
         return VS_EINVAL;
     if (!vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref.generation))
         return VS_ESTALE;
-    atomic_store_explicit(&m->tag, tag, memory_order_relaxed);
+    atomic_store_explicit((_Atomic uint32_t *)((uint8_t *)m + field), value, memory_order_relaxed);
     return VS_OK;
+}
+
+int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag)
+{
+    return set_live_field(pool, ref, offsetof(vs__slot_meta, tag), tag);
+}
+
+int vs_pool_set_size(const vs_pool *pool, vs_slot_ref ref, uint32_t size)
+{
+    if (pool && ref.class_idx < pool->class_count && size > pool->classes[ref.class_idx].slot_size)
+        return VS_EINVAL;
+    return set_live_field(pool, ref, offsetof(vs__slot_meta, size), size);
 }
 
 int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out)

@@ -259,6 +259,10 @@ TEST(SlotInfo, TagAndSizeAreRecorded)
     ASSERT_EQ(vs_pool_slot_info(p.get(), r.class_idx, r.slot_idx, &info), VS_OK);
     EXPECT_EQ(info.tag, 0xabcdu);
     EXPECT_EQ(info.size, 3000u);
+    EXPECT_EQ(vs_pool_set_size(p.get(), r, 4000), VS_OK); // a realloc that stays in place
+    EXPECT_EQ(vs_pool_set_size(p.get(), r, 16385), VS_EINVAL); // beyond the slot
+    ASSERT_EQ(vs_pool_slot_info(p.get(), r.class_idx, r.slot_idx, &info), VS_OK);
+    EXPECT_EQ(info.size, 4000u);
     ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
     EXPECT_EQ(vs_pool_set_tag(p.get(), r, 1), VS_ESTALE);
     ASSERT_TRUE(vs_pool_allocate(p.get(), 3000, 4, &r));
@@ -313,4 +317,34 @@ TEST(Republish, RecoversSlotsThatLeftTheIndex)
                0, 8);
     std::vector<vs_slot_ref> again;
     EXPECT_EQ(drain_count(p.get(), 1, &again), 14u); // the slot words are the truth
+}
+
+TEST(Parse, SizesAndClasses)
+{
+    uint64_t v;
+    EXPECT_EQ(vs_parse_size("4096", &v), VS_OK);
+    EXPECT_EQ(v, 4096u);
+    EXPECT_EQ(vs_parse_size("64K", &v), VS_OK);
+    EXPECT_EQ(v, 65536u);
+    EXPECT_EQ(vs_parse_size("3m", &v), VS_OK);
+    EXPECT_EQ(v, 3u << 20);
+    EXPECT_EQ(vs_parse_size("2G", &v), VS_OK);
+    EXPECT_EQ(v, 2ull << 30);
+    for (const char *bad : {"", " 5", "-5", "+5", "5Q", "5KB", "K", "99999999999999999999", "17179869184G"})
+        EXPECT_EQ(vs_parse_size(bad, &v), VS_EINVAL) << bad;
+    vs_class_config c[VS_MAX_CLASSES];
+    size_t n = 0;
+    const char *why = nullptr;
+    ASSERT_EQ(vs_parse_classes("64K:256,1M:64", c, &n, &why), VS_OK);
+    ASSERT_EQ(n, 2u);
+    EXPECT_EQ(c[0].slot_size, 65536u);
+    EXPECT_EQ(c[0].slot_count, 256u);
+    EXPECT_EQ(c[1].slot_size, 1u << 20);
+    EXPECT_EQ(c[1].slot_count, 64u);
+    for (const char *bad : {"", "64K", "64K:", ":5", "0:5", "64K:0", "64K:1,,1M:1", "1M:1,64K:1",
+                            "64K:1,64K:1", "4G:1", "64K:16777217", "64K:1,", "64Q:3"}) {
+        why = nullptr;
+        EXPECT_EQ(vs_parse_classes(bad, c, &n, &why), VS_EINVAL) << bad;
+        EXPECT_NE(why, nullptr) << bad;
+    }
 }

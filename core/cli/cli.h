@@ -1,0 +1,33 @@
+/* What the varslot tool's files share: the command table's shape, option slots, and the
+ * two ways a command fails (bad usage: exit 2; the library refused: exit 1). */
+#ifndef VARSLOT_CLI_H
+#define VARSLOT_CLI_H
+
+#include "varslot.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#define EXIT_LIBRARY 1
+#define EXIT_USAGE 2
+
+/* ---- usage ---- */
+
+/* Option values by index; a flag's value is "" when given. NULL: not given. */
+enum { OPT_CLASSES, OPT_MAX_PEERS, OPT_MODE, OPT_JSON, OPT_FORCE, OPT_COUNT };
+
+struct command {
+    const char *name;
+    unsigned options; /* bit 1 << OPT_* for each option this command accepts */
+    const char *help;
+    int (*run)(const struct command *cmd, const char *name, char *const *values);
+};
+
+__attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...);
+int library_error(const char *cmd, const char *name, int rc, int err);
+
+int run_stat(const struct command *cmd, const char *name, char *const *values);
+int run_ls(const struct command *cmd, const char *name, char *const *values);
+int run_run(int argc, char **argv);
+
+#endif

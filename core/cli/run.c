@@ -1,0 +1,136 @@
+/* varslot run: start an unmodified program under the preload shim. It only prepares the
+ * environment (LD_PRELOAD with the shim's absolute path first, the VARSLOT_* options) and
+ * execs, so the program's pid, exit status and signals are its own. */
+#include "cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SHIM_NAME "libvarslot-preload.so"
+
+/* The shim sits in ../lib beside this binary's bin/, in the build tree and once installed. */
+static int find_shim(char *out, size_t len)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0)
+        return -1;
+    exe[n] = '\0';
+    int w = snprintf(out, len, "%s/../lib/" SHIM_NAME, dirname(exe));
+    if (w < 0 || (size_t)w >= len)
+        return -1;
+    char real[PATH_MAX];
+    if (!realpath(out, real) || access(real, R_OK) != 0)
+        return -1;
+    snprintf(out, len, "%s", real);
+    return 0;
+}
+
+/* LD_PRELOAD = shim, then whatever was there: the shim must come first to own malloc. */
+static int set_preload(const char *shim)
+{
+    const char *old = getenv("LD_PRELOAD");
+    size_t len = strlen(shim) + (old ? strlen(old) + 1 : 0) + 1;
+    char *value = malloc(len);
+    if (!value)
+        return -1;
+    snprintf(value, len, "%s%s%s", shim, old && *old ? ":" : "", old ? old : "");
+    int rc = setenv("LD_PRELOAD", value, 1);
+    free(value);
+    return rc;
+}
+
+struct run_option {
+    const char *name;
+    const char *env;   /* the variable it sets */
+    bool takes_value;  /* else it sets env to "1" */
+};
+
+static const struct run_option run_options[] = {
+    {"--min-size", "VARSLOT_MIN_SIZE", true}, {"--callers", "VARSLOT_CALLERS", true},
+    {"--segment", "VARSLOT_SEGMENT", true},   {"--classes", "VARSLOT_CLASSES", true},
+    {"--fallback", "VARSLOT_FALLBACK", true}, {"--stats", "VARSLOT_STATS", false},
+    {"--verbose", "VARSLOT_VERBOSE", false},
+};
+
+/* Values are checked here, where a mistake can still stop us; the shim would only warn. */
+static int check_value(const char *opt, const char *v)
+{
+    uint64_t size;
+    vs_class_config classes[VS_MAX_CLASSES];
+    size_t n;
+    const char *why = NULL;
+    if (!strcmp(opt, "--min-size") && strcmp(v, "off") && vs_parse_size(v, &size) != VS_OK)
+        why = "expected a size such as 64K, 1M, or off";
+    else if (!strcmp(opt, "--classes") && vs_parse_classes(v, classes, &n, &why) == VS_OK)
+        why = NULL;
+    else if (!strcmp(opt, "--fallback") && strcmp(v, "jemalloc") && strcmp(v, "libc"))
+        why = "expected jemalloc or libc";
+    else if ((!strcmp(opt, "--callers") || !strcmp(opt, "--segment")) && !*v)
+        why = "must not be empty";
+    return why ? usage_error("run: bad %s '%s': %s", opt, v, why) : 0;
+}
+
+static int parse_run_option(int argc, char **argv, int *i)
+{
+    const char *arg = argv[*i];
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    for (size_t k = 0; k < sizeof run_options / sizeof *run_options; k++) {
+        const struct run_option *o = &run_options[k];
+        if (strlen(o->name) != len || strncmp(arg, o->name, len) != 0)
+            continue;
+        const char *v = "1";
+        if (o->takes_value) {
+            if (eq)
+                v = eq + 1;
+            else if (*i + 1 < argc)
+                v = argv[++*i];
+            else
+                return usage_error("run: %s needs a value", o->name);
+            int rc = check_value(o->name, v);
+            if (rc)
+                return rc;
+        } else if (eq) {
+            return usage_error("run: %s takes no value", o->name);
+        }
+        setenv(o->env, v, 1);
+        return 0;
+    }
+    return usage_error("run: unknown option '%s'", arg);
+}
+
+int run_run(int argc, char **argv)
+{
+    int i = 0;
+    for (; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) {
+            i++;
+            break;
+        }
+        if (argv[i][0] != '-')
+            break; /* the command */
+        int rc = parse_run_option(argc, argv, &i);
+        if (rc)
+            return rc;
+    }
+    if (i >= argc)
+        return usage_error("run: no command given (varslot run [OPTIONS] -- CMD ARGS...)");
+    char shim[PATH_MAX];
+    if (find_shim(shim, sizeof shim) != 0) {
+        fprintf(stderr, "varslot: run: cannot find " SHIM_NAME " in ../lib beside this program\n");
+        return EXIT_LIBRARY;
+    }
+    if (set_preload(shim) != 0) {
+        fprintf(stderr, "varslot: run: cannot set LD_PRELOAD: %s\n", strerror(errno));
+        return EXIT_LIBRARY;
+    }
+    fflush(NULL);
+    execvp(argv[i], argv + i);
+    fprintf(stderr, "varslot: run: cannot execute '%s': %s\n", argv[i], strerror(errno));
+    return errno == ENOENT ? 127 : 126; /* as a shell reports a missing or unrunnable command */
+}

@@ -1,0 +1,113 @@
+/* The shim's parts and what they share: options, the fallback allocator, routing, the
+ * segment, statistics. Nothing here may call malloc: it all runs inside malloc. */
+#ifndef VARSLOT_PRELOAD_INTERNAL_H
+#define VARSLOT_PRELOAD_INTERNAL_H
+
+#include "varslot.h"
+#include "varslot/preload.h"
+
+#include <malloc.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VSP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define VSP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define VSP_TLS __thread __attribute__((tls_model("initial-exec")))
+#define VSP_EXPORT __attribute__((visibility("default")))
+
+/* glibc's malloc alignment: every block the shim returns is aligned at least this much. */
+#define VSP_MIN_ALIGN 16
+
+/* ---- options (config.c) ---- */
+#define VSP_MAX_CALLERS 16
+struct vsp_config {
+    uint64_t min_size;          /* route allocations of at least this many bytes; 0 = off */
+    char segment[256];          /* VARSLOT_SEGMENT */
+    vs_class_config classes[VS_MAX_CLASSES];
+    size_t class_count;         /* 0: the library's defaults */
+    bool fallback_libc;         /* VARSLOT_FALLBACK=libc */
+    bool stats, verbose;
+    bool fork_share;            /* VARSLOT_FORK=share: fork children share routed blocks */
+    int ncallers;
+    char callers[VSP_MAX_CALLERS][64];
+};
+extern struct vsp_config vsp_cfg;
+void vsp_config_load(void); /* reads VARSLOT_* once (secure_getenv), warns on bad values */
+void vsp_config_print(void);
+
+/* ---- small output helpers (no stdio: it may allocate) ---- */
+void vsp_write(const char *s);
+char *vsp_fmt_u64(char *p, uint64_t v);
+char *vsp_append(char *p, const char *end, const char *s);
+
+/* ---- the fallback allocator (backend.c): jemalloc, or glibc's with VARSLOT_FALLBACK=libc ---- */
+void vsp_backend_init(void);
+void *vsp_backend_malloc(size_t size);
+void *vsp_backend_calloc(size_t n, size_t size);
+void *vsp_backend_memalign(size_t align, size_t size);
+void *vsp_backend_realloc(void *p, size_t size);
+void vsp_backend_free(void *p);
+size_t vsp_backend_usable_size(void *p);
+bool vsp_bootstrap_owns(const void *p);
+struct mallinfo2 vsp_backend_mallinfo(void);
+int vsp_backend_trim(size_t pad);
+int vsp_backend_mallopt(int param, int value);
+
+/* ---- routing (route.c) ---- */
+extern VSP_TLS int vsp_tag_depth;
+extern VSP_TLS uint32_t vsp_tag_stack[VS_TAG_MAX_DEPTH];
+void vsp_route_init(void);
+bool vsp_caller_routed(const void *ret_addr, uint32_t *tag);
+
+/* Route this request? size: bytes asked for; caller: the malloc call's return address. */
+static inline bool vsp_wants_route(size_t size, const void *caller, uint32_t *tag)
+{
+    if (vsp_tag_depth > 0) {
+        *tag = vsp_tag_stack[vsp_tag_depth - 1];
+        return true;
+    }
+    *tag = 0;
+    if (vsp_cfg.min_size && size >= vsp_cfg.min_size)
+        return true;
+    return vsp_cfg.ncallers && vsp_caller_routed(caller, tag);
+}
+
+/* ---- the segment side (routed.c) ---- */
+extern uintptr_t vsp_seg_lo, vsp_seg_hi; /* the mapped segment; both 0 until it is open */
+static inline bool vsp_in_segment(const void *p)
+{
+    return (uintptr_t)p - vsp_seg_lo < vsp_seg_hi - vsp_seg_lo;
+}
+void *vsp_routed_alloc(size_t size, size_t align, uint32_t tag, bool zero);
+void vsp_routed_free(void *p);
+size_t vsp_routed_usable_size(const void *p);
+size_t vsp_routed_size_in_use(const void *p);
+bool vsp_routed_resize_in_place(void *p, size_t size);
+uint64_t vsp_routed_handle_of(const void *p);
+void *vsp_routed_adopt(uint64_t handle);
+void vsp_routed_at_exit(void);
+void vsp_fork_prepare(void);
+void vsp_fork_parent(void);
+void vsp_fork_child(void);
+
+/* ---- statistics (stats.c) ---- */
+struct vsp_stats {
+    _Atomic uint64_t routed, routed_bytes, freed, fallback, live_slots, peak_slots, live_bytes;
+};
+extern struct vsp_stats vsp_stats;
+void vsp_stats_routed(size_t bytes);
+void vsp_stats_freed(size_t bytes);
+void vsp_stats_resized(size_t old_bytes, size_t new_bytes);
+static inline void vsp_stats_fallback(void)
+{
+    atomic_fetch_add_explicit(&vsp_stats.fallback, 1, memory_order_relaxed);
+}
+void vsp_stats_print(void);
+
+/* ---- lifecycle (shim.c) ---- */
+void vsp_ensure_init(void);
+extern VSP_TLS int vsp_busy; /* > 0 while this thread is inside the shim's own machinery */
+
+#endif

@@ -1,0 +1,399 @@
+/* The segment side of the shim: opened and joined at the first routed allocation, routed
+ * blocks are slots (a block's address is its slot's), freed by address from any process
+ * that maps the segment at the same place. A full pool or a segment that cannot be opened
+ * makes the caller fall back; it never fails the program's allocation. */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+uintptr_t vsp_seg_lo, vsp_seg_hi;
+
+static vs_segment seg;
+static uint8_t peer;          /* our peer id; 0 in a fork child until it routes again */
+static uint32_t largest;      /* the largest slot size */
+static bool left;             /* left at exit: the segment's slots are no longer ours */
+enum { SEG_CLOSED, SEG_OPENING, SEG_OPEN, SEG_FAILED, SEG_REJOIN /* fork child: mapped, not joined */ };
+static _Atomic int seg_state;
+
+static const vs_pool *pool(void) { return &seg.pool; }
+
+static _Noreturn void fatal(const char *what, const void *p)
+{
+    char line[160], *q = line, *end = line + sizeof line;
+    char hex[20] = "0x", *h = hex + 2;
+    for (int shift = 44; shift >= 0; shift -= 4)
+        *h++ = "0123456789abcdef"[((uintptr_t)p >> shift) & 15];
+    *h = '\0';
+    q = vsp_append(q, end, "varslot: ");
+    q = vsp_append(q, end, what);
+    q = vsp_append(q, end, " ");
+    q = vsp_append(q, end, hex);
+    vsp_append(q, end, "\n");
+    vsp_write(line);
+    abort(); /* as glibc does for a corrupted heap: continuing would spread the damage */
+}
+
+/* ---- opening ---- */
+
+static void warn_once(const char *what, int rc)
+{
+    char line[512], *p = line, *end = line + sizeof line;
+    p = vsp_append(p, end, "varslot: ");
+    p = vsp_append(p, end, what);
+    p = vsp_append(p, end, " ");
+    p = vsp_append(p, end, vsp_cfg.segment);
+    p = vsp_append(p, end, ": ");
+    p = vsp_append(p, end, vs_strerror(rc));
+    p = vsp_append(p, end, " (");
+    p = vsp_append(p, end, vs_last_detail());
+    vsp_append(p, end, "); routed allocations fall back\n");
+    vsp_write(line);
+}
+
+static bool open_segment(void)
+{
+    vs_segment_options opts = {0};
+    if (vsp_cfg.class_count) {
+        opts.classes = vsp_cfg.classes;
+        opts.class_count = vsp_cfg.class_count;
+    }
+    int rc = vs_segment_open_or_create(&seg, vsp_cfg.segment, &opts);
+    if (rc != VS_OK) {
+        warn_once("cannot open or create", rc);
+        return false;
+    }
+    if ((rc = vs_segment_join(&seg, &peer)) != VS_OK) {
+        warn_once("cannot join", rc);
+        vs_segment_close(&seg);
+        return false;
+    }
+    const vs_pool *p = pool();
+    largest = vs_pool_slot_size(p, vs_pool_class_count(p) - 1);
+    if (vsp_cfg.verbose && !seg.at_creator_address)
+        vsp_write("varslot: segment mapped away from its creator's address: raw pointers are "
+                  "not portable to other processes (handles are)\n");
+    vsp_seg_hi = (uintptr_t)seg.map + seg.map_len;
+    vsp_seg_lo = (uintptr_t)seg.map;
+    return true;
+}
+
+/* A fork child joins as a peer of its own at its first routed allocation, not at fork:
+ * most children exec at once and would only leave a dead entry behind. */
+static bool join_again(void)
+{
+    int rc = vs_segment_join(&seg, &peer);
+    if (rc != VS_OK)
+        warn_once("cannot join", rc);
+    return rc == VS_OK;
+}
+
+/* Opens (or, in a fork child, re-joins) the segment once per process; threads that arrive
+ * meanwhile fall back this time. */
+static bool segment_ready(void)
+{
+    int s = atomic_load_explicit(&seg_state, memory_order_acquire);
+    if (VSP_LIKELY(s == SEG_OPEN))
+        return !left;
+    if (s != SEG_CLOSED && s != SEG_REJOIN)
+        return false;
+    int from = s;
+    if (!atomic_compare_exchange_strong(&seg_state, &s, SEG_OPENING))
+        return false;
+    bool ok = from == SEG_CLOSED ? open_segment() : join_again();
+    atomic_store_explicit(&seg_state, ok ? SEG_OPEN : SEG_FAILED, memory_order_release);
+    return ok;
+}
+
+/* ---- fork: the child gets a private copy of the blocks its parent owned ---- */
+
+struct snapshot {
+    uintptr_t slot;
+    void *copy;
+    size_t len;
+};
+static struct snapshot *snaps;
+static size_t nsnaps, snaps_bytes;
+static uint8_t *privatized; /* in a fork child: one bit per slot whose pages are a private copy */
+static size_t privatized_bytes;
+
+static size_t global_index(const struct vs_pool_class **cls_out, uintptr_t addr, uint32_t *idx)
+{
+    size_t base = 0;
+    const vs_pool *p = pool();
+    for (size_t c = 0; c < p->class_count; c++) {
+        const struct vs_pool_class *cls = &p->classes[c];
+        uintptr_t lo = (uintptr_t)cls->data;
+        if (addr - lo < cls->stride * cls->slot_count) {
+            *idx = (uint32_t)((addr - lo) / cls->stride);
+            *cls_out = cls;
+            return base + *idx;
+        }
+        base += cls->slot_count;
+    }
+    return SIZE_MAX;
+}
+
+static bool is_privatized(const void *p, uintptr_t *slot, size_t *len)
+{
+    const struct vs_pool_class *cls;
+    uint32_t idx;
+    size_t g = privatized ? global_index(&cls, (uintptr_t)p, &idx) : SIZE_MAX;
+    if (g == SIZE_MAX || !(privatized[g / 8] & (1u << (g % 8))))
+        return false;
+    *slot = (uintptr_t)cls->data + (size_t)idx * cls->stride;
+    *len = cls->stride;
+    return true;
+}
+
+/* Puts the shared pages back under a privatized slot (the child frees it, or claims it). */
+static void unprivatize(uintptr_t slot, size_t len)
+{
+    const struct vs_pool_class *cls;
+    uint32_t idx;
+    size_t g = global_index(&cls, slot, &idx);
+    mmap((void *)slot, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, seg.fd,
+         (off_t)(slot - (uintptr_t)seg.map));
+    privatized[g / 8] &= (uint8_t)~(1u << (g % 8));
+}
+
+/* Parent, before fork: copy every block we own into anonymous memory, which fork copies on
+ * write. Only slots of whole pages can be swapped under the child; smaller ones stay shared. */
+void vsp_fork_prepare(void)
+{
+    if (atomic_load(&seg_state) != SEG_OPEN || left || !peer || vsp_cfg.fork_share)
+        return;
+    const vs_pool *p = pool();
+    size_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t c = 0; c < p->class_count; c++) {
+            const struct vs_pool_class *cls = &p->classes[c];
+            if (cls->stride % 4096)
+                continue;
+            for (uint32_t i = 0; i < cls->slot_count; i++) {
+                vs_slot_info info;
+                vs_pool_slot_info(p, (uint8_t)c, i, &info);
+                if (info.state != VS_SLOT_ALLOCATED || info.owner != peer)
+                    continue;
+                if (pass == 0) {
+                    n++;
+                    continue;
+                }
+                if (nsnaps == n)
+                    break; /* more than counted: allocated meanwhile by another thread */
+                uintptr_t slot = (uintptr_t)cls->data + (size_t)i * cls->stride;
+                void *copy = mmap(NULL, cls->stride, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (copy == MAP_FAILED)
+                    continue;
+                memcpy(copy, (void *)slot, cls->stride);
+                snaps[nsnaps++] = (struct snapshot){slot, copy, cls->stride};
+            }
+        }
+        if (pass == 0) {
+            if (!n)
+                return;
+            snaps_bytes = (n * sizeof *snaps + 4095) & ~(size_t)4095;
+            snaps = mmap(NULL, snaps_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (snaps == MAP_FAILED) {
+                snaps = NULL;
+                return;
+            }
+        }
+    }
+}
+
+static void drop_snapshots(bool unmap_copies)
+{
+    for (size_t i = 0; unmap_copies && i < nsnaps; i++)
+        munmap(snaps[i].copy, snaps[i].len);
+    if (snaps)
+        munmap(snaps, snaps_bytes);
+    snaps = NULL;
+    nsnaps = 0;
+}
+
+void vsp_fork_parent(void) { drop_snapshots(true); }
+
+void vsp_fork_child(void)
+{
+    int state = atomic_load(&seg_state);
+    if ((state != SEG_OPEN && state != SEG_REJOIN) || left)
+        return;
+    vs_segment_after_fork_child(&seg); /* our own liveness; the parent's id is not ours */
+    peer = 0;
+    atomic_store(&seg_state, SEG_REJOIN);
+    memset((void *)&vsp_stats, 0, sizeof vsp_stats);
+    if (!nsnaps) {
+        drop_snapshots(false);
+        return;
+    }
+    size_t total = 0;
+    const vs_pool *p = pool();
+    for (size_t c = 0; c < p->class_count; c++)
+        total += p->classes[c].slot_count;
+    privatized_bytes = ((total + 7) / 8 + 4095) & ~(size_t)4095;
+    privatized = mmap(NULL, privatized_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (privatized == MAP_FAILED)
+        privatized = NULL;
+    for (size_t i = 0; i < nsnaps; i++) {
+        const struct vs_pool_class *cls;
+        uint32_t idx;
+        size_t g = global_index(&cls, snaps[i].slot, &idx);
+        /* Move the copy's pages over the slot: the parent's block, as it was at fork, ours alone. */
+        if (privatized && mremap(snaps[i].copy, snaps[i].len, snaps[i].len,
+                                 MREMAP_MAYMOVE | MREMAP_FIXED, (void *)snaps[i].slot) != MAP_FAILED)
+            privatized[g / 8] |= (uint8_t)(1u << (g % 8));
+        else
+            munmap(snaps[i].copy, snaps[i].len);
+    }
+    drop_snapshots(false);
+}
+
+/* ---- routed blocks ---- */
+
+void *vsp_routed_alloc(size_t size, size_t align, uint32_t tag, bool zero)
+{
+    /* Slots are 64-byte aligned; those of a page or more are page aligned. */
+    size_t want = align > VS_SLOT_ALIGN && size < VS_SLOT_PAGE ? VS_SLOT_PAGE : size;
+    if (align > VS_SLOT_PAGE || !segment_ready() || want > largest) {
+        vsp_stats_fallback();
+        return NULL;
+    }
+    vs_slot_ref ref;
+    if (!vs_pool_allocate(pool(), (uint32_t)want, peer, &ref)) {
+        vsp_stats_fallback();
+        return NULL;
+    }
+    void *p = vs_pool_slot_data(pool(), &ref);
+    uintptr_t slot;
+    size_t len;
+    if (VSP_UNLIKELY(privatized) && is_privatized(p, &slot, &len))
+        unprivatize(slot, len);
+    if (want != size)
+        vs_pool_set_size(pool(), ref, (uint32_t)size);
+    if (tag)
+        vs_pool_set_tag(pool(), ref, tag);
+    if (zero)
+        memset(p, 0, size); /* slots are reused: unlike fresh pages, they hold old bytes */
+    vsp_stats_routed(size);
+    return p;
+}
+
+void vsp_routed_free(void *p)
+{
+    uintptr_t slot;
+    size_t len;
+    if (VSP_UNLIKELY(privatized) && is_privatized(p, &slot, &len)) {
+        unprivatize(slot, len); /* the parent's copy, ours alone: nothing to return */
+        return;
+    }
+    vs_slot_ref ref;
+    vs_slot_info info = {0};
+    int rc = vs_pool_ref_of(pool(), p, &ref);
+    if (rc == VS_OK && vs_pool_slot_data(pool(), &ref) != p)
+        rc = VS_EINVAL; /* inside a block, not its start */
+    else if (rc == VS_OK && vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) == VS_OK &&
+             (rc = vs_pool_free(pool(), ref)) == VS_OK) {
+        vsp_stats_freed(info.size);
+        return;
+    }
+    if (left)
+        return; /* freed at exit with everything else this process held */
+    if (rc == VS_EINVAL)
+        fatal("free(): invalid pointer into the varslot segment", p);
+    fatal("free(): double free of a routed block", p); /* ESTALE or a racing EDOUBLEFREE */
+}
+
+size_t vsp_routed_usable_size(const void *p)
+{
+    const struct vs_pool_class *cls;
+    uint32_t idx;
+    return global_index(&cls, (uintptr_t)p, &idx) == SIZE_MAX ? 0 : cls->slot_size;
+}
+
+size_t vsp_routed_size_in_use(const void *p)
+{
+    uintptr_t slot;
+    size_t len;
+    vs_slot_ref ref;
+    vs_slot_info info;
+    if (privatized && is_privatized(p, &slot, &len))
+        return vsp_routed_usable_size(p);
+    if (vs_pool_ref_of(pool(), p, &ref) != VS_OK ||
+        vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) != VS_OK)
+        return 0;
+    return info.size;
+}
+
+bool vsp_routed_resize_in_place(void *p, size_t size)
+{
+    vs_slot_ref ref;
+    vs_slot_info info;
+    uintptr_t slot;
+    size_t len;
+    if (privatized && is_privatized(p, &slot, &len))
+        return false;
+    if (size > UINT32_MAX || vs_pool_ref_of(pool(), p, &ref) != VS_OK ||
+        vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) != VS_OK ||
+        vs_pool_set_size(pool(), ref, (uint32_t)size) != VS_OK)
+        return false;
+    vsp_stats_resized(info.size, size);
+    return true;
+}
+
+uint64_t vsp_routed_handle_of(const void *p)
+{
+    vs_slot_ref ref;
+    return vs_pool_ref_of(pool(), p, &ref) == VS_OK ? vs_slot_ref_pack(ref) : 0;
+}
+
+void *vsp_routed_adopt(uint64_t handle)
+{
+    if (!segment_ready())
+        return NULL;
+    vs_slot_ref ref = vs_slot_ref_unpack(handle);
+    vs_slot_info info;
+    if (vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) != VS_OK ||
+        info.generation != ref.generation)
+        return NULL;
+    if (info.owner != peer && vs_pool_transfer(pool(), ref, info.owner, peer) != VS_OK)
+        return NULL;
+    return vs_pool_slot_data(pool(), &ref);
+}
+
+/* ---- exit ---- */
+
+static int thread_count(void)
+{
+    char buf[512];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    /* Field 20 is num_threads; the command name (field 2) may hold spaces, so count from ')'. */
+    char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 20; field++)
+        p = strchr(p + 1, ' ');
+    return p ? atoi(p + 1) : -1;
+}
+
+/* Returns our blocks to the pool, but only when no other thread is left that could still be
+ * using one: otherwise the slots go back when the process is gone (reaped by the next peer). */
+void vsp_routed_at_exit(void)
+{
+    if (atomic_load(&seg_state) != SEG_OPEN || !peer || left)
+        return;
+    if (thread_count() != 1)
+        return;
+    left = true;
+    vs_segment_leave(&seg);
+}

@@ -1,0 +1,56 @@
+/* What the shim did, for VARSLOT_STATS=1: one line on stderr at exit. Counters move only on
+ * routed operations and fallbacks (large, rare), so relaxed atomics cost nothing visible. */
+#include "internal.h"
+
+#include <unistd.h>
+
+struct vsp_stats vsp_stats;
+
+void vsp_stats_routed(size_t bytes)
+{
+    atomic_fetch_add_explicit(&vsp_stats.routed, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&vsp_stats.routed_bytes, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&vsp_stats.live_bytes, bytes, memory_order_relaxed);
+    uint64_t live = atomic_fetch_add_explicit(&vsp_stats.live_slots, 1, memory_order_relaxed) + 1;
+    uint64_t peak = atomic_load_explicit(&vsp_stats.peak_slots, memory_order_relaxed);
+    while (live > peak && !atomic_compare_exchange_weak_explicit(&vsp_stats.peak_slots, &peak, live,
+                                                                 memory_order_relaxed,
+                                                                 memory_order_relaxed)) {
+    }
+}
+
+/* Blocks another process allocated can be freed here: live counts are this process's view. */
+void vsp_stats_freed(size_t bytes)
+{
+    atomic_fetch_add_explicit(&vsp_stats.freed, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&vsp_stats.live_slots, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&vsp_stats.live_bytes, bytes, memory_order_relaxed);
+}
+
+void vsp_stats_resized(size_t old_bytes, size_t new_bytes)
+{
+    atomic_fetch_add_explicit(&vsp_stats.live_bytes, new_bytes - old_bytes, memory_order_relaxed);
+}
+
+void vsp_stats_print(void)
+{
+    char line[512], *p = line, *end = line + sizeof line;
+    static const struct {
+        const char *name;
+        _Atomic uint64_t *value;
+    } fields[] = {
+        {" routed=", &vsp_stats.routed},   {" bytes=", &vsp_stats.routed_bytes},
+        {" fallback=", &vsp_stats.fallback}, {" peak_slots=", &vsp_stats.peak_slots},
+        {" freed=", &vsp_stats.freed},
+    };
+    p = vsp_append(p, end, "varslot: pid=");
+    p = vsp_fmt_u64(p, (uint64_t)getpid());
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
+        p = vsp_append(p, end, fields[i].name);
+        p = vsp_fmt_u64(p, atomic_load_explicit(fields[i].value, memory_order_relaxed));
+    }
+    p = vsp_append(p, end, " segment=");
+    p = vsp_append(p, end, vsp_cfg.segment);
+    vsp_append(p, end, "\n");
+    vsp_write(line);
+}
