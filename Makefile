@@ -127,7 +127,9 @@ check-tsan: $(TESTS_TSAN)
 check-cli: all
 	timeout 300 tests/cli/test-cli.sh $(CLI)
 
-# The shim's suites: glibc semantics of the malloc family (plain and in every shim mode).
+# The shim's suites: glibc semantics of the malloc family (plain and in every shim mode),
+# routing, cross-process, fork, exhaustion and bad options, and real unmodified programs
+# (python3, sort, xz, gcc, perl, a threaded C program) with and without the shim.
 SEMANTICS := $(B)/tests/preload_semantics
 $(SEMANTICS): tests/preload/semantics_test.cpp $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
 	@mkdir -p $(dir $@)
@@ -135,6 +137,8 @@ $(SEMANTICS): tests/preload/semantics_test.cpp $(B)/plain/obj/gtest-all.o $(B)/p
 	    $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o -o $@ -pthread -ldl
 check-preload: all $(SEMANTICS)
 	timeout 1800 tests/preload/run-semantics.sh
+	timeout 900 tests/preload/run-shim-tests.sh
+	timeout 900 tests/preload/test-real-programs.sh
 
 demo: all
 	scripts/demo/run-demo

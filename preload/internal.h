@@ -87,6 +87,7 @@ size_t vsp_routed_size_in_use(const void *p);
 bool vsp_routed_resize_in_place(void *p, size_t size);
 uint64_t vsp_routed_handle_of(const void *p);
 void *vsp_routed_adopt(uint64_t handle);
+void vsp_segment_map(void); /* at init: open or create, and map; joining waits */
 void vsp_routed_at_exit(void);
 void vsp_fork_prepare(void);
 void vsp_fork_parent(void);
@@ -104,6 +105,7 @@ static inline void vsp_stats_fallback(void)
 {
     atomic_fetch_add_explicit(&vsp_stats.fallback, 1, memory_order_relaxed);
 }
+void vsp_stats_init(void);
 void vsp_stats_print(void);
 
 /* ---- lifecycle (shim.c) ---- */

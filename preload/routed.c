@@ -5,7 +5,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,7 +16,10 @@ static vs_segment seg;
 static uint8_t peer;          /* our peer id; 0 in a fork child until it routes again */
 static uint32_t largest;      /* the largest slot size */
 static bool left;             /* left at exit: the segment's slots are no longer ours */
-enum { SEG_CLOSED, SEG_OPENING, SEG_OPEN, SEG_FAILED, SEG_REJOIN /* fork child: mapped, not joined */ };
+/* The segment is mapped at init (a raw routed pointer from a cooperating process must be
+ * recognised, readable and freeable before this process routes anything), and joined at the
+ * first routed allocation: a process that never routes never takes a peer entry. */
+enum { SEG_CLOSED, SEG_MAPPED /* not joined */, SEG_JOINING, SEG_JOINED, SEG_FAILED };
 static _Atomic int seg_state;
 
 static const vs_pool *pool(void) { return &seg.pool; }
@@ -55,7 +57,7 @@ static void warn_once(const char *what, int rc)
     vsp_write(line);
 }
 
-static bool open_segment(void)
+void vsp_segment_map(void)
 {
     vs_segment_options opts = {0};
     if (vsp_cfg.class_count) {
@@ -65,12 +67,8 @@ static bool open_segment(void)
     int rc = vs_segment_open_or_create(&seg, vsp_cfg.segment, &opts);
     if (rc != VS_OK) {
         warn_once("cannot open or create", rc);
-        return false;
-    }
-    if ((rc = vs_segment_join(&seg, &peer)) != VS_OK) {
-        warn_once("cannot join", rc);
-        vs_segment_close(&seg);
-        return false;
+        atomic_store(&seg_state, SEG_FAILED);
+        return;
     }
     const vs_pool *p = pool();
     largest = vs_pool_slot_size(p, vs_pool_class_count(p) - 1);
@@ -79,34 +77,23 @@ static bool open_segment(void)
                   "not portable to other processes (handles are)\n");
     vsp_seg_hi = (uintptr_t)seg.map + seg.map_len;
     vsp_seg_lo = (uintptr_t)seg.map;
-    return true;
+    atomic_store_explicit(&seg_state, SEG_MAPPED, memory_order_release);
 }
 
-/* A fork child joins as a peer of its own at its first routed allocation, not at fork:
- * most children exec at once and would only leave a dead entry behind. */
-static bool join_again(void)
-{
-    int rc = vs_segment_join(&seg, &peer);
-    if (rc != VS_OK)
-        warn_once("cannot join", rc);
-    return rc == VS_OK;
-}
-
-/* Opens (or, in a fork child, re-joins) the segment once per process; threads that arrive
- * meanwhile fall back this time. */
+/* Joins once per process (again in a fork child); threads that arrive while another joins
+ * fall back this time. */
 static bool segment_ready(void)
 {
     int s = atomic_load_explicit(&seg_state, memory_order_acquire);
-    if (VSP_LIKELY(s == SEG_OPEN))
+    if (VSP_LIKELY(s == SEG_JOINED))
         return !left;
-    if (s != SEG_CLOSED && s != SEG_REJOIN)
+    if (s != SEG_MAPPED || left || !atomic_compare_exchange_strong(&seg_state, &s, SEG_JOINING))
         return false;
-    int from = s;
-    if (!atomic_compare_exchange_strong(&seg_state, &s, SEG_OPENING))
-        return false;
-    bool ok = from == SEG_CLOSED ? open_segment() : join_again();
-    atomic_store_explicit(&seg_state, ok ? SEG_OPEN : SEG_FAILED, memory_order_release);
-    return ok;
+    int rc = vs_segment_join(&seg, &peer);
+    if (rc != VS_OK)
+        warn_once("cannot join", rc);
+    atomic_store_explicit(&seg_state, rc == VS_OK ? SEG_JOINED : SEG_FAILED, memory_order_release);
+    return rc == VS_OK;
 }
 
 /* ---- fork: the child gets a private copy of the blocks its parent owned ---- */
@@ -161,11 +148,22 @@ static void unprivatize(uintptr_t slot, size_t len)
     privatized[g / 8] &= (uint8_t)~(1u << (g % 8));
 }
 
+/* Swaps a private copy of [slot, slot+len) in under the same address. */
+static void make_private(uintptr_t slot, size_t len)
+{
+    void *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED)
+        return;
+    memcpy(copy, (void *)slot, len);
+    if (mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)slot) == MAP_FAILED)
+        munmap(copy, len);
+}
+
 /* Parent, before fork: copy every block we own into anonymous memory, which fork copies on
  * write. Only slots of whole pages can be swapped under the child; smaller ones stay shared. */
 void vsp_fork_prepare(void)
 {
-    if (atomic_load(&seg_state) != SEG_OPEN || left || !peer || vsp_cfg.fork_share)
+    if (atomic_load(&seg_state) != SEG_JOINED || left || vsp_cfg.fork_share)
         return;
     const vs_pool *p = pool();
     size_t n = 0;
@@ -222,11 +220,11 @@ void vsp_fork_parent(void) { drop_snapshots(true); }
 void vsp_fork_child(void)
 {
     int state = atomic_load(&seg_state);
-    if ((state != SEG_OPEN && state != SEG_REJOIN) || left)
+    if ((state != SEG_JOINED && state != SEG_MAPPED) || left)
         return;
     vs_segment_after_fork_child(&seg); /* our own liveness; the parent's id is not ours */
     peer = 0;
-    atomic_store(&seg_state, SEG_REJOIN);
+    atomic_store(&seg_state, SEG_MAPPED);
     memset((void *)&vsp_stats, 0, sizeof vsp_stats);
     if (!nsnaps) {
         drop_snapshots(false);
@@ -292,6 +290,8 @@ void vsp_routed_free(void *p)
         unprivatize(slot, len); /* the parent's copy, ours alone: nothing to return */
         return;
     }
+    if (left)
+        return; /* after leaving at exit: every block we had is a private copy, the slot gone */
     vs_slot_ref ref;
     vs_slot_info info = {0};
     int rc = vs_pool_ref_of(pool(), p, &ref);
@@ -302,8 +302,6 @@ void vsp_routed_free(void *p)
         vsp_stats_freed(info.size);
         return;
     }
-    if (left)
-        return; /* freed at exit with everything else this process held */
     if (rc == VS_EINVAL)
         fatal("free(): invalid pointer into the varslot segment", p);
     fatal("free(): double free of a routed block", p); /* ESTALE or a racing EDOUBLEFREE */
@@ -368,32 +366,24 @@ void *vsp_routed_adopt(uint64_t handle)
 
 /* ---- exit ---- */
 
-static int thread_count(void)
-{
-    char buf[512];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    /* Field 20 is num_threads; the command name (field 2) may hold spaces, so count from ')'. */
-    char *p = strrchr(buf, ')');
-    for (int field = 2; p && field < 20; field++)
-        p = strchr(p + 1, ' ');
-    return p ? atoi(p + 1) : -1;
-}
-
-/* Returns our blocks to the pool, but only when no other thread is left that could still be
- * using one: otherwise the slots go back when the process is gone (reaped by the next peer). */
+/* Leaves the segment at exit, returning every slot we own. Threads may still be running,
+ * and libraries finalised after us may still touch their blocks (libstdc++'s, for one), so
+ * each owned block first becomes a private copy at the same address: late writes land there,
+ * never in a slot another process has reused. */
 void vsp_routed_at_exit(void)
 {
-    if (atomic_load(&seg_state) != SEG_OPEN || !peer || left)
+    if (atomic_load(&seg_state) != SEG_JOINED || left)
         return;
-    if (thread_count() != 1)
-        return;
-    left = true;
+    left = true; /* from here, routed requests fall back and routed frees are no-ops */
+    const vs_pool *p = pool();
+    for (size_t c = 0; c < p->class_count; c++) {
+        const struct vs_pool_class *cls = &p->classes[c];
+        for (uint32_t i = 0; cls->stride % 4096 == 0 && i < cls->slot_count; i++) {
+            vs_slot_info info;
+            vs_pool_slot_info(p, (uint8_t)c, i, &info);
+            if (info.state == VS_SLOT_ALLOCATED && info.owner == peer)
+                make_private((uintptr_t)cls->data + (size_t)i * cls->stride, cls->stride);
+        }
+    }
     vs_segment_leave(&seg);
 }

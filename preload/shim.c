@@ -27,6 +27,8 @@ static __attribute__((noinline)) void init_slow(void)
         vsp_backend_init();
         if (vsp_cfg.ncallers)
             vsp_route_init();
+        vsp_stats_init();
+        vsp_segment_map();
         pthread_atfork(vsp_fork_prepare, vsp_fork_parent, vsp_fork_child);
         if (vsp_cfg.verbose)
             vsp_config_print();
@@ -46,7 +48,22 @@ void vsp_ensure_init(void)
         init_slow();
 }
 
-__attribute__((constructor)) static void vsp_constructor(void) { vsp_ensure_init(); }
+/* Libraries initialised before us (libstdc++'s exception pool, for one) allocate for the
+ * process's whole life; routing them would make every process a peer holding slots. Routing
+ * starts when our constructor runs, before the program's own constructors and main. */
+static _Atomic bool routing_open;
+
+__attribute__((constructor)) static void vsp_constructor(void)
+{
+    vsp_ensure_init();
+    atomic_store_explicit(&routing_open, true, memory_order_release);
+}
+
+static inline bool may_route(size_t size, const void *caller, uint32_t *tag)
+{
+    return VSP_UNLIKELY(vsp_wants_route(size, caller, tag)) && !vsp_busy &&
+           atomic_load_explicit(&routing_open, memory_order_relaxed);
+}
 
 __attribute__((destructor)) static void vsp_destructor(void)
 {
@@ -77,7 +94,7 @@ static inline void *alloc_from(size_t size, const void *caller)
 {
     vsp_ensure_init();
     uint32_t tag;
-    if (VSP_UNLIKELY(vsp_wants_route(size, caller, &tag)) && !vsp_busy) {
+    if (may_route(size, caller, &tag)) {
         void *p = route(size, VSP_MIN_ALIGN, tag, false);
         if (p)
             return p;
@@ -123,7 +140,7 @@ VSP_EXPORT void *calloc(size_t n, size_t size)
     }
     vsp_ensure_init();
     uint32_t tag;
-    if (VSP_UNLIKELY(vsp_wants_route(total, __builtin_return_address(0), &tag)) && !vsp_busy) {
+    if (may_route(total, __builtin_return_address(0), &tag)) {
         void *p = route(total, VSP_MIN_ALIGN, tag, true);
         if (p)
             return p;
@@ -153,7 +170,7 @@ static void *realloc_from(void *p, size_t size, const void *caller)
     }
     vsp_ensure_init();
     uint32_t tag;
-    bool routed_wanted = vsp_wants_route(size, caller, &tag) && !vsp_busy;
+    bool routed_wanted = may_route(size, caller, &tag);
     if (VSP_UNLIKELY(vsp_in_segment(p))) {
         vsp_busy++;
         bool in_place = routed_wanted && vsp_routed_resize_in_place(p, size);
@@ -206,7 +223,7 @@ static void *aligned_from(size_t align, size_t size, const void *caller)
     }
     vsp_ensure_init();
     uint32_t tag;
-    if (VSP_UNLIKELY(vsp_wants_route(size, caller, &tag)) && !vsp_busy) {
+    if (may_route(size, caller, &tag)) {
         void *p = route(size, align, tag, false);
         if (p)
             return p;

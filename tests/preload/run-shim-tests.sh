@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Runs tests/preload/shim_test.cpp under libvarslot-preload.so, once per configuration, each
+# with a fresh segment:
+#   default     VARSLOT_MIN_SIZE=64K, VARSLOT_CALLERS=libvstest-caller.so, default classes
+#   libc        the same with VARSLOT_FALLBACK=libc
+#   tiny        VARSLOT_CLASSES=64K:2, only the tests written for it (pool exhaustion, routing
+#               by size, bad values); its exit stats line must show fallback >= 6
+# After each run: the process's stats line (routed > 0), and `varslot stat --json` showing
+# no allocated slot and no peer once the test process has exited. Segments are removed.
+#
+# Builds what it needs under build/tests/: gtest (once), the test binary, the caller library
+# libvstest-caller.so, the peer program vstest-peer. Needs `make all` first (the shim,
+# libvarslot.a, the CLI).
+#
+# Usage, from anywhere: tests/preload/run-shim-tests.sh [GTEST ARGS...]
+set -u
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 1
+die() { echo "run-shim-tests: $*" >&2; exit 1; }
+
+SHIM=${VSTEST_SHIM:-$ROOT/build/lib/libvarslot-preload.so}  # VSTEST_SHIM: test another build of the shim
+LIB_A=$ROOT/build/lib/libvarslot.a
+VARSLOT=$ROOT/build/bin/varslot
+OUT=$ROOT/build/tests
+GTEST_SRC=/usr/src/googletest/googletest
+for f in "$SHIM" "$LIB_A" "$VARSLOT"; do
+    [ -e "$f" ] || die "missing $f: run 'make all' first"
+done
+[ -f "$GTEST_SRC/src/gtest-all.cc" ] || die "GoogleTest sources not found in $GTEST_SRC"
+command -v jq >/dev/null || die "jq is required"
+
+# Nothing of the caller's environment may change what is tested.
+unset LD_PRELOAD
+for v in $(compgen -e | grep '^VARSLOT_'); do unset "$v"; done
+
+PREFIX="vs-shimtest-$$"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/varslot-shim-test.XXXXXX") || die "mktemp failed"
+cleanup() {
+    rm -f /dev/shm/"$PREFIX"-*
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# ---- build (each step only when its output is missing or stale) ----
+mkdir -p "$OUT/obj"
+stale() { # stale OUTPUT INPUT...
+    local out=$1 in
+    shift
+    [ -e "$out" ] || return 0
+    for in in "$@"; do [ "$in" -nt "$out" ] && return 0; done
+    return 1
+}
+build() { # build OUTPUT -- COMMAND...
+    local out=$1
+    shift
+    echo "run-shim-tests: building ${out#"$ROOT"/}"
+    timeout 600 "$@" || die "cannot build $out"
+}
+CXXFLAGS=(-O1 -g -std=c++17 -isystem "$GTEST_SRC/include")
+GTEST_O=$OUT/obj/gtest-all-shimtest.o
+if stale "$GTEST_O" "$GTEST_SRC/src/gtest-all.cc"; then
+    build "$GTEST_O" g++ "${CXXFLAGS[@]}" -I"$GTEST_SRC" -c "$GTEST_SRC/src/gtest-all.cc" \
+        -o "$GTEST_O.tmp" && mv "$GTEST_O.tmp" "$GTEST_O"
+fi
+TEST_BIN=$OUT/shim_test
+if stale "$TEST_BIN" tests/preload/shim_test.cpp "$GTEST_O" "$LIB_A" core/include/varslot.h \
+        core/include/varslot/preload.h; then
+    # -fno-builtin: the compiler must not fold or drop malloc/free pairs under test.
+    build "$TEST_BIN" g++ "${CXXFLAGS[@]}" -fno-builtin -Wall -Wextra -Icore/include \
+        tests/preload/shim_test.cpp "$GTEST_O" "$LIB_A" -o "$TEST_BIN" -ldl -pthread
+fi
+CALLER_LIB=$OUT/libvstest-caller.so
+if stale "$CALLER_LIB" tests/preload/caller_lib.c; then
+    build "$CALLER_LIB" gcc -O2 -g -fno-optimize-sibling-calls -shared -fPIC -Wall \
+        tests/preload/caller_lib.c -o "$CALLER_LIB"
+fi
+PEER=$OUT/vstest-peer
+if stale "$PEER" tests/preload/peer.c core/include/varslot/preload.h; then
+    build "$PEER" gcc -O1 -g -Wall -Wextra -Icore/include tests/preload/peer.c -o "$PEER" -ldl
+fi
+
+# ---- run ----
+PASSED=0
+FAILED=0
+ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
+not_ok() {
+    FAILED=$((FAILED + 1))
+    echo "not ok - $1"
+    shift
+    local line
+    for line in "$@"; do printf '#   %s\n' "$line"; done
+}
+
+SHIM_ABS=$(realpath "$SHIM")
+N=0
+# run_config NAME MIN_FALLBACK GTEST_FILTER [VAR=VALUE...]
+run_config() {
+    local name=$1 min_fallback=$2 filter=$3
+    shift 3
+    N=$((N + 1))
+    local seg="/$PREFIX-$N" log="$TMP/$name.log" err="$TMP/$name.err"
+    echo "# configuration $name: segment $seg${*:+, $*}"
+    timeout -k 10 600 env "$@" \
+        LD_PRELOAD="$SHIM_ABS" VARSLOT_SEGMENT="$seg" VARSLOT_STATS=1 \
+        VSTEST_PEER="$PEER" VSTEST_CALLER_LIB="$CALLER_LIB" \
+        "$TEST_BIN" ${filter:+--gtest_filter="$filter"} "${GTEST_ARGS[@]}" \
+        >"$log" 2>"$err"
+    local rc=$?
+    sed 's/^/    /' "$log"
+    # stderr: the test process's stats line (pid = the process we started) and anything else
+    local stats others
+    stats=$(grep -E '^varslot: pid=[0-9]+ routed=[0-9]+ bytes=[0-9]+ fallback=[0-9]+ peak_slots=[0-9]+ freed=[0-9]+ segment=' "$err")
+    others=$(grep -v -E '^varslot: pid=' "$err")
+    [ -n "$others" ] && sed 's/^/    stderr: /' <<<"$others"
+    if [ $rc -eq 0 ]; then
+        ok "$name: shim_test passed"
+    else
+        local why="exit status $rc"
+        [ $rc -eq 124 ] && why="timed out"
+        not_ok "$name: shim_test failed ($why)"
+    fi
+    # The last stats line is the test process's own (children print theirs first).
+    local last routed fallback
+    last=$(tail -n 1 <<<"$stats")
+    routed=$(sed -n 's/.* routed=\([0-9]*\) .*/\1/p' <<<"$last")
+    fallback=$(sed -n 's/.* fallback=\([0-9]*\) .*/\1/p' <<<"$last")
+    if [ -z "$last" ]; then
+        not_ok "$name: the test process printed a VARSLOT_STATS line" "stderr: $(head -c 2000 "$err")"
+    elif [ "${routed:-0}" -gt 0 ] && [ "${fallback:-0}" -ge "$min_fallback" ]; then
+        ok "$name: stats line shows routed=$routed fallback=$fallback (want fallback >= $min_fallback)"
+    else
+        not_ok "$name: stats line shows routed=$routed fallback=$fallback (want routed > 0, fallback >= $min_fallback)" "$last"
+    fi
+    # Nothing left behind once the test process has exited.
+    local json
+    if ! json=$(timeout 60 "$VARSLOT" stat --json "$seg" 2>&1); then
+        not_ok "$name: varslot stat $seg" "$json"
+    elif jq -e '([.classes[].allocated] | add) == 0 and (.peers | length) == 0 and .unowned == 0' \
+            >/dev/null <<<"$json"; then
+        ok "$name: no slot allocated and no peer left in the segment"
+    else
+        not_ok "$name: slots or peers left in the segment after the test process exited" \
+            "allocated per class: $(jq -c '[.classes[].allocated]' <<<"$json")" \
+            "peers: $(jq -c '.peers' <<<"$json")" "unowned: $(jq -c '.unowned' <<<"$json")"
+    fi
+    timeout 60 "$VARSLOT" rm "$seg" >/dev/null 2>&1 || rm -f "/dev/shm/${seg#/}"
+}
+
+GTEST_ARGS=("$@")
+COMMON=(VARSLOT_MIN_SIZE=64K VARSLOT_CALLERS=libvstest-caller.so)
+# The whole suite includes Exhaustion.FullPoolFallsBack (6 fallbacks); a filter may not.
+FULL_FALLBACK=6
+[ ${#GTEST_ARGS[@]} -gt 0 ] && FULL_FALLBACK=0
+run_config default $FULL_FALLBACK "" "${COMMON[@]}"
+run_config libc $FULL_FALLBACK "" "${COMMON[@]}" VARSLOT_FALLBACK=libc
+if [ ${#GTEST_ARGS[@]} -eq 0 ]; then
+    run_config tiny 6 "Exhaustion.*:Routing.BySize:*BadEnvironment*" "${COMMON[@]}" VARSLOT_CLASSES=64K:2
+else
+    echo "# configuration tiny: skipped (it runs its own test selection; gtest arguments were given)"
+fi
+
+echo "# run-shim-tests: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

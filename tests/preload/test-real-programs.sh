@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# Real, unmodified programs under libvarslot-preload.so: each runs once plainly and once under
+# the shim (`varslot run --min-size 64K --stats --segment /vs-real-PID-N -- CMD...` when the
+# CLI has `run`, else LD_PRELOAD with VARSLOT_MIN_SIZE=64K VARSLOT_STATS=1 VARSLOT_SEGMENT),
+# each with a fresh segment. For every program:
+#   - both runs exit 0;
+#   - stdout is byte-identical, and so is every file the program wrote in its output dir;
+#   - every `varslot: pid=N routed=N bytes=N fallback=N peak_slots=N freed=N segment=S`
+#     line on stderr is well formed and names the segment, there is at least one, and the
+#     routed counts summed over the program's processes exceed the baseline: every process
+#     under the shim routes libstdc++'s startup emergency pool (72 KiB, pulled in by the
+#     shim itself), so "routed > 0" alone would prove nothing; the baseline is measured
+#     with /bin/true;
+#   - no other `varslot:` line on stderr (warnings);
+#   - after the program exited, `varslot stat --json` shows 0 allocated slots in every
+#     class, no peer and no unowned slot.
+# Programs: /bin/true (baseline), python3 (large bytearrays, hashed), sort -S 64M on a
+# generated 10 MB file, an xz -T2 compress | decompress pipeline, gcc -O2 -c of a generated C
+# file, perl building large strings, and build/tests/mt-alloc (tests/preload/mt-alloc.c,
+# 4 threads, built here when missing or stale).
+#
+# Usage, from the repository root: tests/preload/test-real-programs.sh [NAME...]
+#   NAME limits the run to those programs (true python3 sort xz gcc perl mt-alloc).
+set -u
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 1
+die() { echo "test-real-programs: $*" >&2; exit 1; }
+
+SHIM=${VSTEST_SHIM:-$ROOT/build/lib/libvarslot-preload.so}
+VARSLOT=$ROOT/build/bin/varslot
+MT_ALLOC=$ROOT/build/tests/mt-alloc
+[ -f "$SHIM" ] || die "missing $SHIM: run 'make all' first"
+[ -x "$VARSLOT" ] || die "missing $VARSLOT: run 'make all' first"
+SHIM=$(realpath "$SHIM")
+for tool in jq timeout /usr/bin/python3 sort xz gcc perl cmp; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+
+# Nothing of the caller's environment may change what is compared.
+unset LD_PRELOAD
+for v in $(compgen -e | grep '^VARSLOT_'); do unset "$v"; done
+export LC_ALL=C
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/varslot-real.XXXXXX") || die "mktemp failed"
+SEG_PREFIX="vs-real-$$"
+cleanup() {
+    rm -f /dev/shm/"$SEG_PREFIX"-*
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+T() { timeout -k 5 120 "$@"; } # every process gets a timeout
+
+# `varslot run` is another part of the project: use it once it exists.
+# VSTEST_NO_RUN=1 forces LD_PRELOAD (with VSTEST_SHIM=path, a shim other than the build's).
+HAVE_RUN=0
+if [ -z "${VSTEST_NO_RUN:-}" ] && [ -z "${VSTEST_SHIM:-}" ] &&
+    { T "$VARSLOT" run --help >/dev/null 2>&1 || T "$VARSLOT" --help 2>&1 | grep -q 'varslot run'; }; then
+    HAVE_RUN=1
+fi
+
+# ---- inputs ----
+if [ ! -x "$MT_ALLOC" ] || [ tests/preload/mt-alloc.c -nt "$MT_ALLOC" ]; then
+    mkdir -p "$(dirname "$MT_ALLOC")"
+    T gcc -O2 -pthread -Wall -o "$MT_ALLOC" tests/preload/mt-alloc.c || die "cannot build $MT_ALLOC"
+fi
+
+# ~10 MB of text lines for sort and xz, the same every run.
+T /usr/bin/python3 - "$TMP/lines.txt" <<'EOF' || die "cannot generate the sort input"
+import random, sys
+r = random.Random(20240101)
+words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]
+with open(sys.argv[1], "w") as f:
+    size = 0
+    while size < 10 * 1000 * 1000:
+        line = "%08x %s %d\n" % (r.getrandbits(32), " ".join(r.choice(words) for _ in range(r.randint(1, 8))), r.randint(0, 10**6))
+        f.write(line)
+        size += len(line)
+EOF
+
+# A C file that takes cc1 a few seconds at -O2: tables, and functions with big switches.
+T /usr/bin/python3 - "$TMP/big.c" <<'EOF' || die "cannot generate the C file"
+import random, sys
+r = random.Random(7)
+out = ["#include <stddef.h>", ""]
+for t in range(16):
+    out.append("static const unsigned tab%d[512] = {%s};" % (t, ",".join("%du" % r.getrandbits(32) for _ in range(512))))
+for f in range(260):
+    out.append("unsigned f%d(unsigned x, const unsigned char *p, size_t n) {" % f)
+    out.append("  unsigned acc = %du;" % r.getrandbits(31))
+    out.append("  for (size_t i = 0; i < n; i++) {")
+    out.append("    switch ((p[i] + x) % 8) {")
+    for c in range(8):
+        out.append("    case %d: acc = acc * %du + tab%d[(acc ^ p[i]) & 511] + %du; break;" % (c, r.getrandbits(16) | 1, r.randrange(16), r.getrandbits(20)))
+    out.append("    }")
+    out.append("    if (acc & 1) x ^= acc >> %d; else x += acc << %d;" % (r.randrange(1, 31), r.randrange(1, 31)))
+    out.append("  }")
+    out.append("  return acc ^ x;")
+    out.append("}")
+out.append("unsigned (*const all_functions[])(unsigned, const unsigned char *, size_t) = {%s};" % ",".join("f%d" % i for i in range(260)))
+open(sys.argv[1], "w").write("\n".join(out) + "\n")
+EOF
+
+PY_PROG='
+import hashlib
+total = hashlib.sha256()
+keep = []
+for i in range(64):
+    n = (1 << (10 + i % 15)) + 4099 * i          # 1 KiB .. 16 MiB and a bit
+    pat = bytes((i * 31 + k) & 255 for k in range(251))
+    b = bytearray(pat) * (n // 251 + 1)
+    del b[n:]
+    b.extend(b[: n // 3])                          # grow in place or move
+    del b[n // 2 :]                                # shrink
+    b[::4096] = bytes([i & 255]) * len(b[::4096])
+    total.update(b)
+    keep.append(bytes(b[: 1 << 17]))
+    if len(keep) > 8:
+        keep.pop(0)
+    print(i, len(b), hashlib.sha1(b).hexdigest())
+print("total", total.hexdigest(), sum(map(len, keep)))
+'
+PERL_PROG='
+use strict; use warnings; use Digest::MD5 qw(md5_hex);
+my $s = "";
+for my $i (1 .. 400000) { $s .= "line $i " . ("x" x ($i % 61)) . "\n"; }
+printf "%d %s\n", length($s), md5_hex($s);
+my @parts = map { substr($s, $_ * 1000, 90000 * $_) } 1 .. 24;
+my $big = join("|", @parts) x 2;
+printf "%d %s\n", length($big), md5_hex($big);
+my %h; $h{$_ % 50000} .= "v$_," for 1 .. 300000;
+print md5_hex(join ";", map { "$_=$h{$_}" } sort { $a <=> $b } keys %h), "\n";
+(my $t = $s) =~ s/x+/y/g;
+printf "%d %s\n", length($t), md5_hex($t);
+'
+
+# ---- reporting ----
+PASSED=0
+FAILED=0
+ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
+not_ok() {
+    FAILED=$((FAILED + 1))
+    echo "not ok - $1"
+    shift
+    local line
+    for line in "$@"; do printf '#   %s\n' "$line"; done
+}
+# The first lines of a file, indented, for a failure's details.
+excerpt() { head -c 1500 "$1" | head -n 12 | sed 's/^/    /'; }
+
+BASELINE=0 # routed allocations of a process that allocates nothing itself (from /bin/true)
+CASE=0
+
+# check_program NAME EXTRA_ENV CMD ARGS...
+#   EXTRA_ENV: space-separated VAR=VALUE for the shim run ("" for none)
+#   @OUT@ in the arguments: a directory of the run's own, whose files are compared too
+check_program() {
+    local name=$1 extra_env=$2
+    shift 2
+    CASE=$((CASE + 1))
+    local seg="/$SEG_PREFIX-$CASE" dir="$TMP/$name"
+    mkdir -p "$dir/plain" "$dir/shim"
+    local plain_args=("${@//@OUT@/$dir/plain}") shim_args=("${@//@OUT@/$dir/shim}")
+    local extra=()
+    [ -n "$extra_env" ] && read -r -a extra <<<"$extra_env"
+
+    # plain
+    T "${plain_args[@]}" >"$dir/plain.out" 2>"$dir/plain.err"
+    local plain_rc=$?
+    # under the shim
+    local shim_rc
+    if [ $HAVE_RUN = 1 ]; then
+        T env ${extra[@]+"${extra[@]}"} "$VARSLOT" run --min-size 64K --stats --segment "$seg" \
+            -- "${shim_args[@]}" >"$dir/shim.out" 2>"$dir/shim.err"
+        shim_rc=$?
+    else
+        T env ${extra[@]+"${extra[@]}"} LD_PRELOAD="$SHIM" VARSLOT_MIN_SIZE=64K VARSLOT_STATS=1 \
+            VARSLOT_SEGMENT="$seg" "${shim_args[@]}" >"$dir/shim.out" 2>"$dir/shim.err"
+        shim_rc=$?
+    fi
+
+    if [ $plain_rc -eq 0 ] && [ $shim_rc -eq 0 ]; then
+        ok "$name: exits 0 plainly and under the shim"
+    else
+        not_ok "$name: exit status plain=$plain_rc shim=$shim_rc (124: timed out)" \
+            "plain stderr:" "$(excerpt "$dir/plain.err")" "shim stderr:" "$(excerpt "$dir/shim.err")"
+    fi
+
+    # outputs
+    local diffs=() f rel
+    cmp -s "$dir/plain.out" "$dir/shim.out" || diffs+=("stdout: $(cmp "$dir/plain.out" "$dir/shim.out" 2>&1 | head -n 1)")
+    while IFS= read -r -d '' f; do
+        rel=${f#"$dir/plain/"}
+        cmp -s "$f" "$dir/shim/$rel" || diffs+=("$rel: $(cmp "$f" "$dir/shim/$rel" 2>&1 | head -n 1)")
+    done < <(find "$dir/plain" -type f -print0)
+    if [ ${#diffs[@]} -eq 0 ]; then
+        ok "$name: output identical with and without the shim ($(wc -c <"$dir/plain.out") bytes of stdout, $(find "$dir/plain" -type f | wc -l) files)"
+    else
+        not_ok "$name: output differs under the shim" "${diffs[@]}"
+    fi
+
+    # stats lines
+    local re="^varslot: pid=[0-9]+ routed=[0-9]+ bytes=[0-9]+ fallback=[0-9]+ peak_slots=[0-9]+ freed=[0-9]+ segment=${seg}\$"
+    local lines nlines bad routed fallback pids
+    lines=$(grep -a '^varslot: pid=' "$dir/shim.err")
+    nlines=$(grep -c . <<<"$lines")
+    bad=$(grep -a -v -E "$re" <<<"$lines" | grep .)
+    routed=$(sed -n 's/.* routed=\([0-9]*\) .*/\1/p' <<<"$lines" | awk '{s += $1} END {print s + 0}')
+    fallback=$(sed -n 's/.* fallback=\([0-9]*\) .*/\1/p' <<<"$lines" | awk '{s += $1} END {print s + 0}')
+    pids=$(sed -n 's/^varslot: pid=\([0-9]*\) .*/\1/p' <<<"$lines" | tr '\n' ' ')
+    if [ "$nlines" -eq 0 ]; then
+        not_ok "$name: no VARSLOT_STATS line on stderr" \
+            "(it is lost when a program closes stderr before exit, as coreutils and xz do, or is killed)" \
+            "shim stderr:" "$(excerpt "$dir/shim.err")"
+    elif [ -n "$bad" ]; then
+        not_ok "$name: malformed VARSLOT_STATS lines" "$bad"
+    elif [ "$name" = true ]; then
+        BASELINE=$routed
+        ok "$name: baseline: a process that allocates nothing routes $routed (fallback=$fallback)"
+    elif [ "$routed" -gt $((BASELINE * nlines)) ]; then
+        ok "$name: $nlines processes routed $routed allocations (baseline $((BASELINE * nlines))), fallback=$fallback"
+    else
+        not_ok "$name: $nlines processes routed $routed allocations, no more than the baseline $((BASELINE * nlines)) (fallback=$fallback)" "$lines"
+    fi
+    local others
+    others=$(grep -a '^varslot:' "$dir/shim.err" | grep -a -v '^varslot: pid=')
+    if [ -z "$others" ]; then
+        ok "$name: no other varslot message on stderr"
+    else
+        not_ok "$name: unexpected varslot messages on stderr" "$others"
+    fi
+
+    # nothing held once it exited
+    local json
+    if ! json=$(T "$VARSLOT" stat --json "$seg" 2>&1); then
+        not_ok "$name: varslot stat $seg failed" "$json"
+    elif jq -e '([.classes[].allocated] | add) == 0 and (.peers | length) == 0 and .unowned == 0' \
+            >/dev/null <<<"$json"; then
+        ok "$name: no slot allocated and no peer left after exit"
+    else
+        local peer_notes=() p pid state slots
+        while read -r pid state slots; do
+            [ -n "$pid" ] || continue
+            p="pid $pid ($state, $slots slots) did not leave the segment: it exited with other threads still running, exec'd, or was killed"
+            if [[ " $pids" == *" $pid "* ]]; then
+                p+="; it printed its stats line"
+            else
+                p+="; no stats line from it"
+            fi
+            peer_notes+=("$p")
+        done < <(jq -r '.peers[] | "\(.pid) \(.state) \(.slots)"' <<<"$json")
+        not_ok "$name: slots or peers left in the segment after exit" \
+            "allocated per class: $(jq -c '[.classes[].allocated]' <<<"$json"), unowned: $(jq -c .unowned <<<"$json")" \
+            ${peer_notes[@]+"${peer_notes[@]}"}
+    fi
+    T "$VARSLOT" rm "$seg" >/dev/null 2>&1 || rm -f "/dev/shm/${seg#/}"
+}
+
+SELECTED=("$@")
+sel() { # sel NAME: selected on the command line, or no selection
+    local n
+    [ ${#SELECTED[@]} -eq 0 ] && return 0
+    for n in "${SELECTED[@]}"; do [ "$n" = "$1" ] && return 0; done
+    return 1
+}
+
+[ $HAVE_RUN = 1 ] && echo "# under the shim via: varslot run" || echo "# under the shim via: LD_PRELOAD=$SHIM (varslot run not used: unavailable, or VSTEST_NO_RUN/VSTEST_SHIM set)"
+
+# The baseline always runs: the routed checks of the others depend on it.
+check_program true "" /bin/true
+
+sel python3 && check_program python3 "" /usr/bin/python3 -c "$PY_PROG"
+
+# sort's one big buffer (-S 64M) is larger than the default classes' largest (16 MiB): give the
+# segment one class it fits in, or sort would route nothing of its own.
+sel sort && check_program sort "VARSLOT_CLASSES=64K:256,256K:128,1M:64,4M:32,16M:8,128M:2" \
+    sort -S 64M "$TMP/lines.txt"
+
+# A pipeline: the compressor (2 threads, 1 MiB blocks so both work), tee keeping the
+# compressed stream, the decompressor (2 threads) writing to stdout.
+sel xz && check_program xz "" bash -c \
+    'set -o pipefail; xz -T2 --block-size=1MiB -c -- "$1" | tee "$2/data.xz" | xz -d -T2 -c' \
+    xz-round-trip "$TMP/lines.txt" @OUT@
+
+sel gcc && check_program gcc "" gcc -O2 -c "$TMP/big.c" -o @OUT@/big.o
+
+sel perl && check_program perl "" perl -e "$PERL_PROG"
+
+sel mt-alloc && check_program mt-alloc "" "$MT_ALLOC"
+
+echo "# test-real-programs: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
