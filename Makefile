@@ -25,13 +25,19 @@ LIB_A  := $(B)/lib/libvarslot.a
 LIB_SO := $(B)/lib/libvarslot.so
 PRELOAD := $(B)/lib/libvarslot-preload.so
 PRELOAD_SRCS := $(wildcard preload/*.c)
+GST_PLUGIN := $(B)/lib/gstreamer-1.0/libgstvarslot.so
+GST_SRCS := $(wildcard gst-plugin/*.c)
+# Recursive (=): evaluated when used, after scripts/install-deps has put GStreamer there.
+GST_PKGS = gstreamer-1.0 gstreamer-base-1.0 gstreamer-video-1.0
+GST_CFLAGS = $(shell pkg-config --cflags $(GST_PKGS))
+GST_LIBS = $(shell pkg-config --libs $(GST_PKGS))
 CLI    := $(B)/bin/varslot
 DEMO   := $(B)/bin/varslot-demo
 
 DEPS_STAMP := $(B)/.deps-ok
 
 .PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload
-all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(CLI) $(DEMO)
+all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
 $(DEPS_STAMP): scripts/install-deps
@@ -71,6 +77,16 @@ $(PRELOAD): $(PRELOAD_SRCS:preload/%.c=$(B)/obj/preload/%.o) $(B)/obj/preload/cx
 	@mkdir -p $(dir $@)
 	$(CXX) -shared -o $@ $(filter %.o,$^) -Wl,--version-script=preload/exports.map -Wl,-z,now \
 	    -Wl,--no-as-needed -ljemalloc -ldl -pthread
+
+# ---- the GStreamer plugin ----
+# Linked with the shared library's objects: GStreamer dlopens plugins, and initial-exec TLS
+# (the static library's) would compete for the little static TLS left after startup.
+$(B)/obj/gst/%.o: gst-plugin/%.c $(wildcard gst-plugin/*.h) $(CORE_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=gnu11 -D_GNU_SOURCE $(WARN) -fPIC -fvisibility=hidden -Icore/include $(GST_CFLAGS) -c $< -o $@
+$(GST_PLUGIN): $(GST_SRCS:gst-plugin/%.c=$(B)/obj/gst/%.o) $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $^ $(GST_LIBS) -pthread
 
 CLI_SRCS := $(wildcard core/cli/*.c)
 $(CLI): $(CLI_SRCS) core/cli/cli.h $(LIB_A) $(CORE_HDRS)
@@ -149,6 +165,7 @@ $(BENCH): tests/bench/bench_core.cpp $(LIB_A) $(CORE_HDRS)
 	$(CXX) -O2 -g -std=c++17 $(WARN) -Icore/include $< $(LIB_A) -o $@ -pthread -lrt
 bench: all $(BENCH)
 	scripts/bench
+	scripts/bench-preload
 
 clean:
 	rm -rf $(B)

@@ -135,6 +135,8 @@ VS_API size_t vs_pool_class_count(const vs_pool *pool);
 VS_API uint32_t vs_pool_slot_size(const vs_pool *pool, size_t class_idx); /* 0 for a bad index */
 VS_API void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id);
 VS_API int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer);
+/* Free only if owner still owns it (one CAS): VS_EPERM when it was given away in between. */
+VS_API int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owner);
 VS_API int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out);
 
 /* Beside the reference API. */

@@ -325,6 +325,25 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
     return VS_OK;
 }
 
+int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owner)
+{
+    const struct vs_pool_class *cls;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    if (!m)
+        return VS_EINVAL;
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    do {
+        if (!vs__word_is_live(w, ref.generation))
+            return VS_EDOUBLEFREE;
+        if (vs__word_owner(w) != owner)
+            return VS_EPERM; /* given away (or reaped and reused): not ours to free */
+    } while (!atomic_compare_exchange_weak_explicit(
+        &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
+        memory_order_relaxed));
+    vs__publish_free(cls, ref.slot_idx);
+    return VS_OK;
+}
+
 int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer)
 {
     const struct vs_pool_class *cls;

@@ -247,6 +247,19 @@ TEST(Transfer, MovesTheOwnerWithOneCheck)
     EXPECT_EQ(vs_pool_transfer(p.get(), r, 3, 1), VS_ESTALE);
 }
 
+TEST(Transfer, FreeOwnedFreesOnlyWhatIsStillYours)
+{
+    HeapPool p;
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 10, 1, &r));
+    ASSERT_EQ(vs_pool_transfer(p.get(), r, 1, 2), VS_OK);
+    EXPECT_EQ(vs_pool_free_owned(p.get(), r, 1), VS_EPERM); // the sender gave it away
+    EXPECT_NE(vs_pool_slot_data(p.get(), &r), nullptr);
+    EXPECT_EQ(vs_pool_free_owned(p.get(), r, 2), VS_OK);
+    EXPECT_EQ(vs_pool_free_owned(p.get(), r, 2), VS_EDOUBLEFREE);
+    EXPECT_EQ(vs_pool_free_owned(p.get(), vs_slot_ref{9, 0, 0, 1}, 2), VS_EINVAL);
+}
+
 // ---- tags, sizes, pointers ----
 
 TEST(SlotInfo, TagAndSizeAreRecorded)

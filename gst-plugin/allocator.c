@@ -1,0 +1,274 @@
+/* GstVarslotAllocator: each GstMemory is one slot (or a sub-memory of one), so any peer of
+ * the segment can read it in place by handle. GstAllocationParams are honoured as the system
+ * allocator does (alignment mask, prefix, padding, the zero flags). When every fitting slot
+ * stays busy for wait-ms the memory comes from system memory instead, counted; deep copies
+ * go to system memory too, so a copy never takes a slot another process may be waiting for. */
+#include "allocator.h"
+
+#include <string.h>
+
+GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
+#define GST_CAT_DEFAULT gst_varslot_debug
+
+typedef struct {
+    GstMemory mem;
+    GstVarslotSegment *segment; /* a ref, held by parent memories only */
+    vs_slot_ref ref;
+    guint8 *slot;               /* the slot's first byte in this process */
+    guint8 *base;               /* start of the maxsize region: slot, realigned if asked */
+    gboolean owned;             /* freeing returns the slot (false once given away) */
+} GstVarslotMemory;
+
+struct _GstVarslotAllocator {
+    GstAllocator parent;
+    GMutex lock;
+    GstVarslotSegment *segment; /* NULL until first use for the registered allocator */
+    guint wait_ms;
+    gint fallbacks;             /* atomic */
+};
+
+G_DEFINE_TYPE(GstVarslotAllocator, gst_varslot_allocator, GST_TYPE_ALLOCATOR)
+
+#define DEFAULT_WAIT_MS 100
+
+static GstVarslotMemory *as_varslot(GstMemory *mem) { return (GstVarslotMemory *)mem; }
+static GstVarslotMemory *root_of(GstMemory *mem)
+{
+    return as_varslot(mem->parent ? mem->parent : mem);
+}
+
+/* ---- the segment behind an allocator ---- */
+
+GstVarslotSegment *gst_varslot_allocator_segment(GstAllocator *allocator, GError **error)
+{
+    GstVarslotAllocator *self = GST_VARSLOT_ALLOCATOR(allocator);
+    g_mutex_lock(&self->lock);
+    if (!self->segment)
+        self->segment = gst_varslot_segment_open(NULL, 0, error);
+    GstVarslotSegment *s = self->segment;
+    g_mutex_unlock(&self->lock);
+    return s;
+}
+
+guint64 gst_varslot_allocator_fallbacks(GstAllocator *allocator)
+{
+    return (guint64)g_atomic_int_get(&GST_VARSLOT_ALLOCATOR(allocator)->fallbacks);
+}
+
+/* ---- alloc and free ---- */
+
+/* Takes a slot of at least need bytes, waiting up to wait_ms for one to come free. */
+static gboolean take_slot(GstVarslotAllocator *self, GstVarslotSegment *s, gsize need,
+                          vs_slot_ref *ref)
+{
+    const vs_pool *pool = gst_varslot_segment_pool(s);
+    if (need > gst_varslot_segment_largest_slot(s))
+        return FALSE;
+    gint64 deadline = g_get_monotonic_time() + (gint64)self->wait_ms * 1000;
+    for (guint tries = 0;; tries++) {
+        if (vs_pool_allocate(pool, (guint32)need, s->peer, ref))
+            return TRUE;
+        if (g_get_monotonic_time() >= deadline)
+            return FALSE;
+        g_usleep(tries < 10 ? 50 : 500); /* slots come back when consumers free them */
+    }
+}
+
+static GstMemory *system_fallback(GstVarslotAllocator *self, gsize size, GstAllocationParams *params)
+{
+    if (g_atomic_int_add(&self->fallbacks, 1) == 0)
+        GST_WARNING_OBJECT(self, "no free slot for %" G_GSIZE_FORMAT " bytes within %u ms: using "
+                           "system memory (counted in 'fallbacks'; warned once)", size,
+                           self->wait_ms);
+    return gst_allocator_alloc(NULL, size, params);
+}
+
+static GstMemory *varslot_alloc(GstAllocator *allocator, gsize size, GstAllocationParams *params)
+{
+    GstVarslotAllocator *self = GST_VARSLOT_ALLOCATOR(allocator);
+    GError *err = NULL;
+    GstVarslotSegment *s = gst_varslot_allocator_segment(allocator, &err);
+    if (!s) {
+        GST_ERROR_OBJECT(self, "%s", err->message);
+        g_clear_error(&err);
+        return system_fallback(self, size, params);
+    }
+    /* Slots start 64-byte aligned at least; a stricter mask may need room to realign. */
+    gsize align = params->align | gst_memory_alignment;
+    gsize maxsize = size + params->prefix + params->padding;
+    vs_slot_ref ref;
+    if (!take_slot(self, s, maxsize + (align >= VS_SLOT_ALIGN ? align : 0), &ref))
+        return system_fallback(self, size, params);
+    const vs_pool *pool = gst_varslot_segment_pool(s);
+    GstVarslotMemory *m = g_slice_new0(GstVarslotMemory);
+    m->segment = gst_varslot_segment_ref(s);
+    m->ref = ref;
+    m->slot = vs_pool_slot_data(pool, &ref);
+    gsize shift = ((guintptr)m->slot & align) ? (align + 1) - ((guintptr)m->slot & align) : 0;
+    m->base = m->slot + shift;
+    m->owned = TRUE;
+    gsize region = vs_pool_slot_size(pool, ref.class_idx) - shift;
+    gst_memory_init(GST_MEMORY_CAST(m), params->flags, allocator, NULL, region, align,
+                    params->prefix, size);
+    if (params->prefix && (params->flags & GST_MEMORY_FLAG_ZERO_PREFIXED))
+        memset(m->base, 0, params->prefix);
+    if (params->flags & GST_MEMORY_FLAG_ZERO_PADDED)
+        memset(m->base + params->prefix + size, 0, region - params->prefix - size);
+    return GST_MEMORY_CAST(m);
+}
+
+GstMemory *gst_varslot_memory_wrap_owned(GstAllocator *allocator, vs_slot_ref ref, gsize offset,
+                                         gsize size)
+{
+    GstVarslotSegment *s = gst_varslot_allocator_segment(allocator, NULL);
+    const vs_pool *pool = s ? gst_varslot_segment_pool(s) : NULL;
+    guint8 *slot = pool ? vs_pool_slot_data(pool, &ref) : NULL;
+    gsize slot_size = slot ? vs_pool_slot_size(pool, ref.class_idx) : 0;
+    if (!slot || offset > slot_size || size > slot_size - offset)
+        return NULL;
+    GstVarslotMemory *m = g_slice_new0(GstVarslotMemory);
+    m->segment = gst_varslot_segment_ref(s);
+    m->ref = ref;
+    m->slot = m->base = slot;
+    m->owned = TRUE;
+    /* Read-only: what the producer wrote is what every reader of this buffer sees. */
+    gst_memory_init(GST_MEMORY_CAST(m), GST_MEMORY_FLAG_READONLY, allocator, NULL, slot_size, 0,
+                    offset, size);
+    return GST_MEMORY_CAST(m);
+}
+
+static void varslot_free(GstAllocator *allocator, GstMemory *mem)
+{
+    GstVarslotMemory *m = as_varslot(mem);
+    if (!mem->parent) {
+        /* Free only what is still ours: a slot given to a consumer is the consumer's to free. */
+        if (m->owned) {
+            int rc = vs_pool_free_owned(gst_varslot_segment_pool(m->segment), m->ref,
+                                        m->segment->peer);
+            if (rc != VS_OK)
+                GST_WARNING_OBJECT(allocator, "slot %u/%u: %s", m->ref.class_idx, m->ref.slot_idx,
+                                   vs_strerror(rc));
+        }
+        gst_varslot_segment_unref(m->segment);
+    }
+    g_slice_free(GstVarslotMemory, m);
+}
+
+/* ---- memory operations ---- */
+
+/* The core adds mem->offset: map returns the start of the maxsize region. */
+static gpointer varslot_map(GstMemory *mem, gsize maxsize, GstMapFlags flags)
+{
+    (void)maxsize;
+    (void)flags;
+    return root_of(mem)->base;
+}
+
+static void varslot_unmap(GstMemory *mem) { (void)mem; }
+
+/* A sub-memory: same slot and region, its own window; the parent (and so the slot) lives
+ * as long as it does. */
+static GstMemory *varslot_share(GstMemory *mem, gssize offset, gssize size)
+{
+    GstVarslotMemory *root = root_of(mem);
+    if (size == -1)
+        size = (gssize)mem->size - offset;
+    GstVarslotMemory *sub = g_slice_new0(GstVarslotMemory);
+    sub->ref = root->ref;
+    sub->slot = root->slot;
+    sub->base = root->base;
+    gst_memory_init(GST_MEMORY_CAST(sub),
+                    GST_MINI_OBJECT_FLAGS(root) | GST_MINI_OBJECT_FLAG_LOCK_READONLY,
+                    mem->allocator, GST_MEMORY_CAST(root), mem->maxsize, mem->align,
+                    mem->offset + (gsize)offset, (gsize)size);
+    return GST_MEMORY_CAST(sub);
+}
+
+/* Deep copies go to system memory: a slot is for sharing, a copy is private by definition. */
+static GstMemory *varslot_copy(GstMemory *mem, gssize offset, gssize size)
+{
+    if (size == -1)
+        size = (gssize)mem->size > offset ? (gssize)mem->size - offset : 0;
+    GstAllocationParams params = {0, mem->align, 0, 0, {0}};
+    GstMemory *copy = gst_allocator_alloc(NULL, (gsize)size, &params);
+    GstMapInfo out;
+    if (copy && gst_memory_map(copy, &out, GST_MAP_WRITE)) {
+        memcpy(out.data, root_of(mem)->base + mem->offset + offset, (gsize)size);
+        gst_memory_unmap(copy, &out);
+    }
+    return copy;
+}
+
+static gboolean varslot_is_span(GstMemory *a, GstMemory *b, gsize *offset)
+{
+    if (offset)
+        *offset = a->offset - a->parent->offset;
+    return root_of(a)->base + a->offset + a->size == root_of(b)->base + b->offset;
+}
+
+/* ---- queries used by the elements ---- */
+
+gboolean gst_is_varslot_memory(GstMemory *mem)
+{
+    return mem && gst_memory_is_type(mem, GST_VARSLOT_MEMORY_TYPE);
+}
+
+vs_slot_ref gst_varslot_memory_slot(GstMemory *mem, gsize *offset_in_slot)
+{
+    GstVarslotMemory *root = root_of(mem);
+    if (offset_in_slot)
+        *offset_in_slot = (gsize)(root->base - root->slot) + mem->offset;
+    return root->ref;
+}
+
+GstVarslotSegment *gst_varslot_memory_segment(GstMemory *mem) { return root_of(mem)->segment; }
+
+void gst_varslot_memory_given_away(GstMemory *mem) { root_of(mem)->owned = FALSE; }
+
+gboolean gst_varslot_memory_is_given_away(GstMemory *mem) { return !root_of(mem)->owned; }
+
+/* ---- GObject ---- */
+
+GstAllocator *gst_varslot_allocator_new(GstVarslotSegment *segment)
+{
+    GstVarslotAllocator *self = g_object_new(GST_TYPE_VARSLOT_ALLOCATOR, NULL);
+    gst_object_ref_sink(self);
+    self->segment = segment ? gst_varslot_segment_ref(segment) : NULL;
+    return GST_ALLOCATOR_CAST(self);
+}
+
+static void gst_varslot_allocator_finalize(GObject *object)
+{
+    GstVarslotAllocator *self = GST_VARSLOT_ALLOCATOR(object);
+    if (self->segment)
+        gst_varslot_segment_unref(self->segment);
+    g_mutex_clear(&self->lock);
+    G_OBJECT_CLASS(gst_varslot_allocator_parent_class)->finalize(object);
+}
+
+static void gst_varslot_allocator_class_init(GstVarslotAllocatorClass *klass)
+{
+    GST_ALLOCATOR_CLASS(klass)->alloc = varslot_alloc;
+    GST_ALLOCATOR_CLASS(klass)->free = varslot_free;
+    G_OBJECT_CLASS(klass)->finalize = gst_varslot_allocator_finalize;
+}
+
+static void gst_varslot_allocator_init(GstVarslotAllocator *self)
+{
+    GstAllocator *a = GST_ALLOCATOR_CAST(self);
+    a->mem_type = GST_VARSLOT_MEMORY_TYPE;
+    a->mem_map = varslot_map;
+    a->mem_unmap = varslot_unmap;
+    a->mem_share = varslot_share;
+    a->mem_copy = varslot_copy;
+    a->mem_is_span = varslot_is_span;
+    g_mutex_init(&self->lock);
+    self->wait_ms = DEFAULT_WAIT_MS;
+    const gchar *wait = g_getenv("VARSLOT_GST_WAIT_MS");
+    guint64 v;
+    if (wait && !g_ascii_string_to_unsigned(wait, 10, 0, 60000, &v, NULL))
+        GST_WARNING("ignoring VARSLOT_GST_WAIT_MS=%s: expected milliseconds from 0 to 60000; "
+                    "using %u", wait, DEFAULT_WAIT_MS);
+    else if (wait)
+        self->wait_ms = (guint)v;
+}

@@ -1,0 +1,35 @@
+/* GstVarslotAllocator: GstMemory backed by slots of a varslot segment. */
+#ifndef GST_VARSLOT_ALLOCATOR_H
+#define GST_VARSLOT_ALLOCATOR_H
+
+#include "segments.h"
+
+#include <gst/gst.h>
+
+G_BEGIN_DECLS
+
+#define GST_VARSLOT_MEMORY_TYPE "VarslotMemory"
+#define GST_TYPE_VARSLOT_ALLOCATOR (gst_varslot_allocator_get_type())
+G_DECLARE_FINAL_TYPE(GstVarslotAllocator, gst_varslot_allocator, GST, VARSLOT_ALLOCATOR, GstAllocator)
+
+/* An allocator over one segment. The registered "varslot" allocator has none until its first
+ * allocation, when it opens $VARSLOT_SEGMENT (or /varslot-gst-UID). */
+GstAllocator *gst_varslot_allocator_new(GstVarslotSegment *segment);
+GstVarslotSegment *gst_varslot_allocator_segment(GstAllocator *allocator, GError **error);
+/* How many allocations found every slot busy for wait-ms and came from system memory. */
+guint64 gst_varslot_allocator_fallbacks(GstAllocator *allocator);
+
+gboolean gst_is_varslot_memory(GstMemory *mem);
+/* The slot under a varslot memory (for a sub-memory: its parent's) and where mem's bytes
+ * start inside it. */
+vs_slot_ref gst_varslot_memory_slot(GstMemory *mem, gsize *offset_in_slot);
+GstVarslotSegment *gst_varslot_memory_segment(GstMemory *mem);
+/* The slot was handed to another peer (which took ownership): freeing mem must not free it. */
+void gst_varslot_memory_given_away(GstMemory *mem);
+gboolean gst_varslot_memory_is_given_away(GstMemory *mem);
+/* Wraps a slot this process has just taken ownership of, read-only, bytes [offset, +size). */
+GstMemory *gst_varslot_memory_wrap_owned(GstAllocator *allocator, vs_slot_ref ref, gsize offset,
+                                         gsize size);
+
+G_END_DECLS
+#endif

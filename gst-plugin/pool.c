@@ -1,0 +1,58 @@
+/* GstVarslotBufferPool: GstVideoBufferPool (so GstVideoMeta and strides work as upstream
+ * expects) whose allocator is always ours, whatever upstream puts in the config, and which
+ * never recycles a buffer whose slot has been given to a consumer. */
+#include "pool.h"
+
+#include "allocator.h"
+
+struct _GstVarslotBufferPool {
+    GstVideoBufferPool parent;
+    GstAllocator *allocator;
+};
+
+G_DEFINE_TYPE(GstVarslotBufferPool, gst_varslot_buffer_pool, GST_TYPE_VIDEO_BUFFER_POOL)
+
+GstBufferPool *gst_varslot_buffer_pool_new(GstAllocator *allocator)
+{
+    GstVarslotBufferPool *self = g_object_new(GST_TYPE_VARSLOT_BUFFER_POOL, NULL);
+    gst_object_ref_sink(self);
+    self->allocator = gst_object_ref(allocator);
+    return GST_BUFFER_POOL_CAST(self);
+}
+
+/* Upstream (GstBaseSrc) writes its allocator choice into our config: keep its params, but
+ * the memories must be slots, or nothing downstream can be zero copy. */
+static gboolean set_config(GstBufferPool *pool, GstStructure *config)
+{
+    GstVarslotBufferPool *self = GST_VARSLOT_BUFFER_POOL(pool);
+    GstAllocationParams params;
+    gst_buffer_pool_config_get_allocator(config, NULL, &params);
+    gst_buffer_pool_config_set_allocator(config, self->allocator, &params);
+    return GST_BUFFER_POOL_CLASS(gst_varslot_buffer_pool_parent_class)->set_config(pool, config);
+}
+
+/* A slot handed to a consumer belongs to it now: that buffer must be dropped, not reused. */
+static void release_buffer(GstBufferPool *pool, GstBuffer *buffer)
+{
+    for (guint i = 0; i < gst_buffer_n_memory(buffer); i++) {
+        GstMemory *mem = gst_buffer_peek_memory(buffer, i);
+        if (gst_is_varslot_memory(mem) && gst_varslot_memory_is_given_away(mem))
+            GST_BUFFER_FLAG_SET(buffer, GST_BUFFER_FLAG_TAG_MEMORY);
+    }
+    GST_BUFFER_POOL_CLASS(gst_varslot_buffer_pool_parent_class)->release_buffer(pool, buffer);
+}
+
+static void finalize(GObject *object)
+{
+    gst_object_unref(GST_VARSLOT_BUFFER_POOL(object)->allocator);
+    G_OBJECT_CLASS(gst_varslot_buffer_pool_parent_class)->finalize(object);
+}
+
+static void gst_varslot_buffer_pool_class_init(GstVarslotBufferPoolClass *klass)
+{
+    GST_BUFFER_POOL_CLASS(klass)->set_config = set_config;
+    GST_BUFFER_POOL_CLASS(klass)->release_buffer = release_buffer;
+    G_OBJECT_CLASS(klass)->finalize = finalize;
+}
+
+static void gst_varslot_buffer_pool_init(GstVarslotBufferPool *self) { (void)self; }

@@ -1,0 +1,109 @@
+/* The wire between varslotsink and varslotsrc: fixed-width messages over a SOCK_SEQPACKET
+ * unix socket (one message per packet, so no framing), never a pointer, only slot handles.
+ * 1.22 has no meta serialisation: GstVideoMeta travels as its plain fields. */
+#ifndef GST_VARSLOT_PROTOCOL_H
+#define GST_VARSLOT_PROTOCOL_H
+
+#include <glib.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+G_BEGIN_DECLS
+
+#define VSG_MAGIC 0x31475356u /* "VSG1" */
+#define VSG_VERSION 1
+#define VSG_MAX_MEMORIES 8
+#define VSG_MAX_PLANES 4
+#define VSG_MAX_CAPS 8192
+
+enum vsg_type {
+    VSG_HELLO = 1,      /* sink -> src: who I am, which segment */
+    VSG_HELLO_REPLY,    /* src -> sink: my peer id */
+    VSG_CAPS,           /* sink -> src: caps as a string */
+    VSG_BUFFER,         /* sink -> src: slot handles and metadata */
+    VSG_EOS,            /* sink -> src */
+    VSG_ACK,            /* src -> sink: buffer seq taken (ownership moved) or refused */
+};
+
+typedef struct {
+    uint32_t magic;
+    uint16_t type;
+    uint16_t version;
+    uint32_t length; /* whole message, header included */
+    uint32_t reserved;
+} vsg_header;
+
+typedef struct {
+    vsg_header h;
+    uint8_t peer;            /* the sink's peer id in the segment */
+    uint8_t segment_created; /* the pipeline made it: the last peer out removes it */
+    uint8_t reserved[6];
+    char segment[256];
+} vsg_hello;
+
+typedef struct {
+    vsg_header h;
+    uint8_t peer;
+    uint8_t reserved[7];
+} vsg_hello_reply;
+
+typedef struct {
+    vsg_header h;
+    char caps[VSG_MAX_CAPS]; /* NUL-terminated; sent only up to the NUL */
+} vsg_caps;
+
+typedef struct {
+    uint64_t handle;
+    uint32_t offset; /* first byte inside the slot */
+    uint32_t size;
+} vsg_memory;
+
+typedef struct {
+    uint32_t present, flags, format, width, height, n_planes;
+    uint64_t offset[VSG_MAX_PLANES];
+    int32_t stride[VSG_MAX_PLANES];
+} vsg_video_meta;
+
+typedef struct {
+    vsg_header h;
+    uint64_t seq;
+    uint64_t pts, dts, duration, offset, offset_end; /* GST_CLOCK_TIME_NONE is all ones */
+    uint32_t flags;
+    uint32_t n_memories;
+    vsg_video_meta video;
+    vsg_memory memories[VSG_MAX_MEMORIES];
+} vsg_buffer;
+
+typedef struct {
+    vsg_header h;
+    uint64_t seq;
+    uint32_t taken; /* 1: the receiver owns the slots now; 0: it could not take them */
+    uint32_t reserved;
+} vsg_ack;
+
+typedef union {
+    vsg_header h;
+    vsg_hello hello;
+    vsg_hello_reply hello_reply;
+    vsg_caps caps;
+    vsg_buffer buffer;
+    vsg_ack ack;
+} vsg_message;
+
+void vsg_init_header(vsg_header *h, enum vsg_type type, size_t length);
+/* Size of a message as sent (a caps message stops after its string). */
+size_t vsg_message_size(const vsg_message *m);
+
+/* A listening socket at path; a stale socket file left by a dead sink is replaced, a live
+ * one is an error. Non-blocking, close-on-exec. -1 with *error set on failure. */
+int vsg_listen(const char *path, GError **error);
+int vsg_connect(const char *path, GError **error);
+
+/* Non-blocking send of one message: 1 sent, 0 would block, -1 peer gone or error. */
+int vsg_send(int fd, const vsg_message *m);
+/* Non-blocking receive and validation: 1 a valid message, 0 nothing yet, -1 the peer closed
+ * the connection or sent something malformed (*why says which). */
+int vsg_recv(int fd, vsg_message *m, const char **why);
+
+G_END_DECLS
+#endif

@@ -1,0 +1,131 @@
+/* One vs_segment per name per process, joined once: a process is one peer of a segment
+ * however many elements use it. The creator sizes a class for the frames it will carry. A
+ * segment the pipeline created is removed by the last peer to leave it, so a clean shutdown
+ * leaves nothing in /dev/shm; a segment made beforehand (varslot create) is left alone. */
+#include "segments.h"
+
+#include <gst/gst.h>
+#include <unistd.h>
+
+GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
+#define GST_CAT_DEFAULT gst_varslot_debug
+
+static GMutex registry_lock;
+static GHashTable *registry; /* name -> GstVarslotSegment (not a ref) */
+
+gchar *gst_varslot_default_segment_name(void)
+{
+    const gchar *env = g_getenv("VARSLOT_SEGMENT");
+    return env && *env ? g_strdup(env) : g_strdup_printf("/varslot-gst-%u", (unsigned)getuid());
+}
+
+/* A small class for everything else, and one sized for the frames: frames of a caps change
+ * to a larger size need a new segment (the element says so). */
+static gsize creation_classes(gsize frame_size, vs_class_config *classes)
+{
+    gsize n = 0;
+    classes[n++] = (vs_class_config){64u << 10, 64};
+    if (frame_size > (64u << 10)) {
+        gsize slot = (frame_size + 4095) & ~(gsize)4095;
+        classes[n++] = (vs_class_config){(guint32)slot, 32};
+    }
+    return n;
+}
+
+static GstVarslotSegment *open_new(const gchar *name, gsize frame_size, GError **error)
+{
+    GstVarslotSegment *s = g_new0(GstVarslotSegment, 1);
+    vs_class_config classes[2];
+    vs_segment_options opts = {0};
+    opts.classes = classes;
+    opts.class_count = creation_classes(frame_size, classes);
+    int rc = vs_segment_create(&s->seg, name, &opts);
+    s->created = rc == VS_OK;
+    if (rc == VS_EEXIST)
+        rc = vs_segment_open(&s->seg, name);
+    if (rc == VS_OK && (rc = vs_segment_join(&s->seg, &s->peer)) != VS_OK)
+        vs_segment_close(&s->seg);
+    if (rc != VS_OK) {
+        g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ_WRITE,
+                    "varslot segment %s: %s (%s)", name, vs_strerror(rc), vs_last_detail());
+        g_free(s);
+        return NULL;
+    }
+    s->refcount = 1;
+    s->name = g_strdup(name);
+    s->remove_when_unused = s->created;
+    GST_INFO("segment %s %s, peer %u", name, s->created ? "created" : "opened", s->peer);
+    return s;
+}
+
+GstVarslotSegment *gst_varslot_segment_open(const gchar *name, gsize frame_size, GError **error)
+{
+    gchar *dflt = name ? NULL : gst_varslot_default_segment_name();
+    const gchar *n = name ? name : dflt;
+    g_mutex_lock(&registry_lock);
+    if (!registry)
+        registry = g_hash_table_new(g_str_hash, g_str_equal);
+    GstVarslotSegment *s = g_hash_table_lookup(registry, n);
+    if (s)
+        s->refcount++;
+    else if ((s = open_new(n, frame_size, error)))
+        g_hash_table_insert(registry, s->name, s);
+    g_mutex_unlock(&registry_lock);
+    g_free(dflt);
+    if (s && frame_size > gst_varslot_segment_largest_slot(s)) {
+        g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
+                    "varslot segment %s: its largest slot (%u bytes) cannot hold %" G_GSIZE_FORMAT
+                    "-byte frames; use another segment name", s->name,
+                    gst_varslot_segment_largest_slot(s), frame_size);
+        gst_varslot_segment_unref(s);
+        return NULL;
+    }
+    return s;
+}
+
+GstVarslotSegment *gst_varslot_segment_ref(GstVarslotSegment *s)
+{
+    g_mutex_lock(&registry_lock);
+    s->refcount++;
+    g_mutex_unlock(&registry_lock);
+    return s;
+}
+
+static gboolean any_peer_joined(GstVarslotSegment *s)
+{
+    for (guint32 id = 1; id <= vs_segment_max_peers(&s->seg); id++) {
+        vs_peer_info info;
+        if (vs_segment_peer_info(&s->seg, (guint8)id, &info) == VS_OK &&
+            info.state != VS_PEER_FREE && info.live)
+            return TRUE;
+    }
+    return FALSE;
+}
+
+void gst_varslot_segment_unref(GstVarslotSegment *s)
+{
+    g_mutex_lock(&registry_lock);
+    gboolean last = --s->refcount == 0;
+    if (last)
+        g_hash_table_remove(registry, s->name);
+    g_mutex_unlock(&registry_lock);
+    if (!last)
+        return;
+    vs_segment_leave(&s->seg); /* slots we still own go back */
+    /* Leave first, then look: of two peers leaving together, at least one sees nobody. */
+    gboolean remove = s->remove_when_unused && !any_peer_joined(s);
+    vs_segment_close(&s->seg);
+    if (remove)
+        vs_segment_unlink(s->name);
+    GST_INFO("segment %s closed%s", s->name, remove ? " and removed" : "");
+    g_free(s->name);
+    g_free(s);
+}
+
+const vs_pool *gst_varslot_segment_pool(GstVarslotSegment *s) { return vs_segment_pool(&s->seg); }
+
+guint32 gst_varslot_segment_largest_slot(GstVarslotSegment *s)
+{
+    const vs_pool *pool = gst_varslot_segment_pool(s);
+    return vs_pool_slot_size(pool, vs_pool_class_count(pool) - 1);
+}

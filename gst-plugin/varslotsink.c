@@ -1,0 +1,674 @@
+/* varslotsink: proposes slot-backed buffers upstream (allocator, pool, GstVideoMeta) and
+ * sends each buffer to every connected varslotsrc as slot handles plus metadata. The first
+ * client gets the producer's own slots (zero copy; it takes ownership with one CAS each);
+ * further clients get copies in slots of their own. A buffer is held until its client says
+ * it took the slots, and released at once if the client goes away. Every wait is on a
+ * GstPoll that unlock() flushes, and no lock is held across it. */
+#include "varslotsink.h"
+
+#include "allocator.h"
+#include "pool.h"
+#include "protocol.h"
+
+#include <errno.h>
+#include <gst/video/video.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
+#define GST_CAT_DEFAULT gst_varslot_debug
+
+typedef struct {
+    int fd;
+    GstPollFD pfd;
+    guint8 peer;      /* 0 until its HELLO_REPLY */
+    GQueue pending;   /* PendingBuffer*, in send order */
+} Client;
+
+typedef struct {
+    guint64 seq;
+    GstBuffer *buffer; /* what the client's slots are in; released when it acks */
+} PendingBuffer;
+
+struct _GstVarslotSink {
+    GstBaseSink parent;
+    /* properties */
+    gchar *socket_path;
+    gchar *segment_name;
+    gboolean wait_for_connection;
+    /* counters, read by property getters from any thread */
+    guint64 buffers_sent, copied_buffers, fanout_copies, dropped;
+    gint n_clients;
+    /* streaming state: touched by the streaming thread (and start/stop) only */
+    int listen_fd;
+    GstPoll *poll;
+    GstPollFD listen_pfd;
+    GList *clients;
+    GstVarslotSegment *segment;
+    GstAllocator *allocator;
+    GstCaps *caps;
+    guint64 seq;
+};
+
+enum {
+    PROP_0,
+    PROP_SOCKET_PATH,
+    PROP_SEGMENT,
+    PROP_WAIT_FOR_CONNECTION,
+    PROP_BUFFERS_SENT,
+    PROP_COPIED_BUFFERS,
+    PROP_FANOUT_COPIES,
+    PROP_DROPPED,
+    PROP_CLIENTS,
+    PROP_FALLBACKS,
+};
+
+static GstStaticPadTemplate sink_template =
+    GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
+
+G_DEFINE_TYPE(GstVarslotSink, gst_varslot_sink, GST_TYPE_BASE_SINK)
+GST_ELEMENT_REGISTER_DEFINE(varslotsink, "varslotsink", GST_RANK_NONE, GST_TYPE_VARSLOT_SINK)
+
+#define COUNT(field) __atomic_fetch_add(&self->field, 1, __ATOMIC_RELAXED)
+#define READ_COUNT(field) __atomic_load_n(&self->field, __ATOMIC_RELAXED)
+
+/* ---- clients ---- */
+
+static void send_caps(GstVarslotSink *self, Client *c);
+
+static void drop_pending(PendingBuffer *p)
+{
+    gst_buffer_unref(p->buffer); /* slots the client never took come back to us, then free */
+    g_free(p);
+}
+
+static void client_remove(GstVarslotSink *self, Client *c, const char *why)
+{
+    GST_INFO_OBJECT(self, "client (peer %u) gone: %s; releasing %u buffers", c->peer, why,
+                    g_queue_get_length(&c->pending));
+    gst_poll_remove_fd(self->poll, &c->pfd);
+    close(c->fd);
+    g_queue_clear_full(&c->pending, (GDestroyNotify)drop_pending);
+    self->clients = g_list_remove(self->clients, c);
+    g_atomic_int_add(&self->n_clients, -1);
+    g_free(c);
+}
+
+/* The client has the slots now (or refused them): either way we stop holding the buffer. */
+static void handle_ack(GstVarslotSink *self, Client *c, const vsg_ack *ack)
+{
+    PendingBuffer *p = g_queue_peek_head(&c->pending);
+    if (!p || p->seq != ack->seq) {
+        GST_WARNING_OBJECT(self, "ack for buffer %" G_GUINT64_FORMAT " out of order", ack->seq);
+        return;
+    }
+    g_queue_pop_head(&c->pending);
+    if (ack->taken) {
+        for (guint i = 0; i < gst_buffer_n_memory(p->buffer); i++) {
+            GstMemory *mem = gst_buffer_peek_memory(p->buffer, i);
+            if (gst_is_varslot_memory(mem))
+                gst_varslot_memory_given_away(mem);
+        }
+        GST_BUFFER_FLAG_SET(p->buffer, GST_BUFFER_FLAG_TAG_MEMORY); /* a pool must not reuse it */
+    }
+    drop_pending(p);
+}
+
+/* Reads what a client sent; returns FALSE if it had to be dropped. */
+static gboolean client_read(GstVarslotSink *self, Client *c)
+{
+    vsg_message m;
+    const char *why = NULL;
+    int rc;
+    while ((rc = vsg_recv(c->fd, &m, &why)) == 1) {
+        if (m.h.type == VSG_HELLO_REPLY && !c->peer) {
+            c->peer = m.hello_reply.peer;
+            GST_INFO_OBJECT(self, "client joined as peer %u", c->peer);
+        } else if (m.h.type == VSG_ACK) {
+            handle_ack(self, c, &m.ack);
+        } else {
+            why = "unexpected message";
+            rc = -1;
+            break;
+        }
+    }
+    if (rc < 0) {
+        client_remove(self, c, why);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void accept_clients(GstVarslotSink *self)
+{
+    int fd;
+    while ((fd = accept4(self->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+        Client *c = g_new0(Client, 1);
+        c->fd = fd;
+        gst_poll_fd_init(&c->pfd);
+        c->pfd.fd = fd;
+        gst_poll_add_fd(self->poll, &c->pfd);
+        gst_poll_fd_ctl_read(self->poll, &c->pfd, TRUE);
+        g_queue_init(&c->pending);
+        vsg_message hello;
+        memset(&hello, 0, sizeof hello);
+        vsg_init_header(&hello.h, VSG_HELLO, sizeof hello.hello);
+        hello.hello.peer = self->segment ? self->segment->peer : 0;
+        hello.hello.segment_created = self->segment && self->segment->remove_when_unused;
+        if (self->segment)
+            g_strlcpy(hello.hello.segment, self->segment->name, sizeof hello.hello.segment);
+        self->clients = g_list_append(self->clients, c);
+        g_atomic_int_add(&self->n_clients, 1);
+        if (vsg_send(fd, &hello) != 1) {
+            client_remove(self, c, "cannot send the greeting");
+            continue;
+        }
+        send_caps(self, c);
+        GST_INFO_OBJECT(self, "client connected");
+    }
+}
+
+/* Accepts, reads acks, drops dead clients: never waits. */
+static void service(GstVarslotSink *self)
+{
+    accept_clients(self);
+    for (GList *l = self->clients; l;) {
+        Client *c = l->data;
+        l = l->next; /* client_read may remove c */
+        client_read(self, c);
+    }
+}
+
+static guint ready_clients(GstVarslotSink *self)
+{
+    guint n = 0;
+    for (GList *l = self->clients; l; l = l->next)
+        n += ((Client *)l->data)->peer != 0;
+    return n;
+}
+
+/* Waits for anything on the sockets. FALSE: unlock() flushed us; the caller goes through
+ * gst_base_sink_wait_preroll() as the base class asks. */
+static gboolean wait_for_io(GstVarslotSink *self, GstClockTime timeout)
+{
+    gint r = gst_poll_wait(self->poll, timeout);
+    return !(r < 0 && errno == EBUSY);
+}
+
+static void send_caps(GstVarslotSink *self, Client *c)
+{
+    if (!self->caps)
+        return;
+    vsg_message m;
+    gchar *s = gst_caps_to_string(self->caps);
+    gsize len = strlen(s) + 1;
+    if (len > VSG_MAX_CAPS) {
+        GST_ELEMENT_WARNING(self, STREAM, FORMAT, (NULL), ("caps too long to send: %s", s));
+        g_free(s);
+        return;
+    }
+    vsg_init_header(&m.h, VSG_CAPS, sizeof(vsg_header) + len);
+    memcpy(m.caps.caps, s, len);
+    g_free(s);
+    if (vsg_send(c->fd, &m) != 1)
+        GST_WARNING_OBJECT(self, "cannot send caps to a client");
+}
+
+/* ---- the segment ---- */
+
+static gboolean ensure_segment(GstVarslotSink *self, GstCaps *caps)
+{
+    GstVideoInfo info;
+    gsize frame = caps && gst_video_info_from_caps(&info, caps) ? info.size : 0;
+    if (self->segment && frame <= gst_varslot_segment_largest_slot(self->segment))
+        return TRUE;
+    if (self->segment) {
+        GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Frames grew beyond the segment's slots"),
+                          ("segment %s holds at most %u bytes per slot; frames are now %"
+                           G_GSIZE_FORMAT " bytes", self->segment->name,
+                           gst_varslot_segment_largest_slot(self->segment), frame));
+        return FALSE;
+    }
+    GError *err = NULL;
+    self->segment = gst_varslot_segment_open(self->segment_name, frame, &err);
+    if (!self->segment) {
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot use the varslot segment"),
+                          ("%s", err->message));
+        g_clear_error(&err);
+        return FALSE;
+    }
+    self->allocator = gst_varslot_allocator_new(self->segment);
+    return TRUE;
+}
+
+/* ---- sending ---- */
+
+/* Zero copy when every memory is a whole slot of our segment that nothing else references:
+ * handing the slot over must not pull bytes from under another holder. */
+static gboolean shareable(GstVarslotSink *self, GstBuffer *buf)
+{
+    guint n = gst_buffer_n_memory(buf);
+    if (n == 0 || n > VSG_MAX_MEMORIES || GST_MINI_OBJECT_REFCOUNT_VALUE(buf) > 1)
+        return FALSE;
+    for (guint i = 0; i < n; i++) {
+        GstMemory *mem = gst_buffer_peek_memory(buf, i);
+        if (!gst_is_varslot_memory(mem) || mem->parent || gst_varslot_memory_is_given_away(mem) ||
+            gst_varslot_memory_segment(mem) != self->segment ||
+            GST_MINI_OBJECT_REFCOUNT_VALUE(mem) > 1)
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* A copy of buf in one slot of our segment, waiting (flushably) until a slot is free. */
+static GstFlowReturn copy_into_slot(GstVarslotSink *self, GstBuffer *buf, GstBuffer **out)
+{
+    gsize size = gst_buffer_get_size(buf);
+    for (;;) {
+        GstMemory *mem = gst_allocator_alloc(self->allocator, size, NULL);
+        if (mem && gst_is_varslot_memory(mem)) {
+            GstBuffer *copy = gst_buffer_new();
+            gst_buffer_copy_into(copy, buf, GST_BUFFER_COPY_METADATA, 0, -1);
+            GstMapInfo map;
+            gst_memory_map(mem, &map, GST_MAP_WRITE);
+            gst_buffer_extract(buf, 0, map.data, size);
+            gst_memory_unmap(mem, &map);
+            gst_buffer_append_memory(copy, mem);
+            *out = copy;
+            return GST_FLOW_OK;
+        }
+        if (mem)
+            gst_memory_unref(mem); /* system memory: no use to another process */
+        if (size > gst_varslot_segment_largest_slot(self->segment)) {
+            GST_ELEMENT_ERROR(self, RESOURCE, NO_SPACE_LEFT, ("Buffer larger than any slot"),
+                              ("%" G_GSIZE_FORMAT " bytes", size));
+            return GST_FLOW_ERROR;
+        }
+        service(self); /* consumers free slots; their acks release ours */
+        if (!wait_for_io(self, 2 * GST_MSECOND)) {
+            GstFlowReturn ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
+            if (ret != GST_FLOW_OK)
+                return ret;
+        }
+    }
+}
+
+static void describe(GstVarslotSink *self, GstBuffer *buf, vsg_message *m)
+{
+    memset(m, 0, sizeof m->buffer);
+    vsg_init_header(&m->h, VSG_BUFFER, sizeof m->buffer);
+    vsg_buffer *b = &m->buffer;
+    b->seq = self->seq;
+    b->pts = GST_BUFFER_PTS(buf);
+    b->dts = GST_BUFFER_DTS(buf);
+    b->duration = GST_BUFFER_DURATION(buf);
+    b->offset = GST_BUFFER_OFFSET(buf);
+    b->offset_end = GST_BUFFER_OFFSET_END(buf);
+    b->flags = GST_BUFFER_FLAGS(buf) & ~GST_BUFFER_FLAG_TAG_MEMORY;
+    b->n_memories = gst_buffer_n_memory(buf);
+    for (guint i = 0; i < b->n_memories; i++) {
+        GstMemory *mem = gst_buffer_peek_memory(buf, i);
+        gsize off;
+        vs_slot_ref ref = gst_varslot_memory_slot(mem, &off);
+        b->memories[i] = (vsg_memory){vs_slot_ref_pack(ref), (uint32_t)off, (uint32_t)mem->size};
+    }
+    GstVideoMeta *vm = gst_buffer_get_video_meta(buf);
+    if (vm && vm->n_planes <= VSG_MAX_PLANES) {
+        b->video.present = 1;
+        b->video.flags = vm->flags;
+        b->video.format = vm->format;
+        b->video.width = vm->width;
+        b->video.height = vm->height;
+        b->video.n_planes = vm->n_planes;
+        for (guint p = 0; p < vm->n_planes; p++) {
+            b->video.offset[p] = vm->offset[p];
+            b->video.stride[p] = vm->stride[p];
+        }
+    }
+}
+
+/* Sends one buffer to one client, waiting for room in its socket while still reading acks. */
+static GstFlowReturn send_to(GstVarslotSink *self, Client *c, GstBuffer *buf)
+{
+    vsg_message m;
+    describe(self, buf, &m);
+    for (;;) {
+        int rc = vsg_send(c->fd, &m);
+        if (rc == 1)
+            break;
+        if (rc < 0) {
+            gst_buffer_unref(buf);
+            client_remove(self, c, "send failed");
+            return GST_FLOW_OK; /* the stream goes on for the others */
+        }
+        gst_poll_fd_ctl_write(self->poll, &c->pfd, TRUE);
+        gboolean woke = wait_for_io(self, GST_CLOCK_TIME_NONE);
+        gst_poll_fd_ctl_write(self->poll, &c->pfd, FALSE);
+        if (!client_read(self, c)) {
+            gst_buffer_unref(buf);
+            return GST_FLOW_OK;
+        }
+        if (!woke) {
+            GstFlowReturn ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
+            if (ret != GST_FLOW_OK) {
+                gst_buffer_unref(buf);
+                return ret;
+            }
+        }
+    }
+    PendingBuffer *p = g_new0(PendingBuffer, 1);
+    p->seq = self->seq;
+    p->buffer = buf;
+    g_queue_push_tail(&c->pending, p);
+    return GST_FLOW_OK;
+}
+
+static GstFlowReturn wait_for_client(GstVarslotSink *self)
+{
+    while (!ready_clients(self)) {
+        if (!self->wait_for_connection)
+            return GST_FLOW_CUSTOM_SUCCESS; /* nobody to send to: drop */
+        if (!wait_for_io(self, GST_CLOCK_TIME_NONE)) {
+            GstFlowReturn ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
+            if (ret != GST_FLOW_OK)
+                return ret;
+        }
+        service(self);
+    }
+    return GST_FLOW_OK;
+}
+
+static GstFlowReturn render(GstBaseSink *bsink, GstBuffer *buf)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    if (!self->segment && !ensure_segment(self, self->caps))
+        return GST_FLOW_ERROR;
+    service(self);
+    GstFlowReturn ret = wait_for_client(self);
+    if (ret == GST_FLOW_CUSTOM_SUCCESS) {
+        COUNT(dropped);
+        return GST_FLOW_OK;
+    }
+    if (ret != GST_FLOW_OK)
+        return ret;
+    /* The first ready client gets the buffer's own slots when they can be handed over. */
+    GstBuffer *first;
+    if (shareable(self, buf)) {
+        first = gst_buffer_ref(buf);
+    } else {
+        GST_LOG_OBJECT(self, "copying buffer %" GST_PTR_FORMAT " into a slot", buf);
+        if ((ret = copy_into_slot(self, buf, &first)) != GST_FLOW_OK)
+            return ret;
+        COUNT(copied_buffers);
+    }
+    self->seq++;
+    gboolean first_done = FALSE;
+    for (GList *l = self->clients; l;) {
+        Client *c = l->data;
+        l = l->next; /* send_to may remove c */
+        if (!c->peer)
+            continue;
+        GstBuffer *out = NULL;
+        if (!first_done) {
+            out = first;
+            first_done = TRUE;
+        } else if ((ret = copy_into_slot(self, first, &out)) != GST_FLOW_OK) {
+            break;
+        } else {
+            COUNT(fanout_copies);
+        }
+        if ((ret = send_to(self, c, out)) != GST_FLOW_OK)
+            break;
+    }
+    if (!first_done)
+        gst_buffer_unref(first); /* every client went away meanwhile */
+    if (ret == GST_FLOW_OK)
+        COUNT(buffers_sent);
+    return ret;
+}
+
+/* ---- allocation, caps, events ---- */
+
+static gboolean propose_allocation(GstBaseSink *bsink, GstQuery *query)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    GstCaps *caps;
+    gboolean need_pool;
+    gst_query_parse_allocation(query, &caps, &need_pool);
+    if (!ensure_segment(self, caps ? caps : self->caps))
+        return FALSE;
+    GstVideoInfo info;
+    if (caps && gst_video_info_from_caps(&info, caps)) {
+        /* A new pool per query: upstream configures and activates what it gets. */
+        GstBufferPool *pool = gst_varslot_buffer_pool_new(self->allocator);
+        GstStructure *config = gst_buffer_pool_get_config(pool);
+        gst_buffer_pool_config_set_params(config, caps, (guint)info.size, 2, 0);
+        gst_buffer_pool_config_set_allocator(config, self->allocator, NULL);
+        if (gst_buffer_pool_set_config(pool, config))
+            gst_query_add_allocation_pool(query, need_pool ? pool : NULL, (guint)info.size, 2, 0);
+        gst_object_unref(pool);
+    }
+    gst_query_add_allocation_param(query, self->allocator, NULL);
+    gst_query_add_allocation_meta(query, GST_VIDEO_META_API_TYPE, NULL);
+    return TRUE;
+}
+
+static gboolean set_caps(GstBaseSink *bsink, GstCaps *caps)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    if (!ensure_segment(self, caps))
+        return FALSE;
+    gst_caps_replace(&self->caps, caps);
+    for (GList *l = self->clients; l; l = l->next)
+        send_caps(self, l->data);
+    return TRUE;
+}
+
+static void broadcast_eos(GstVarslotSink *self)
+{
+    vsg_message m;
+    vsg_init_header(&m.h, VSG_EOS, sizeof m.h);
+    for (GList *l = self->clients; l; l = l->next)
+        if (vsg_send(((Client *)l->data)->fd, &m) != 1)
+            GST_WARNING_OBJECT(self, "cannot send EOS to a client");
+}
+
+static gboolean anything_pending(GstVarslotSink *self)
+{
+    for (GList *l = self->clients; l; l = l->next)
+        if (!g_queue_is_empty(&((Client *)l->data)->pending))
+            return TRUE;
+    return FALSE;
+}
+
+/* At EOS every sent buffer must reach its client before we may stop: stopping releases the
+ * slots of whatever was not taken yet. Clients that go away end the wait for their part. */
+static void drain_clients(GstVarslotSink *self)
+{
+    service(self);
+    while (anything_pending(self) && wait_for_io(self, GST_CLOCK_TIME_NONE))
+        service(self);
+}
+
+static gboolean event(GstBaseSink *bsink, GstEvent *ev)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    if (GST_EVENT_TYPE(ev) == GST_EVENT_EOS && self->poll) {
+        broadcast_eos(self);
+        drain_clients(self);
+    }
+    return GST_BASE_SINK_CLASS(gst_varslot_sink_parent_class)->event(bsink, ev);
+}
+
+/* ---- lifecycle ---- */
+
+static gboolean start(GstBaseSink *bsink)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    GError *err = NULL;
+    self->listen_fd = vsg_listen(self->socket_path, &err);
+    if (self->listen_fd < 0) {
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot listen for varslotsrc"),
+                          ("%s", err->message));
+        g_clear_error(&err);
+        return FALSE;
+    }
+    self->poll = gst_poll_new(TRUE);
+    gst_poll_fd_init(&self->listen_pfd);
+    self->listen_pfd.fd = self->listen_fd;
+    gst_poll_add_fd(self->poll, &self->listen_pfd);
+    gst_poll_fd_ctl_read(self->poll, &self->listen_pfd, TRUE);
+    self->seq = 0;
+    return TRUE;
+}
+
+static gboolean stop(GstBaseSink *bsink)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    GST_INFO_OBJECT(self, "sent %" G_GUINT64_FORMAT " buffers, copied %" G_GUINT64_FORMAT
+                    ", fan-out copies %" G_GUINT64_FORMAT ", dropped %" G_GUINT64_FORMAT,
+                    READ_COUNT(buffers_sent), READ_COUNT(copied_buffers), READ_COUNT(fanout_copies),
+                    READ_COUNT(dropped));
+    while (self->clients)
+        client_remove(self, self->clients->data, "stopping");
+    if (self->listen_fd >= 0) {
+        close(self->listen_fd);
+        unlink(self->socket_path);
+        self->listen_fd = -1;
+    }
+    g_clear_pointer(&self->poll, gst_poll_free);
+    gst_clear_caps(&self->caps);
+    gst_clear_object(&self->allocator);
+    g_clear_pointer(&self->segment, gst_varslot_segment_unref);
+    return TRUE;
+}
+
+static gboolean unlock(GstBaseSink *bsink)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    if (self->poll)
+        gst_poll_set_flushing(self->poll, TRUE);
+    return TRUE;
+}
+
+static gboolean unlock_stop(GstBaseSink *bsink)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    if (self->poll)
+        gst_poll_set_flushing(self->poll, FALSE);
+    return TRUE;
+}
+
+/* ---- properties ---- */
+
+static void set_property(GObject *object, guint id, const GValue *value, GParamSpec *pspec)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(object);
+    GST_OBJECT_LOCK(self);
+    switch (id) {
+    case PROP_SOCKET_PATH:
+        g_free(self->socket_path);
+        self->socket_path = g_value_dup_string(value);
+        break;
+    case PROP_SEGMENT:
+        g_free(self->segment_name);
+        self->segment_name = g_value_dup_string(value);
+        break;
+    case PROP_WAIT_FOR_CONNECTION: self->wait_for_connection = g_value_get_boolean(value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+    }
+    GST_OBJECT_UNLOCK(self);
+}
+
+static void get_property(GObject *object, guint id, GValue *value, GParamSpec *pspec)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(object);
+    GST_OBJECT_LOCK(self);
+    switch (id) {
+    case PROP_SOCKET_PATH: g_value_set_string(value, self->socket_path); break;
+    case PROP_SEGMENT: g_value_set_string(value, self->segment_name); break;
+    case PROP_WAIT_FOR_CONNECTION: g_value_set_boolean(value, self->wait_for_connection); break;
+    case PROP_BUFFERS_SENT: g_value_set_uint64(value, READ_COUNT(buffers_sent)); break;
+    case PROP_COPIED_BUFFERS: g_value_set_uint64(value, READ_COUNT(copied_buffers)); break;
+    case PROP_FANOUT_COPIES: g_value_set_uint64(value, READ_COUNT(fanout_copies)); break;
+    case PROP_DROPPED: g_value_set_uint64(value, READ_COUNT(dropped)); break;
+    case PROP_CLIENTS: g_value_set_uint(value, (guint)g_atomic_int_get(&self->n_clients)); break;
+    case PROP_FALLBACKS:
+        g_value_set_uint64(value, self->allocator ? gst_varslot_allocator_fallbacks(self->allocator) : 0);
+        break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+    }
+    GST_OBJECT_UNLOCK(self);
+}
+
+static void finalize(GObject *object)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(object);
+    g_free(self->socket_path);
+    g_free(self->segment_name);
+    G_OBJECT_CLASS(gst_varslot_sink_parent_class)->finalize(object);
+}
+
+static GParamSpec *counter(const char *name, const char *blurb)
+{
+    return g_param_spec_uint64(name, name, blurb, 0, G_MAXUINT64, 0,
+                               G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
+}
+
+static void gst_varslot_sink_class_init(GstVarslotSinkClass *klass)
+{
+    GObjectClass *gobject = G_OBJECT_CLASS(klass);
+    GstBaseSinkClass *base = GST_BASE_SINK_CLASS(klass);
+    gobject->set_property = set_property;
+    gobject->get_property = get_property;
+    gobject->finalize = finalize;
+    const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+    g_object_class_install_property(gobject, PROP_SOCKET_PATH,
+        g_param_spec_string("socket-path", "Socket path",
+                            "Unix socket where varslotsrc elements connect", NULL, rw));
+    g_object_class_install_property(gobject, PROP_SEGMENT,
+        g_param_spec_string("segment", "Segment",
+                            "varslot segment for the buffers (NULL: $VARSLOT_SEGMENT, else "
+                            "/varslot-gst-UID); created, sized for the frames, if missing",
+                            NULL, rw));
+    g_object_class_install_property(gobject, PROP_WAIT_FOR_CONNECTION,
+        g_param_spec_boolean("wait-for-connection", "Wait for connection",
+                             "Block until a varslotsrc is connected (else drop buffers)", TRUE, rw));
+    g_object_class_install_property(gobject, PROP_BUFFERS_SENT,
+                                    counter("buffers-sent", "Buffers sent to at least one client"));
+    g_object_class_install_property(gobject, PROP_COPIED_BUFFERS,
+        counter("copied-buffers", "Buffers copied into a slot because their memory could not be "
+                                  "handed over (not from our pool, shared, or referenced elsewhere)"));
+    g_object_class_install_property(gobject, PROP_FANOUT_COPIES,
+        counter("fanout-copies", "Copies made for the second and further clients"));
+    g_object_class_install_property(gobject, PROP_DROPPED,
+        counter("dropped", "Buffers dropped because no client was connected"));
+    g_object_class_install_property(gobject, PROP_FALLBACKS,
+        counter("fallbacks", "Allocations that found no free slot in time and used system memory"));
+    g_object_class_install_property(gobject, PROP_CLIENTS,
+        g_param_spec_uint("clients", "Clients", "Connected varslotsrc elements", 0, G_MAXUINT, 0,
+                          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+    base->start = start;
+    base->stop = stop;
+    base->render = render;
+    base->set_caps = set_caps;
+    base->propose_allocation = propose_allocation;
+    base->event = event;
+    base->unlock = unlock;
+    base->unlock_stop = unlock_stop;
+    gst_element_class_add_static_pad_template(GST_ELEMENT_CLASS(klass), &sink_template);
+    gst_element_class_set_static_metadata(GST_ELEMENT_CLASS(klass), "varslot sink", "Sink/Network",
+        "Sends buffers to varslotsrc elements in other processes as shared-memory slots, without "
+        "copying", "varslot developers");
+}
+
+static void gst_varslot_sink_init(GstVarslotSink *self)
+{
+    self->listen_fd = -1;
+    self->wait_for_connection = TRUE;
+    self->socket_path = g_strdup("/tmp/varslot.sock");
+    /* The last sample would keep a reference to every frame: no slot could be handed over. */
+    gst_base_sink_set_last_sample_enabled(GST_BASE_SINK(self), FALSE);
+    gst_base_sink_set_sync(GST_BASE_SINK(self), FALSE);
+}

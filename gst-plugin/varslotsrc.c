@@ -1,0 +1,401 @@
+/* varslotsrc: connects to a varslotsink, takes ownership of each buffer's slots as it
+ * receives their handles (one CAS each: from then on the producer's death cannot touch
+ * them) and pushes buffers that wrap the slots in place, read-only. Caps, timestamps,
+ * offsets, flags and GstVideoMeta come over the wire. The ack saying "taken" is the only
+ * thing sent back, from the streaming thread, never from a memory's destroy notify. */
+#include "varslotsrc.h"
+
+#include "allocator.h"
+#include "protocol.h"
+
+#include <errno.h>
+#include <gst/video/video.h>
+#include <string.h>
+#include <unistd.h>
+
+GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
+#define GST_CAT_DEFAULT gst_varslot_debug
+
+struct _GstVarslotSrc {
+    GstPushSrc parent;
+    /* properties */
+    gchar *socket_path;
+    gboolean wait_for_producer;
+    guint64 buffers_received, buffers_refused; /* atomic */
+    /* streaming state */
+    int fd;
+    GstPoll *poll;
+    GstPollFD pfd;
+    guint8 sink_peer;
+    GstVarslotSegment *segment;
+    GstAllocator *allocator;
+    GQueue unsent_acks; /* vsg_message*, when the socket was full */
+};
+
+enum { PROP_0, PROP_SOCKET_PATH, PROP_IS_LIVE, PROP_WAIT_FOR_PRODUCER, PROP_RECEIVED, PROP_REFUSED };
+
+static GstStaticPadTemplate src_template =
+    GST_STATIC_PAD_TEMPLATE("src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
+
+G_DEFINE_TYPE(GstVarslotSrc, gst_varslot_src, GST_TYPE_PUSH_SRC)
+GST_ELEMENT_REGISTER_DEFINE(varslotsrc, "varslotsrc", GST_RANK_NONE, GST_TYPE_VARSLOT_SRC)
+
+/* ---- connection ---- */
+
+static void disconnect(GstVarslotSrc *self)
+{
+    if (self->fd >= 0) {
+        gst_poll_remove_fd(self->poll, &self->pfd);
+        close(self->fd);
+        self->fd = -1;
+    }
+    g_queue_clear_full(&self->unsent_acks, g_free);
+    self->sink_peer = 0;
+}
+
+static gboolean try_connect(GstVarslotSrc *self, GError **err)
+{
+    self->fd = vsg_connect(self->socket_path, err);
+    if (self->fd < 0)
+        return FALSE;
+    gst_poll_fd_init(&self->pfd);
+    self->pfd.fd = self->fd;
+    gst_poll_add_fd(self->poll, &self->pfd);
+    gst_poll_fd_ctl_read(self->poll, &self->pfd, TRUE);
+    return TRUE;
+}
+
+/* FALSE: flushing. With wait-for-producer, waits (and retries) until a sink answers. */
+static GstFlowReturn connect_or_wait(GstVarslotSrc *self)
+{
+    GError *err = NULL;
+    while (!try_connect(self, &err)) {
+        if (!self->wait_for_producer) {
+            GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("No varslotsink to connect to"),
+                              ("%s", err->message));
+            g_clear_error(&err);
+            return GST_FLOW_ERROR;
+        }
+        g_clear_error(&err);
+        if (gst_poll_wait(self->poll, 100 * GST_MSECOND) < 0 && errno == EBUSY)
+            return GST_FLOW_FLUSHING;
+    }
+    return GST_FLOW_OK;
+}
+
+static void send_acks(GstVarslotSrc *self)
+{
+    vsg_message *m;
+    while ((m = g_queue_peek_head(&self->unsent_acks)) && vsg_send(self->fd, m) == 1)
+        g_free(g_queue_pop_head(&self->unsent_acks));
+}
+
+/* Never blocks: if the socket is full the ack waits for the next create(). */
+static void queue_ack(GstVarslotSrc *self, guint64 seq, gboolean taken)
+{
+    vsg_message *m = g_new0(vsg_message, 1);
+    vsg_init_header(&m->h, VSG_ACK, sizeof m->ack);
+    m->ack.seq = seq;
+    m->ack.taken = taken;
+    g_queue_push_tail(&self->unsent_acks, m);
+    send_acks(self);
+}
+
+static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello)
+{
+    GError *err = NULL;
+    g_clear_pointer(&self->segment, gst_varslot_segment_unref);
+    gst_clear_object(&self->allocator);
+    self->segment = gst_varslot_segment_open(hello->segment, 0, &err);
+    if (!self->segment) {
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot attach the producer's segment"),
+                          ("%s", err->message));
+        g_clear_error(&err);
+        return FALSE;
+    }
+    self->segment->remove_when_unused |= hello->segment_created;
+    self->allocator = gst_varslot_allocator_new(self->segment);
+    self->sink_peer = hello->peer;
+    vsg_message reply;
+    memset(&reply, 0, sizeof reply);
+    vsg_init_header(&reply.h, VSG_HELLO_REPLY, sizeof reply.hello_reply);
+    reply.hello_reply.peer = self->segment->peer;
+    vsg_send(self->fd, &reply); /* first packet on a fresh socket: there is room */
+    GST_INFO_OBJECT(self, "joined segment %s as peer %u; producer is peer %u", hello->segment,
+                    self->segment->peer, hello->peer);
+    return TRUE;
+}
+
+static gboolean handle_caps(GstVarslotSrc *self, const vsg_caps *msg)
+{
+    GstCaps *caps = gst_caps_from_string(msg->caps);
+    if (!caps) {
+        GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Producer sent unreadable caps"), ("%s", msg->caps));
+        return FALSE;
+    }
+    gboolean ok = gst_base_src_set_caps(GST_BASE_SRC(self), caps);
+    gst_caps_unref(caps);
+    if (!ok)
+        GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Downstream refused the producer's caps"),
+                          ("%s", msg->caps));
+    return ok;
+}
+
+/* ---- buffers ---- */
+
+static void add_video_meta(GstBuffer *buf, const vsg_video_meta *v)
+{
+    gsize offset[GST_VIDEO_MAX_PLANES] = {0};
+    gint stride[GST_VIDEO_MAX_PLANES] = {0};
+    for (guint p = 0; p < v->n_planes; p++) {
+        offset[p] = v->offset[p];
+        stride[p] = v->stride[p];
+    }
+    gst_buffer_add_video_meta_full(buf, v->flags, v->format, v->width, v->height, v->n_planes,
+                                   offset, stride);
+}
+
+/* Takes every slot of the message; on any failure gives back what was taken (the memories
+ * free their slots) and refuses the whole buffer. */
+static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
+{
+    const vs_pool *pool = gst_varslot_segment_pool(self->segment);
+    GstBuffer *buf = gst_buffer_new();
+    for (guint i = 0; i < b->n_memories; i++) {
+        vs_slot_ref ref = vs_slot_ref_unpack(b->memories[i].handle);
+        int rc = vs_pool_transfer(pool, ref, self->sink_peer, self->segment->peer);
+        GstMemory *mem = rc == VS_OK ? gst_varslot_memory_wrap_owned(self->allocator, ref,
+                                                                     b->memories[i].offset,
+                                                                     b->memories[i].size)
+                                     : NULL;
+        if (!mem) {
+            if (rc == VS_OK) /* a bad offset/size: the slot is ours, give it back */
+                vs_pool_free_owned(pool, ref, self->segment->peer);
+            GST_WARNING_OBJECT(self, "cannot take buffer %" G_GUINT64_FORMAT ": %s", b->seq,
+                               rc == VS_OK ? "offset or size outside its slot" : vs_strerror(rc));
+            gst_buffer_unref(buf);
+            return NULL;
+        }
+        gst_buffer_append_memory(buf, mem);
+    }
+    GST_BUFFER_PTS(buf) = b->pts;
+    GST_BUFFER_DTS(buf) = b->dts;
+    GST_BUFFER_DURATION(buf) = b->duration;
+    GST_BUFFER_OFFSET(buf) = b->offset;
+    GST_BUFFER_OFFSET_END(buf) = b->offset_end;
+    GST_BUFFER_FLAGS(buf) = b->flags & (GST_BUFFER_FLAG_LAST - 1) & ~GST_BUFFER_FLAG_TAG_MEMORY;
+    if (b->video.present)
+        add_video_meta(buf, &b->video);
+    return buf;
+}
+
+/* ---- create ---- */
+
+static GstFlowReturn producer_gone(GstVarslotSrc *self, const char *why)
+{
+    disconnect(self);
+    if (self->wait_for_producer) {
+        GST_WARNING_OBJECT(self, "producer went away (%s); waiting for it", why);
+        return connect_or_wait(self);
+    }
+    GST_ELEMENT_ERROR(self, RESOURCE, READ, ("The varslotsink went away"), ("%s", why));
+    return GST_FLOW_ERROR;
+}
+
+static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
+{
+    GstVarslotSrc *self = GST_VARSLOT_SRC(psrc);
+    GstFlowReturn ret;
+    if (self->fd < 0 && (ret = connect_or_wait(self)) != GST_FLOW_OK)
+        return ret;
+    vsg_message m;
+    for (;;) {
+        send_acks(self);
+        const char *why = NULL;
+        int rc = vsg_recv(self->fd, &m, &why);
+        if (rc == 0) {
+            gst_poll_fd_ctl_write(self->poll, &self->pfd, !g_queue_is_empty(&self->unsent_acks));
+            if (gst_poll_wait(self->poll, GST_CLOCK_TIME_NONE) < 0 && errno == EBUSY)
+                return GST_FLOW_FLUSHING;
+            continue;
+        }
+        if (rc < 0) {
+            if ((ret = producer_gone(self, why)) != GST_FLOW_OK)
+                return ret;
+            continue;
+        }
+        switch (m.h.type) {
+        case VSG_HELLO:
+            if (!handle_hello(self, &m.hello))
+                return GST_FLOW_ERROR;
+            break;
+        case VSG_CAPS:
+            if (!handle_caps(self, &m.caps))
+                return GST_FLOW_NOT_NEGOTIATED;
+            break;
+        case VSG_EOS:
+            return GST_FLOW_EOS;
+        case VSG_BUFFER: {
+            if (!self->segment) {
+                ret = producer_gone(self, "buffer before greeting");
+                if (ret != GST_FLOW_OK)
+                    return ret;
+                break;
+            }
+            GstBuffer *buf = take_buffer(self, &m.buffer);
+            queue_ack(self, m.buffer.seq, buf != NULL);
+            if (!buf) {
+                __atomic_fetch_add(&self->buffers_refused, 1, __ATOMIC_RELAXED);
+                break;
+            }
+            __atomic_fetch_add(&self->buffers_received, 1, __ATOMIC_RELAXED);
+            *out = buf;
+            return GST_FLOW_OK;
+        }
+        default:
+            if ((ret = producer_gone(self, "unexpected message")) != GST_FLOW_OK)
+                return ret;
+        }
+    }
+}
+
+/* Caps come from the producer, in create(): nothing to negotiate before that. */
+static gboolean negotiate(GstBaseSrc *bsrc)
+{
+    (void)bsrc;
+    return TRUE;
+}
+
+/* ---- lifecycle ---- */
+
+static gboolean start(GstBaseSrc *bsrc)
+{
+    GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
+    self->poll = gst_poll_new(TRUE);
+    g_queue_init(&self->unsent_acks);
+    GError *err = NULL;
+    /* Connect now when we can, so a sink waiting for a connection starts sending. */
+    if (!try_connect(self, &err) && !self->wait_for_producer) {
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("No varslotsink to connect to"),
+                          ("%s", err->message));
+        g_clear_error(&err);
+        return FALSE;
+    }
+    g_clear_error(&err);
+    return TRUE;
+}
+
+static gboolean stop(GstBaseSrc *bsrc)
+{
+    GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
+    disconnect(self);
+    g_clear_pointer(&self->poll, gst_poll_free);
+    gst_clear_object(&self->allocator);
+    /* Buffers still downstream keep the segment (through their memories) until freed. */
+    g_clear_pointer(&self->segment, gst_varslot_segment_unref);
+    return TRUE;
+}
+
+static gboolean unlock(GstBaseSrc *bsrc)
+{
+    GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
+    if (self->poll)
+        gst_poll_set_flushing(self->poll, TRUE);
+    return TRUE;
+}
+
+static gboolean unlock_stop(GstBaseSrc *bsrc)
+{
+    GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
+    if (self->poll)
+        gst_poll_set_flushing(self->poll, FALSE);
+    return TRUE;
+}
+
+/* ---- properties ---- */
+
+static void set_property(GObject *object, guint id, const GValue *value, GParamSpec *pspec)
+{
+    GstVarslotSrc *self = GST_VARSLOT_SRC(object);
+    switch (id) {
+    case PROP_SOCKET_PATH:
+        GST_OBJECT_LOCK(self);
+        g_free(self->socket_path);
+        self->socket_path = g_value_dup_string(value);
+        GST_OBJECT_UNLOCK(self);
+        break;
+    case PROP_IS_LIVE: gst_base_src_set_live(GST_BASE_SRC(self), g_value_get_boolean(value)); break;
+    case PROP_WAIT_FOR_PRODUCER: self->wait_for_producer = g_value_get_boolean(value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+    }
+}
+
+static void get_property(GObject *object, guint id, GValue *value, GParamSpec *pspec)
+{
+    GstVarslotSrc *self = GST_VARSLOT_SRC(object);
+    switch (id) {
+    case PROP_SOCKET_PATH:
+        GST_OBJECT_LOCK(self);
+        g_value_set_string(value, self->socket_path);
+        GST_OBJECT_UNLOCK(self);
+        break;
+    case PROP_IS_LIVE: g_value_set_boolean(value, gst_base_src_is_live(GST_BASE_SRC(self))); break;
+    case PROP_WAIT_FOR_PRODUCER: g_value_set_boolean(value, self->wait_for_producer); break;
+    case PROP_RECEIVED:
+        g_value_set_uint64(value, __atomic_load_n(&self->buffers_received, __ATOMIC_RELAXED));
+        break;
+    case PROP_REFUSED:
+        g_value_set_uint64(value, __atomic_load_n(&self->buffers_refused, __ATOMIC_RELAXED));
+        break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
+    }
+}
+
+static void finalize(GObject *object)
+{
+    g_free(GST_VARSLOT_SRC(object)->socket_path);
+    G_OBJECT_CLASS(gst_varslot_src_parent_class)->finalize(object);
+}
+
+static void gst_varslot_src_class_init(GstVarslotSrcClass *klass)
+{
+    GObjectClass *gobject = G_OBJECT_CLASS(klass);
+    GstBaseSrcClass *base = GST_BASE_SRC_CLASS(klass);
+    gobject->set_property = set_property;
+    gobject->get_property = get_property;
+    gobject->finalize = finalize;
+    const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+    g_object_class_install_property(gobject, PROP_SOCKET_PATH,
+        g_param_spec_string("socket-path", "Socket path", "Unix socket of the varslotsink", NULL, rw));
+    g_object_class_install_property(gobject, PROP_IS_LIVE,
+        g_param_spec_boolean("is-live", "Is live", "Act as a live source", FALSE, rw));
+    g_object_class_install_property(gobject, PROP_WAIT_FOR_PRODUCER,
+        g_param_spec_boolean("wait-for-producer", "Wait for producer",
+                             "Wait (and reconnect) while no varslotsink answers, instead of "
+                             "posting an error", FALSE, rw));
+    g_object_class_install_property(gobject, PROP_RECEIVED,
+        g_param_spec_uint64("buffers-received", "Buffers received", "Buffers taken from the producer",
+                            0, G_MAXUINT64, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+    g_object_class_install_property(gobject, PROP_REFUSED,
+        g_param_spec_uint64("buffers-refused", "Buffers refused",
+                            "Buffers whose slots could not be taken (the producer died or they "
+                            "were reclaimed first)", 0, G_MAXUINT64, 0,
+                            G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+    base->start = start;
+    base->stop = stop;
+    base->unlock = unlock;
+    base->unlock_stop = unlock_stop;
+    base->negotiate = negotiate;
+    GST_PUSH_SRC_CLASS(klass)->create = create;
+    gst_element_class_add_static_pad_template(GST_ELEMENT_CLASS(klass), &src_template);
+    gst_element_class_set_static_metadata(GST_ELEMENT_CLASS(klass), "varslot source", "Source/Network",
+        "Receives buffers from a varslotsink in another process, in place in shared memory",
+        "varslot developers");
+}
+
+static void gst_varslot_src_init(GstVarslotSrc *self)
+{
+    self->fd = -1;
+    self->socket_path = g_strdup("/tmp/varslot.sock");
+    gst_base_src_set_format(GST_BASE_SRC(self), GST_FORMAT_TIME);
+}
