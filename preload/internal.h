@@ -12,6 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Everything declared below is the shim's own: hidden, so it is reached PC-relative rather
+ * than through the GOT on every malloc. Exports say VSP_EXPORT. */
+#pragma GCC visibility push(hidden)
+
 #define VSP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define VSP_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define VSP_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -43,6 +47,17 @@ char *vsp_fmt_u64(char *p, uint64_t v);
 char *vsp_append(char *p, const char *end, const char *s);
 
 /* ---- the fallback allocator (backend.c): jemalloc, or glibc's with VARSLOT_FALLBACK=libc ---- */
+/* jemalloc's extended API, called directly on the hot path (jemalloc.h would also declare
+ * malloc & co, which are ours here). */
+VSP_EXPORT void *mallocx(size_t size, int flags); /* jemalloc's, not hidden */
+VSP_EXPORT void dallocx(void *ptr, int flags);
+extern bool vsp_bootstrap_used; /* the static arena served something (libc lookup) */
+/* jemalloc's own fast paths (see vsp_backend_init); mallocx/dallocx until they are found. */
+struct vsp_jemalloc {
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+};
+extern struct vsp_jemalloc vsp_je;
 void vsp_backend_init(void);
 void *vsp_backend_malloc(size_t size);
 void *vsp_backend_calloc(size_t n, size_t size);
@@ -54,6 +69,23 @@ bool vsp_bootstrap_owns(const void *p);
 struct mallinfo2 vsp_backend_mallinfo(void);
 int vsp_backend_trim(size_t pad);
 int vsp_backend_mallopt(int param, int value);
+
+/* The common case inline: jemalloc, no bootstrap block, nothing to look up. */
+static inline void *vsp_fallback_malloc(size_t size)
+{
+    if (VSP_UNLIKELY(vsp_cfg.fallback_libc))
+        return vsp_backend_malloc(size);
+    /* jemalloc's 8-byte class would break glibc's 16-byte promise. */
+    return vsp_je.malloc(size < VSP_MIN_ALIGN ? VSP_MIN_ALIGN : size);
+}
+
+static inline void vsp_fallback_free(void *p)
+{
+    if (VSP_UNLIKELY(vsp_cfg.fallback_libc || vsp_bootstrap_used))
+        vsp_backend_free(p);
+    else
+        vsp_je.free(p);
+}
 
 /* ---- routing (route.c) ---- */
 extern VSP_TLS int vsp_tag_depth;
@@ -112,4 +144,5 @@ void vsp_stats_print(void);
 void vsp_ensure_init(void);
 extern VSP_TLS int vsp_busy; /* > 0 while this thread is inside the shim's own machinery */
 
+#pragma GCC visibility pop
 #endif

@@ -59,10 +59,28 @@ __attribute__((constructor)) static void vsp_constructor(void)
     atomic_store_explicit(&routing_open, true, memory_order_release);
 }
 
-static inline bool may_route(size_t size, const void *caller, uint32_t *tag)
+/* A cheap first look: can this request be routed at all? The full decision (tag, caller
+ * object, re-entry) is out of line, so unrouted calls do not pay for it. */
+static inline bool maybe_routed(size_t size)
 {
-    return VSP_UNLIKELY(vsp_wants_route(size, caller, tag)) && !vsp_busy &&
+    return VSP_UNLIKELY(vsp_tag_depth || (vsp_cfg.min_size && size >= vsp_cfg.min_size) ||
+                        vsp_cfg.ncallers);
+}
+
+static bool may_route(size_t size, const void *caller, uint32_t *tag)
+{
+    return vsp_wants_route(size, caller, tag) && !vsp_busy &&
            atomic_load_explicit(&routing_open, memory_order_relaxed);
+}
+
+/* errno's address is fixed per thread: keep it, rather than ask libc on every free. */
+static VSP_TLS int *errno_location;
+static inline int *errno_ptr(void)
+{
+    int *e = errno_location;
+    if (VSP_UNLIKELY(!e))
+        e = errno_location = &errno;
+    return e;
 }
 
 __attribute__((destructor)) static void vsp_destructor(void)
@@ -87,33 +105,46 @@ static void *route(size_t size, size_t align, uint32_t tag, bool zero)
     return p;
 }
 
+/* NULL when the request is not to be routed or the segment cannot take it. */
+static __attribute__((noinline)) void *try_route(size_t size, size_t align, bool zero,
+                                                 const void *caller)
+{
+    uint32_t tag;
+    return may_route(size, caller, &tag) ? route(size, align, tag, zero) : NULL;
+}
+
 void *vsp_alloc_from(size_t size, const void *caller);
 void *vsp_aligned_from(size_t align, size_t size, const void *caller);
 
 static inline void *alloc_from(size_t size, const void *caller)
 {
     vsp_ensure_init();
-    uint32_t tag;
-    if (may_route(size, caller, &tag)) {
-        void *p = route(size, VSP_MIN_ALIGN, tag, false);
+    if (maybe_routed(size)) {
+        void *p = try_route(size, VSP_MIN_ALIGN, false, caller);
         if (p)
             return p;
     }
-    return vsp_backend_malloc(size);
+    return vsp_fallback_malloc(size);
 }
 
-static void free_any(void *p)
+static __attribute__((noinline)) void free_routed(void *p)
 {
-    int saved = errno; /* glibc 2.33+: free never changes errno */
-    if (VSP_UNLIKELY(vsp_in_segment(p))) {
-        vsp_busy++;
-        vsp_routed_free(p);
-        vsp_busy--;
-    } else {
-        vsp_ensure_init();
-        vsp_backend_free(p);
-    }
+    int saved = errno;
+    vsp_busy++;
+    vsp_routed_free(p);
+    vsp_busy--;
     errno = saved;
+}
+
+static inline void free_any(void *p)
+{
+    if (VSP_UNLIKELY(vsp_in_segment(p))) {
+        free_routed(p);
+        return;
+    }
+    int *e = errno_ptr(), saved = *e; /* glibc 2.33+: free never changes errno */
+    vsp_fallback_free(p);
+    *e = saved;
 }
 
 /* For the C++ operators (cxx.cpp), which pass their own caller's address. */
@@ -139,9 +170,8 @@ VSP_EXPORT void *calloc(size_t n, size_t size)
         return NULL;
     }
     vsp_ensure_init();
-    uint32_t tag;
-    if (may_route(total, __builtin_return_address(0), &tag)) {
-        void *p = route(total, VSP_MIN_ALIGN, tag, true);
+    if (maybe_routed(total)) {
+        void *p = try_route(total, VSP_MIN_ALIGN, true, __builtin_return_address(0));
         if (p)
             return p;
     }
@@ -170,7 +200,7 @@ static void *realloc_from(void *p, size_t size, const void *caller)
     }
     vsp_ensure_init();
     uint32_t tag;
-    bool routed_wanted = may_route(size, caller, &tag);
+    bool routed_wanted = maybe_routed(size) && may_route(size, caller, &tag);
     if (VSP_UNLIKELY(vsp_in_segment(p))) {
         vsp_busy++;
         bool in_place = routed_wanted && vsp_routed_resize_in_place(p, size);
@@ -222,9 +252,8 @@ static void *aligned_from(size_t align, size_t size, const void *caller)
         align = a;
     }
     vsp_ensure_init();
-    uint32_t tag;
-    if (may_route(size, caller, &tag)) {
-        void *p = route(size, align, tag, false);
+    if (maybe_routed(size)) {
+        void *p = try_route(size, align, false, caller);
         if (p)
             return p;
     }
