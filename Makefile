@@ -36,7 +36,7 @@ DEMO   := $(B)/bin/varslot-demo
 
 DEPS_STAMP := $(B)/.deps-ok
 
-.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload
+.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload check-gst
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -128,7 +128,7 @@ TESTS_PLAIN := $(B)/plain/tests/core_tests
 TESTS_ASAN  := $(B)/asan/tests/core_tests
 TESTS_TSAN  := $(B)/tsan/tests/core_tests
 
-check: check-core check-asan check-tsan check-cli check-preload
+check: check-core check-asan check-tsan check-cli check-preload check-gst
 	@echo "make check: all suites passed"
 
 # Every suite runs under a timeout: a hang is a failure, not a stuck CI job.
@@ -155,6 +155,11 @@ check-preload: all $(SEMANTICS)
 	timeout 1800 tests/preload/run-semantics.sh
 	timeout 900 tests/preload/run-shim-tests.sh
 	timeout 900 tests/preload/test-real-programs.sh
+
+# The GStreamer plugin: GstHarness unit tests (allocator, pool, ALLOCATION answer, metadata
+# round trip, zero copy) and real two-process gst-launch pipelines (checksums, kills, fan-out).
+check-gst: all $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
+	timeout 1800 tests/gst/run-gst-tests.sh
 
 demo: all
 	scripts/demo/run-demo

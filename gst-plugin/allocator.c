@@ -44,7 +44,7 @@ GstVarslotSegment *gst_varslot_allocator_segment(GstAllocator *allocator, GError
     GstVarslotAllocator *self = GST_VARSLOT_ALLOCATOR(allocator);
     g_mutex_lock(&self->lock);
     if (!self->segment)
-        self->segment = gst_varslot_segment_open(NULL, 0, error);
+        self->segment = gst_varslot_segment_open(NULL, GST_VARSLOT_ROLE_PRODUCER, 0, error);
     GstVarslotSegment *s = self->segment;
     g_mutex_unlock(&self->lock);
     return s;
@@ -145,7 +145,12 @@ static void varslot_free(GstAllocator *allocator, GstMemory *mem)
         if (m->owned) {
             int rc = vs_pool_free_owned(gst_varslot_segment_pool(m->segment), m->ref,
                                         m->segment->peer);
-            if (rc != VS_OK)
+            /* EPERM: a consumer took the slot and went away before saying so; it is the
+             * consumer's (or, if it died, the reaper's) to free. */
+            if (rc == VS_EPERM)
+                GST_DEBUG_OBJECT(allocator, "slot %u/%u was taken by another peer",
+                                 m->ref.class_idx, m->ref.slot_idx);
+            else if (rc != VS_OK)
                 GST_WARNING_OBJECT(allocator, "slot %u/%u: %s", m->ref.class_idx, m->ref.slot_idx,
                                    vs_strerror(rc));
         }

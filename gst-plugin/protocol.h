@@ -35,9 +35,8 @@ typedef struct {
 
 typedef struct {
     vsg_header h;
-    uint8_t peer;            /* the sink's peer id in the segment */
-    uint8_t segment_created; /* the pipeline made it: the last peer out removes it */
-    uint8_t reserved[6];
+    uint8_t peer; /* the sink's peer id in the segment */
+    uint8_t reserved[7];
     char segment[256];
 } vsg_hello;
 

@@ -1,7 +1,8 @@
-/* One vs_segment per name per process, joined once: a process is one peer of a segment
- * however many elements use it. The creator sizes a class for the frames it will carry. A
- * segment the pipeline created is removed by the last peer to leave it, so a clean shutdown
- * leaves nothing in /dev/shm; a segment made beforehand (varslot create) is left alone. */
+/* One vs_segment per name and role per process, joined once: a process is one producer peer
+ * and one consumer peer of a segment however many elements use it. The creator sizes a class
+ * for the frames it will carry and marks the segment to be removed by the last peer to leave
+ * it, so a clean shutdown leaves nothing in /dev/shm; a segment made beforehand (varslot
+ * create) is left alone. */
 #include "segments.h"
 
 #include <gst/gst.h>
@@ -11,7 +12,7 @@ GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
 #define GST_CAT_DEFAULT gst_varslot_debug
 
 static GMutex registry_lock;
-static GHashTable *registry; /* name -> GstVarslotSegment (not a ref) */
+static GHashTable *registry; /* key -> GstVarslotSegment (not a ref) */
 
 gchar *gst_varslot_default_segment_name(void)
 {
@@ -32,15 +33,17 @@ static gsize creation_classes(gsize frame_size, vs_class_config *classes)
     return n;
 }
 
-static GstVarslotSegment *open_new(const gchar *name, gsize frame_size, GError **error)
+static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize frame_size,
+                                   GError **error)
 {
     GstVarslotSegment *s = g_new0(GstVarslotSegment, 1);
     vs_class_config classes[2];
     vs_segment_options opts = {0};
     opts.classes = classes;
     opts.class_count = creation_classes(frame_size, classes);
+    opts.flags = VS_SEGMENT_REMOVE_WHEN_UNUSED;
     int rc = vs_segment_create(&s->seg, name, &opts);
-    s->created = rc == VS_OK;
+    gboolean created = rc == VS_OK;
     if (rc == VS_EEXIST)
         rc = vs_segment_open(&s->seg, name);
     if (rc == VS_OK && (rc = vs_segment_join(&s->seg, &s->peer)) != VS_OK)
@@ -52,25 +55,28 @@ static GstVarslotSegment *open_new(const gchar *name, gsize frame_size, GError *
         return NULL;
     }
     s->refcount = 1;
+    s->key = g_strdup(key);
     s->name = g_strdup(name);
-    s->remove_when_unused = s->created;
-    GST_INFO("segment %s %s, peer %u", name, s->created ? "created" : "opened", s->peer);
+    GST_INFO("segment %s %s, peer %u", name, created ? "created" : "opened", s->peer);
     return s;
 }
 
-GstVarslotSegment *gst_varslot_segment_open(const gchar *name, gsize frame_size, GError **error)
+GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole role,
+                                            gsize frame_size, GError **error)
 {
     gchar *dflt = name ? NULL : gst_varslot_default_segment_name();
     const gchar *n = name ? name : dflt;
+    gchar *key = g_strdup_printf("%s %s", role == GST_VARSLOT_ROLE_PRODUCER ? "producer" : "consumer", n);
     g_mutex_lock(&registry_lock);
     if (!registry)
         registry = g_hash_table_new(g_str_hash, g_str_equal);
-    GstVarslotSegment *s = g_hash_table_lookup(registry, n);
+    GstVarslotSegment *s = g_hash_table_lookup(registry, key);
     if (s)
         s->refcount++;
-    else if ((s = open_new(n, frame_size, error)))
-        g_hash_table_insert(registry, s->name, s);
+    else if ((s = open_new(key, n, frame_size, error)))
+        g_hash_table_insert(registry, s->key, s);
     g_mutex_unlock(&registry_lock);
+    g_free(key);
     g_free(dflt);
     if (s && frame_size > gst_varslot_segment_largest_slot(s)) {
         g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
@@ -91,33 +97,18 @@ GstVarslotSegment *gst_varslot_segment_ref(GstVarslotSegment *s)
     return s;
 }
 
-static gboolean any_peer_joined(GstVarslotSegment *s)
-{
-    for (guint32 id = 1; id <= vs_segment_max_peers(&s->seg); id++) {
-        vs_peer_info info;
-        if (vs_segment_peer_info(&s->seg, (guint8)id, &info) == VS_OK &&
-            info.state != VS_PEER_FREE && info.live)
-            return TRUE;
-    }
-    return FALSE;
-}
-
 void gst_varslot_segment_unref(GstVarslotSegment *s)
 {
     g_mutex_lock(&registry_lock);
     gboolean last = --s->refcount == 0;
     if (last)
-        g_hash_table_remove(registry, s->name);
+        g_hash_table_remove(registry, s->key);
     g_mutex_unlock(&registry_lock);
     if (!last)
         return;
-    vs_segment_leave(&s->seg); /* slots we still own go back */
-    /* Leave first, then look: of two peers leaving together, at least one sees nobody. */
-    gboolean remove = s->remove_when_unused && !any_peer_joined(s);
-    vs_segment_close(&s->seg);
-    if (remove)
-        vs_segment_unlink(s->name);
-    GST_INFO("segment %s closed%s", s->name, remove ? " and removed" : "");
+    GST_INFO("segment %s: peer %u leaves", s->name, s->peer);
+    vs_segment_close(&s->seg); /* leaves (our slots go back); the last peer out removes it */
+    g_free(s->key);
     g_free(s->name);
     g_free(s);
 }

@@ -1,5 +1,5 @@
-/* The segments this process uses, opened once each and shared by every element and
- * allocator that names them, with the process's peer id in each. */
+/* The segments this process uses, opened once per role and shared by every element and
+ * allocator of that role, with the process's peer id for that role in each. */
 #ifndef GST_VARSLOT_SEGMENTS_H
 #define GST_VARSLOT_SEGMENTS_H
 
@@ -10,16 +10,21 @@ G_BEGIN_DECLS
 
 typedef struct {
     gint refcount;
+    gchar *key;  /* role + name: the registry's key */
     gchar *name;
     vs_segment seg;
-    guint8 peer;      /* this process's peer id in the segment */
-    gboolean created; /* this process created it */
-    gboolean remove_when_unused; /* a pipeline's own segment: the last peer out removes it */
+    guint8 peer; /* this process's peer id in the segment, for this role */
 } GstVarslotSegment;
 
+/* Who holds a slot inside one process: producers and consumers are different peers, so
+ * handing a slot from a sink to a src in the same process is a real change of owner. */
+typedef enum { GST_VARSLOT_ROLE_PRODUCER, GST_VARSLOT_ROLE_CONSUMER } GstVarslotRole;
+
 /* Opens (or creates, with classes fit for frames of frame_size bytes) the named segment and
- * joins it. NULL name: $VARSLOT_SEGMENT, else /varslot-UID. */
-GstVarslotSegment *gst_varslot_segment_open(const gchar *name, gsize frame_size, GError **error);
+ * joins it. NULL name: $VARSLOT_SEGMENT, else /varslot-gst-UID. A segment created here is
+ * removed by the last peer to leave it. */
+GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole role,
+                                            gsize frame_size, GError **error);
 GstVarslotSegment *gst_varslot_segment_ref(GstVarslotSegment *s);
 void gst_varslot_segment_unref(GstVarslotSegment *s);
 const vs_pool *gst_varslot_segment_pool(GstVarslotSegment *s);

@@ -155,7 +155,6 @@ static void accept_clients(GstVarslotSink *self)
         memset(&hello, 0, sizeof hello);
         vsg_init_header(&hello.h, VSG_HELLO, sizeof hello.hello);
         hello.hello.peer = self->segment ? self->segment->peer : 0;
-        hello.hello.segment_created = self->segment && self->segment->remove_when_unused;
         if (self->segment)
             g_strlcpy(hello.hello.segment, self->segment->name, sizeof hello.hello.segment);
         self->clients = g_list_append(self->clients, c);
@@ -231,7 +230,7 @@ static gboolean ensure_segment(GstVarslotSink *self, GstCaps *caps)
         return FALSE;
     }
     GError *err = NULL;
-    self->segment = gst_varslot_segment_open(self->segment_name, frame, &err);
+    self->segment = gst_varslot_segment_open(self->segment_name, GST_VARSLOT_ROLE_PRODUCER, frame, &err);
     if (!self->segment) {
         GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot use the varslot segment"),
                           ("%s", err->message));
@@ -270,6 +269,12 @@ static GstFlowReturn copy_into_slot(GstVarslotSink *self, GstBuffer *buf, GstBuf
         if (mem && gst_is_varslot_memory(mem)) {
             GstBuffer *copy = gst_buffer_new();
             gst_buffer_copy_into(copy, buf, GST_BUFFER_COPY_METADATA, 0, -1);
+            /* GstVideoMeta describes memory, so METADATA alone does not copy it; the bytes
+             * keep their layout, so the same meta holds for the copy. */
+            GstVideoMeta *vm = gst_buffer_get_video_meta(buf);
+            if (vm && !gst_buffer_get_video_meta(copy))
+                gst_buffer_add_video_meta_full(copy, vm->flags, vm->format, vm->width, vm->height,
+                                               vm->n_planes, vm->offset, vm->stride);
             GstMapInfo map;
             gst_memory_map(mem, &map, GST_MAP_WRITE);
             gst_buffer_extract(buf, 0, map.data, size);
@@ -530,6 +535,8 @@ static gboolean stop(GstBaseSink *bsink)
                     ", fan-out copies %" G_GUINT64_FORMAT ", dropped %" G_GUINT64_FORMAT,
                     READ_COUNT(buffers_sent), READ_COUNT(copied_buffers), READ_COUNT(fanout_copies),
                     READ_COUNT(dropped));
+    if (self->poll)
+        service(self); /* acks already here release their buffers as given away, not freed */
     while (self->clients)
         client_remove(self, self->clients->data, "stopping");
     if (self->listen_fd >= 0) {

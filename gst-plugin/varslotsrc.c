@@ -106,14 +106,13 @@ static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello)
     GError *err = NULL;
     g_clear_pointer(&self->segment, gst_varslot_segment_unref);
     gst_clear_object(&self->allocator);
-    self->segment = gst_varslot_segment_open(hello->segment, 0, &err);
+    self->segment = gst_varslot_segment_open(hello->segment, GST_VARSLOT_ROLE_CONSUMER, 0, &err);
     if (!self->segment) {
         GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot attach the producer's segment"),
                           ("%s", err->message));
         g_clear_error(&err);
         return FALSE;
     }
-    self->segment->remove_when_unused |= hello->segment_created;
     self->allocator = gst_varslot_allocator_new(self->segment);
     self->sink_peer = hello->peer;
     vsg_message reply;

@@ -72,7 +72,13 @@ typedef struct vs_segment_options {
     size_t class_count;
     uint32_t max_peers;             /* 0: VS_DEFAULT_MAX_PEERS */
     uint32_t mode;                  /* 0: 0600 */
+    uint32_t flags;                 /* VS_SEGMENT_* below */
 } vs_segment_options;
+
+/* The last peer to leave removes the segment's name (a joined peer's vs_segment_close that
+ * finds no other peer joined): for segments a pipeline makes for itself. Recorded in the
+ * segment, so it holds whichever process leaves last. */
+#define VS_SEGMENT_REMOVE_WHEN_UNUSED 1u
 
 /* Default classes, sized for media buffers and large heap blocks:
  * 64 KiB x 256, 256 KiB x 128, 1 MiB x 64, 4 MiB x 32, 16 MiB x 8 (about 400 MiB of
@@ -114,6 +120,7 @@ struct vs_segment {
     bool at_creator_address; /* raw pointers are portable to peers mapped at the same place */
     uint32_t max_peers;
     int reaping;         /* one reaper at a time per vs_segment (threads share its locks) */
+    uint32_t flags;      /* VS_SEGMENT_*, as validated at open */
     uint64_t last_auto_reap_ns;
     char name[256];
 };

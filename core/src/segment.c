@@ -196,6 +196,7 @@ static int finish_attach(vs_segment *seg, const char *name, int fd, void *map, s
     seg->map_len = len;
     seg->at_creator_address = at_creator;
     seg->max_peers = vs__header(seg)->max_peers;
+    seg->flags = vs__header(seg)->flags;
     seg->pool.segment = seg;
     return VS_OK;
 }
@@ -224,6 +225,10 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
         o.mode = 0600;
     if (o.mode & ~0777u) {
         vs__set_detail("mode has bits outside 0777");
+        return VS_EINVAL;
+    }
+    if (o.flags & ~VS_SEGMENT_REMOVE_WHEN_UNUSED) {
+        vs__set_detail("unknown segment flags");
         return VS_EINVAL;
     }
     size_t pool_offset, pool_size, total;
@@ -279,6 +284,7 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
     h->creator_pid = getpid();
     h->max_peers = o.max_peers;
     h->class_count = (uint32_t)o.class_count;
+    h->flags = o.flags;
     h->peers_offset = VS__PAGE;
     h->pool_offset = pool_offset;
     h->pool_size = pool_size;
@@ -360,6 +366,10 @@ static int validate_header(const vs__seg_header *h, size_t file_size, size_t *po
     if (h->version != VS__SEG_VERSION) {
         vs__set_detail(h->version > VS__SEG_VERSION ? "segment format is newer than this library"
                                                     : "segment format is older than this library");
+        return VS_EVERSION;
+    }
+    if (h->flags & ~VS_SEGMENT_REMOVE_WHEN_UNUSED) {
+        vs__set_detail("segment uses flags this library does not know");
         return VS_EVERSION;
     }
     if (h->header_size != sizeof *h) {
@@ -451,15 +461,34 @@ vs_pool *vs_segment_pool(vs_segment *seg) { return seg && seg->map ? &seg->pool 
 
 uint32_t vs_segment_max_peers(const vs_segment *seg) { return seg && seg->map ? seg->max_peers : 0; }
 
+static bool any_peer_joined(vs_segment *seg)
+{
+    for (uint32_t id = 1; id <= seg->max_peers; id++) {
+        vs_peer_info info;
+        if (vs_segment_peer_info(seg, (uint8_t)id, &info) == VS_OK && info.state != VS_PEER_FREE &&
+            info.live)
+            return true;
+    }
+    return false;
+}
+
 void vs_segment_close(vs_segment *seg)
 {
     if (!seg || !seg->map)
         return;
-    if (seg->peer_id)
+    bool was_peer = seg->peer_id != 0;
+    if (was_peer)
         vs_segment_leave(seg);
+    /* Leave first, then look: of two peers leaving together, at least one sees nobody. Only
+     * a peer removes: an inspector (varslot stat) must not, even between create and join. */
+    bool remove = was_peer && (seg->flags & VS_SEGMENT_REMOVE_WHEN_UNUSED) && !any_peer_joined(seg);
+    char name[sizeof seg->name];
+    strcpy(name, seg->name);
     munmap(seg->map, seg->map_len);
     close(seg->fd); /* drops every OFD lock this segment held */
     segment_reset(seg);
+    if (remove)
+        vs_segment_unlink(name);
 }
 
 int vs_segment_after_fork_child(vs_segment *seg)

@@ -8,7 +8,7 @@
 #include <sys/types.h>
 
 #define VS__SEG_MAGIC 0x00544f4c53524156ull /* "VARSLOT\0" */
-#define VS__SEG_VERSION 1u
+#define VS__SEG_VERSION 2u /* 2: flags in the header */
 #define VS__PAGE 4096u
 
 /* Page 0 of the segment. Everything from version to classes is immutable after creation and
@@ -25,6 +25,8 @@ typedef struct vs__seg_header {
     int32_t creator_pid;
     uint32_t max_peers;
     uint32_t class_count;
+    uint32_t flags;           /* VS_SEGMENT_* */
+    uint32_t reserved;
     uint64_t peers_offset;
     uint64_t pool_offset;
     uint64_t pool_size;

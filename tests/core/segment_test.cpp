@@ -329,3 +329,35 @@ TEST(Segment, ExhaustionReapsDeadPeersByItself)
     vs_slot_ref r;
     EXPECT_TRUE(vs_pool_allocate(a.pool(), 1, me, &r)); // found empty, reaped, retried
 }
+
+TEST(Segment, RemoveWhenUnusedGoesWithTheLastPeer)
+{
+    std::string name = unique_name("ephemeral");
+    vs_segment_options o{};
+    o.classes = kRefClasses;
+    o.class_count = 3;
+    o.flags = VS_SEGMENT_REMOVE_WHEN_UNUSED;
+    vs_segment a, b, probe;
+    ASSERT_EQ(vs_segment_create(&a, name.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_open(&b, name.c_str()), VS_OK);
+    uint8_t id;
+    ASSERT_EQ(vs_segment_join(&a, &id), VS_OK);
+    ASSERT_EQ(vs_segment_join(&b, &id), VS_OK);
+    vs_segment_close(&a); // b is still joined: the name stays
+    ASSERT_EQ(vs_segment_open(&probe, name.c_str()), VS_OK);
+    vs_segment_close(&probe); // never joined: removes nothing while b is there
+    ASSERT_EQ(vs_segment_open(&probe, name.c_str()), VS_OK);
+    vs_segment_close(&probe);
+    vs_segment_close(&b); // the last peer out
+    EXPECT_EQ(vs_segment_open(&probe, name.c_str()), VS_ENOENT);
+    o.flags = 0x80; // unknown flags are refused
+    EXPECT_EQ(vs_segment_create(&a, name.c_str(), &o), VS_EINVAL);
+    // Without the flag a segment outlives its peers.
+    o.flags = 0;
+    ASSERT_EQ(vs_segment_create(&a, name.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_join(&a, &id), VS_OK);
+    vs_segment_close(&a);
+    ASSERT_EQ(vs_segment_open(&probe, name.c_str()), VS_OK);
+    vs_segment_close(&probe);
+    EXPECT_EQ(vs_segment_unlink(name.c_str()), VS_OK);
+}

@@ -36,8 +36,12 @@ for v in $(compgen -e | grep '^VARSLOT_'); do unset "$v"; done
 
 PREFIX="vs-shimtest-$$"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/varslot-shim-test.XXXXXX") || die "mktemp failed"
+# The bad-value tests fall back to the per-user default segment; leave it as we found it.
+DEFAULT_SEGMENT=/dev/shm/varslot-$(id -u)
+[ -e "$DEFAULT_SEGMENT" ] && HAD_DEFAULT=1 || HAD_DEFAULT=0
 cleanup() {
     rm -f /dev/shm/"$PREFIX"-*
+    [ "$HAD_DEFAULT" = 1 ] || rm -f "$DEFAULT_SEGMENT"
     rm -rf "$TMP"
 }
 trap cleanup EXIT

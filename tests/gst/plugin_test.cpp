@@ -1,0 +1,1702 @@
+// Unit tests of the varslot GStreamer plugin through the public GStreamer API only: the
+// registered "varslot" allocator (params, map, share, copy, is_span, full-segment policy),
+// varslotsink's ALLOCATION answer (GstHarness), and sink->src round trips inside one process
+// (metadata, caps, zero copy, copies, fan-out, bad input).
+//
+// As strict as gst_check_init: any g_warning/g_critical fails the test that is running (and
+// the run, if it comes at gst_deinit, e.g. from the leaks tracer), and so does a GST_WARNING
+// or GST_ERROR in the plugin's "varslot" debug category unless the test expects it.
+//
+// Environment (run-gst-tests.sh sets it; defaults are compiled in): GST_PLUGIN_PATH,
+// GST_REGISTRY, VSTEST_VARSLOT_CLI (build/bin/varslot), VSTEST_GST_PREFIX. The process makes
+// its own segments (/PREFIX-*) and sockets (/tmp/PREFIX-*.sock) and removes them; PREFIX is
+// $VSTEST_GST_PREFIX, else vstest-gst-PID.
+#include <gst/app/gstappsink.h>
+#include <gst/app/gstappsrc.h>
+#include <gst/check/gstharness.h>
+#include <gst/gst.h>
+#include <gst/video/video.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef VSTEST_PLUGIN_DIR
+#define VSTEST_PLUGIN_DIR "build/lib/gstreamer-1.0"
+#endif
+#ifndef VSTEST_VARSLOT_CLI
+#define VSTEST_VARSLOT_CLI "build/bin/varslot"
+#endif
+#ifndef VSTEST_REGISTRY
+#define VSTEST_REGISTRY "build/tests/gst-registry-unit.bin"
+#endif
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Strictness: GLib warnings and criticals, and the plugin's own GST_WARNING/GST_ERROR.
+
+std::mutex g_log_mutex;
+std::vector<std::string> g_allowed; // substrings of varslot-category warnings a test expects
+std::atomic<int> g_glib_problems{0};
+std::atomic<int> g_gst_problems{0};
+bool g_in_test = false;
+
+GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields, gsize n, gpointer)
+{
+    if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING)) {
+        std::string domain = "?", message = "?";
+        for (gsize i = 0; i < n; i++) {
+            if (!strcmp(fields[i].key, "GLIB_DOMAIN") && fields[i].length < 0)
+                domain = static_cast<const char *>(fields[i].value);
+            if (!strcmp(fields[i].key, "MESSAGE") && fields[i].length < 0)
+                message = static_cast<const char *>(fields[i].value);
+        }
+        g_glib_problems++;
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        if (g_in_test)
+            ADD_FAILURE() << "unexpected " << (level & G_LOG_LEVEL_CRITICAL ? "g_critical" : "g_warning")
+                          << " (" << domain << "): " << message;
+    }
+    return g_log_writer_default(level, fields, n, nullptr);
+}
+
+void gst_log_hook(GstDebugCategory *cat, GstDebugLevel level, const gchar *file, const gchar *function,
+                  gint line, GObject *, GstDebugMessage *message, gpointer)
+{
+    if (level > GST_LEVEL_WARNING || strcmp(gst_debug_category_get_name(cat), "varslot") != 0)
+        return;
+    std::string text = gst_debug_message_get(message);
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    for (const auto &allowed : g_allowed)
+        if (text.find(allowed) != std::string::npos)
+            return;
+    g_gst_problems++;
+    if (g_in_test)
+        ADD_FAILURE() << "unexpected GST_" << gst_debug_level_get_name(level) << " from the plugin ("
+                      << file << ":" << line << " " << function << "): " << text;
+}
+
+// Within its scope, varslot-category warnings containing one of these substrings are fine.
+struct AllowGstWarnings {
+    size_t n;
+    explicit AllowGstWarnings(std::initializer_list<const char *> patterns) : n(patterns.size())
+    {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        for (auto p : patterns)
+            g_allowed.emplace_back(p);
+    }
+    ~AllowGstWarnings()
+    {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        g_allowed.resize(g_allowed.size() - n);
+    }
+};
+
+class StrictListener : public testing::EmptyTestEventListener {
+    void OnTestStart(const testing::TestInfo &) override
+    {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        g_in_test = true;
+    }
+    void OnTestEnd(const testing::TestInfo &) override
+    {
+        std::lock_guard<std::mutex> lock(g_log_mutex);
+        g_in_test = false;
+    }
+};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+std::string env_or(const char *var, const char *fallback)
+{
+    const char *v = getenv(var);
+    return v && *v ? v : fallback;
+}
+
+// Runs build/bin/varslot; returns its exit status, output in *out.
+int varslot_cli(const std::vector<std::string> &args, std::string *out = nullptr)
+{
+    std::string cli = env_or("VSTEST_VARSLOT_CLI", VSTEST_VARSLOT_CLI);
+    std::vector<char *> argv;
+    argv.push_back(const_cast<char *>(cli.c_str()));
+    for (auto &a : args)
+        argv.push_back(const_cast<char *>(a.c_str()));
+    argv.push_back(nullptr);
+    gchar *sout = nullptr, *serr = nullptr;
+    gint status = -1;
+    GError *err = nullptr;
+    if (!g_spawn_sync(nullptr, argv.data(), nullptr, G_SPAWN_DEFAULT, nullptr, nullptr, &sout, &serr,
+                      &status, &err)) {
+        if (out)
+            *out = err->message;
+        g_clear_error(&err);
+        return -1;
+    }
+    if (out)
+        *out = std::string(sout ? sout : "") + (serr ? serr : "");
+    g_free(sout);
+    g_free(serr);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool shm_exists(const std::string &name) // name: "/x"
+{
+    struct stat st;
+    return stat(("/dev/shm" + name).c_str(), &st) == 0;
+}
+
+void remove_segment(const std::string &name)
+{
+    if (shm_exists(name))
+        varslot_cli({"rm", name});
+}
+
+// Names start with $VSTEST_GST_PREFIX (the runner's, so it can clean up after a crash) or
+// vstest-gst-PID.
+int g_name_counter = 0;
+std::string name_prefix()
+{
+    const char *p = getenv("VSTEST_GST_PREFIX");
+    return p && *p ? p : "vstest-gst-" + std::to_string(getpid());
+}
+std::string unique_segment(const char *what)
+{
+    return "/" + name_prefix() + "-" + what + "-" + std::to_string(g_name_counter++);
+}
+std::string unique_socket(const char *what)
+{
+    return "/tmp/" + name_prefix() + "-" + what + "-" + std::to_string(g_name_counter++) + ".sock";
+}
+
+bool is_varslot(GstMemory *mem) { return mem && gst_memory_is_type(mem, "VarslotMemory"); }
+
+GstAllocator *registered_allocator() // a new ref
+{
+    GstPlugin *plugin = gst_plugin_load_by_name("varslot");
+    if (plugin)
+        gst_object_unref(plugin);
+    return gst_allocator_find("varslot");
+}
+
+guint64 get_u64(GstElement *el, const char *prop)
+{
+    guint64 v = G_MAXUINT64;
+    g_object_get(el, prop, &v, NULL);
+    return v;
+}
+
+// A counter the streaming thread bumps after the buffer is on its way: wait (up to 5 s) for
+// it to reach want, then return what it is.
+guint64 wait_u64(GstElement *el, const char *prop, guint64 want)
+{
+    guint64 v = get_u64(el, prop);
+    for (int i = 0; i < 500 && v < want; i++) {
+        g_usleep(10 * 1000);
+        v = get_u64(el, prop);
+    }
+    return v;
+}
+
+void fill_pattern(guint8 *p, gsize n, guint seed)
+{
+    for (gsize i = 0; i < n; i++)
+        p[i] = (guint8)((i * 31u + seed * 7u + (i >> 8)) & 0xff);
+}
+
+bool has_pattern(const guint8 *p, gsize n, guint seed)
+{
+    for (gsize i = 0; i < n; i++)
+        if (p[i] != (guint8)((i * 31u + seed * 7u + (i >> 8)) & 0xff))
+            return false;
+    return true;
+}
+
+const guint8 *mapped_data(GstBuffer *buf) // the address the buffer's (single) memory maps to
+{
+    GstMapInfo map;
+    if (!gst_buffer_map(buf, &map, GST_MAP_READ))
+        return nullptr;
+    const guint8 *p = map.data;
+    gst_buffer_unmap(buf, &map);
+    return p;
+}
+
+std::string error_text(GstMessage *msg)
+{
+    GError *err = nullptr;
+    gchar *dbg = nullptr;
+    gst_message_parse_error(msg, &err, &dbg);
+    std::string s = std::string(err->message) + " | " + (dbg ? dbg : "");
+    g_error_free(err);
+    g_free(dbg);
+    return s;
+}
+
+// A parsed pipeline, set to NULL and freed at scope end.
+struct Pipeline {
+    GstElement *p = nullptr;
+    std::vector<GstElement *> refs;
+    explicit Pipeline(const std::string &desc)
+    {
+        GError *err = nullptr;
+        p = gst_parse_launch_full(desc.c_str(), nullptr, GST_PARSE_FLAG_FATAL_ERRORS, &err);
+        EXPECT_NE(p, nullptr) << desc << ": " << (err ? err->message : "?");
+        g_clear_error(&err);
+    }
+    ~Pipeline() { stop(); }
+    void stop()
+    {
+        for (auto e : refs)
+            gst_object_unref(e);
+        refs.clear();
+        if (p) {
+            gst_element_set_state(p, GST_STATE_NULL);
+            gst_object_unref(p);
+            p = nullptr;
+        }
+    }
+    GstElement *operator[](const char *name)
+    {
+        GstElement *e = gst_bin_get_by_name(GST_BIN(p), name);
+        EXPECT_NE(e, nullptr) << name;
+        if (e)
+            refs.push_back(e);
+        return e;
+    }
+    GstStateChangeReturn play() { return gst_element_set_state(p, GST_STATE_PLAYING); }
+    // The first ERROR message within timeout, or nullptr (caller unrefs).
+    GstMessage *error(GstClockTime timeout)
+    {
+        GstBus *bus = gst_element_get_bus(p);
+        GstMessage *m = gst_bus_timed_pop_filtered(bus, timeout, GST_MESSAGE_ERROR);
+        gst_object_unref(bus);
+        return m;
+    }
+    void expect_no_error()
+    {
+        if (GstMessage *m = error(0)) {
+            ADD_FAILURE() << "error on the bus: " << error_text(m);
+            gst_message_unref(m);
+        }
+    }
+};
+
+const char *kI420 = "video/x-raw,format=I420,width=64,height=48,framerate=30/1";
+const gsize kI420Size = 64 * 48 * 3 / 2;
+
+// ---------------------------------------------------------------------------------------
+// The registered allocator
+
+class Allocator : public testing::Test {
+protected:
+    GstAllocator *alloc = nullptr;
+    void SetUp() override
+    {
+        alloc = registered_allocator();
+        ASSERT_NE(alloc, nullptr) << "gst_allocator_find(\"varslot\") after loading the plugin";
+    }
+    void TearDown() override
+    {
+        if (alloc)
+            gst_object_unref(alloc);
+    }
+    GstMemory *take(gsize size, GstMemoryFlags flags = (GstMemoryFlags)0, gsize align = 0, gsize prefix = 0,
+                    gsize padding = 0)
+    {
+        GstAllocationParams params;
+        gst_allocation_params_init(&params);
+        params.flags = flags;
+        params.align = align;
+        params.prefix = prefix;
+        params.padding = padding;
+        return gst_allocator_alloc(alloc, size, &params);
+    }
+};
+
+TEST_F(Allocator, RegisteredOnceThePluginIsLoaded)
+{
+    EXPECT_STREQ(alloc->mem_type, "VarslotMemory");
+    GstAllocator *again = gst_allocator_find("varslot");
+    EXPECT_EQ(again, alloc) << "one registered instance";
+    gst_object_unref(again);
+    GstMemory *mem = take(1000);
+    ASSERT_NE(mem, nullptr);
+    EXPECT_TRUE(is_varslot(mem));
+    EXPECT_EQ(mem->allocator, alloc);
+    EXPECT_EQ(gst_memory_get_sizes(mem, nullptr, nullptr), 1000u);
+    gst_memory_unref(mem);
+}
+
+TEST_F(Allocator, CanBeTheDefault)
+{
+    GstAllocator *sysmem = gst_allocator_find(GST_ALLOCATOR_SYSMEM);
+    ASSERT_NE(sysmem, nullptr);
+    gst_allocator_set_default(GST_ALLOCATOR(gst_object_ref(alloc)));
+    GstMemory *mem = gst_allocator_alloc(nullptr, 4096, nullptr);
+    GstBuffer *buf = gst_buffer_new_allocate(nullptr, 2048, nullptr);
+    gst_allocator_set_default(sysmem); // takes our ref
+    ASSERT_NE(mem, nullptr);
+    EXPECT_TRUE(is_varslot(mem));
+    ASSERT_NE(buf, nullptr);
+    EXPECT_TRUE(is_varslot(gst_buffer_peek_memory(buf, 0)));
+    gst_memory_unref(mem);
+    gst_buffer_unref(buf);
+    GstMemory *plain = gst_allocator_alloc(nullptr, 16, nullptr);
+    EXPECT_FALSE(is_varslot(plain)) << "the system default is back";
+    gst_memory_unref(plain);
+}
+
+TEST_F(Allocator, HonoursAlignPrefixPadding)
+{
+    const gsize aligns[] = {0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095};
+    const gsize prefixes[] = {0, 1, 13, 64, 300};
+    const gsize paddings[] = {0, 5, 100, 4096};
+    for (gsize align : aligns)
+        for (gsize prefix : prefixes)
+            for (gsize padding : paddings) {
+                SCOPED_TRACE(testing::Message() << "align " << align << " prefix " << prefix << " padding "
+                                                << padding);
+                const gsize size = 10000;
+                GstMemory *mem = take(size, (GstMemoryFlags)0, align, prefix, padding);
+                ASSERT_NE(mem, nullptr);
+                EXPECT_TRUE(is_varslot(mem));
+                gsize offset = 0, maxsize = 0;
+                EXPECT_EQ(gst_memory_get_sizes(mem, &offset, &maxsize), size);
+                EXPECT_EQ(offset, prefix);
+                EXPECT_GE(maxsize, prefix + size + padding);
+                EXPECT_EQ(mem->align & align, align) << "align mask recorded";
+                GstMapInfo map;
+                ASSERT_TRUE(gst_memory_map(mem, &map, GST_MAP_READWRITE));
+                EXPECT_EQ(map.size, size);
+                EXPECT_EQ(map.maxsize, maxsize - prefix);
+                guintptr base = (guintptr)map.data - prefix; // start of the maxsize region
+                EXPECT_EQ(base & (align | gst_memory_alignment), 0u) << "base " << (void *)base;
+                // The whole region is usable: prefix, data, padding.
+                memset(map.data - prefix, 0x5c, prefix + size + padding);
+                gst_memory_unmap(mem, &map);
+                gst_memory_unref(mem);
+            }
+}
+
+TEST_F(Allocator, ZeroPrefixedAndZeroPaddedOnDirtySlots)
+{
+    // Dirty every slot of the segment (64K:8, made by main) so whichever comes next is dirty.
+    std::vector<GstMemory *> all;
+    for (int i = 0; i < 8; i++) {
+        GstMemory *m = take(60000);
+        ASSERT_NE(m, nullptr);
+        ASSERT_TRUE(is_varslot(m)) << "slot " << i;
+        gsize maxsize = 0;
+        gst_memory_get_sizes(m, nullptr, &maxsize);
+        gst_memory_resize(m, 0, maxsize);
+        GstMapInfo map;
+        ASSERT_TRUE(gst_memory_map(m, &map, GST_MAP_WRITE));
+        memset(map.data, 0xAA, map.size);
+        gst_memory_unmap(m, &map);
+        all.push_back(m);
+    }
+    for (auto m : all)
+        gst_memory_unref(m);
+
+    struct Case {
+        GstMemoryFlags flags;
+        gsize align, prefix, size, padding;
+    } cases[] = {
+        {GST_MEMORY_FLAG_ZERO_PREFIXED, 0, 100, 1000, 50},
+        {GST_MEMORY_FLAG_ZERO_PADDED, 0, 100, 1000, 50},
+        {(GstMemoryFlags)(GST_MEMORY_FLAG_ZERO_PREFIXED | GST_MEMORY_FLAG_ZERO_PADDED), 4095, 333, 777, 999},
+        {(GstMemoryFlags)(GST_MEMORY_FLAG_ZERO_PREFIXED | GST_MEMORY_FLAG_ZERO_PADDED), 63, 0, 30000, 0},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE(testing::Message() << "flags 0x" << std::hex << c.flags << std::dec << " align " << c.align
+                                        << " prefix " << c.prefix << " size " << c.size << " padding "
+                                        << c.padding);
+        std::vector<GstMemory *> mems;
+        for (int i = 0; i < 8; i++) { // every slot once, so a dirty one is certainly checked
+            GstMemory *mem = take(c.size, c.flags, c.align, c.prefix, c.padding);
+            ASSERT_NE(mem, nullptr);
+            ASSERT_TRUE(is_varslot(mem));
+            EXPECT_EQ((GST_MINI_OBJECT_FLAGS(mem) & c.flags), (guint)c.flags) << "flags kept on the memory";
+            gsize offset = 0, maxsize = 0;
+            gst_memory_get_sizes(mem, &offset, &maxsize);
+            // Expose prefix and padding through the public API, then read them.
+            gst_memory_resize(mem, -(gssize)offset, maxsize);
+            GstMapInfo map;
+            ASSERT_TRUE(gst_memory_map(mem, &map, GST_MAP_READ));
+            ASSERT_EQ(map.size, maxsize);
+            if (c.flags & GST_MEMORY_FLAG_ZERO_PREFIXED) {
+                gsize bad = 0;
+                for (gsize k = 0; k < c.prefix; k++)
+                    bad += map.data[k] != 0;
+                EXPECT_EQ(bad, 0u) << "non-zero bytes in the prefix of slot " << i;
+            }
+            if (c.flags & GST_MEMORY_FLAG_ZERO_PADDED) {
+                gsize bad = 0;
+                for (gsize k = c.prefix + c.size; k < maxsize; k++)
+                    bad += map.data[k] != 0;
+                EXPECT_EQ(bad, 0u) << "non-zero bytes after the data of slot " << i;
+            }
+            gst_memory_unmap(mem, &map);
+            mems.push_back(mem);
+        }
+        for (auto m : mems)
+            gst_memory_unref(m);
+    }
+}
+
+TEST_F(Allocator, MapReadWriteAndReadOnly)
+{
+    GstMemory *mem = take(5000);
+    ASSERT_NE(mem, nullptr);
+    GstMapInfo w, r;
+    ASSERT_TRUE(gst_memory_map(mem, &w, GST_MAP_WRITE));
+    ASSERT_EQ(w.size, 5000u);
+    fill_pattern(w.data, w.size, 1);
+    gst_memory_unmap(mem, &w);
+    ASSERT_TRUE(gst_memory_map(mem, &r, GST_MAP_READ));
+    EXPECT_EQ(r.data, w.data) << "the same bytes every time";
+    EXPECT_TRUE(has_pattern(r.data, r.size, 1));
+    // Two readers at once.
+    GstMapInfo r2;
+    ASSERT_TRUE(gst_memory_map(mem, &r2, GST_MAP_READ));
+    EXPECT_EQ(r2.data, r.data);
+    gst_memory_unmap(mem, &r2);
+    gst_memory_unmap(mem, &r);
+    gst_memory_unref(mem);
+
+    GstMemory *ro = take(100, GST_MEMORY_FLAG_READONLY);
+    ASSERT_NE(ro, nullptr);
+    EXPECT_TRUE(GST_MEMORY_IS_READONLY(ro));
+    GstMapInfo m;
+    EXPECT_FALSE(gst_memory_map(ro, &m, GST_MAP_WRITE)) << "read-only memory refuses a write map";
+    ASSERT_TRUE(gst_memory_map(ro, &m, GST_MAP_READ));
+    gst_memory_unmap(ro, &m);
+    gst_memory_unref(ro);
+}
+
+TEST_F(Allocator, ShareSeesTheSameBytesAndKeepsTheParent)
+{
+    GstMemory *mem = take(4000, (GstMemoryFlags)0, 0, 16, 0);
+    ASSERT_NE(mem, nullptr);
+    GstMapInfo w;
+    ASSERT_TRUE(gst_memory_map(mem, &w, GST_MAP_WRITE));
+    fill_pattern(w.data, w.size, 2);
+    const guint8 *pdata = w.data;
+    gst_memory_unmap(mem, &w);
+
+    GstMemory *sub = gst_memory_share(mem, 100, 1000);
+    ASSERT_NE(sub, nullptr);
+    EXPECT_TRUE(is_varslot(sub));
+    EXPECT_EQ(sub->parent, mem);
+    EXPECT_EQ(sub->size, 1000u);
+    EXPECT_EQ(sub->offset, mem->offset + 100);
+    GstMapInfo r;
+    ASSERT_TRUE(gst_memory_map(sub, &r, GST_MAP_READ));
+    EXPECT_EQ(r.data, pdata + 100) << "a share is a window on the same bytes";
+    EXPECT_EQ(memcmp(r.data, pdata + 100, 1000), 0);
+    gst_memory_unmap(sub, &r);
+    EXPECT_FALSE(gst_memory_map(sub, &r, GST_MAP_WRITE)) << "a share is read-only";
+
+    GstMemory *rest = gst_memory_share(mem, 3000, -1);
+    ASSERT_NE(rest, nullptr);
+    EXPECT_EQ(rest->size, 1000u) << "size -1: to the end";
+    GstMemory *subsub = gst_memory_share(sub, 10, 20);
+    ASSERT_NE(subsub, nullptr);
+    EXPECT_EQ(subsub->parent, mem) << "a share of a share hangs off the real parent";
+    ASSERT_TRUE(gst_memory_map(subsub, &r, GST_MAP_READ));
+    EXPECT_EQ(r.data, pdata + 110);
+    gst_memory_unmap(subsub, &r);
+
+    // Drop our parent ref: the shares keep it (and its slot) alive.
+    gst_memory_unref(mem);
+    gst_memory_unref(rest);
+    gst_memory_unref(subsub);
+    ASSERT_EQ(GST_MINI_OBJECT_REFCOUNT_VALUE(sub->parent), 1);
+    // The slot is still held: the other 7 slots of the segment are all distinct from it.
+    std::vector<GstMemory *> others;
+    {
+        AllowGstWarnings allow({"no free slot"}); // only if the slot had been freed
+        for (int i = 0; i < 7; i++) {
+            GstMemory *o = take(60000);
+            ASSERT_NE(o, nullptr);
+            EXPECT_TRUE(is_varslot(o)) << "7 slots are free";
+            GstMapInfo om;
+            ASSERT_TRUE(gst_memory_map(o, &om, GST_MAP_WRITE));
+            EXPECT_TRUE(om.data + om.maxsize <= pdata - 16 || om.data >= pdata + 4000)
+                << "a free slot overlaps the shared parent";
+            memset(om.data, 0, om.size);
+            gst_memory_unmap(o, &om);
+            others.push_back(o);
+        }
+    }
+    ASSERT_TRUE(gst_memory_map(sub, &r, GST_MAP_READ));
+    EXPECT_EQ(r.data, pdata + 100);
+    EXPECT_TRUE(has_pattern(r.data - 100, 1000, 2)) << "the shared bytes are untouched";
+    gst_memory_unmap(sub, &r);
+    for (auto o : others)
+        gst_memory_unref(o);
+    gst_memory_unref(sub);
+}
+
+TEST_F(Allocator, CopyIsPrivateAndEqual)
+{
+    GstMemory *mem = take(3000);
+    ASSERT_NE(mem, nullptr);
+    GstMapInfo w;
+    ASSERT_TRUE(gst_memory_map(mem, &w, GST_MAP_WRITE));
+    fill_pattern(w.data, w.size, 3);
+    gst_memory_unmap(mem, &w);
+
+    GstMemory *copy = gst_memory_copy(mem, 0, -1);
+    ASSERT_NE(copy, nullptr);
+    EXPECT_FALSE(is_varslot(copy)) << "a deep copy does not take a slot";
+    EXPECT_EQ(copy->size, 3000u);
+    GstMapInfo a, b;
+    ASSERT_TRUE(gst_memory_map(mem, &a, GST_MAP_READ));
+    ASSERT_TRUE(gst_memory_map(copy, &b, GST_MAP_READ));
+    EXPECT_NE(a.data, b.data);
+    EXPECT_EQ(memcmp(a.data, b.data, 3000), 0);
+    gst_memory_unmap(copy, &b);
+
+    GstMemory *part = gst_memory_copy(mem, 500, 100);
+    ASSERT_NE(part, nullptr);
+    EXPECT_EQ(part->size, 100u);
+    ASSERT_TRUE(gst_memory_map(part, &b, GST_MAP_READ));
+    EXPECT_EQ(memcmp(a.data + 500, b.data, 100), 0);
+    gst_memory_unmap(part, &b);
+    gst_memory_unmap(mem, &a);
+
+    // A copy of a share copies the share's window.
+    GstMemory *sub = gst_memory_share(mem, 1000, 200);
+    GstMemory *subcopy = gst_memory_copy(sub, 0, -1);
+    ASSERT_NE(subcopy, nullptr);
+    EXPECT_EQ(subcopy->size, 200u);
+    ASSERT_TRUE(gst_memory_map(subcopy, &b, GST_MAP_WRITE)) << "a copy is writable";
+    ASSERT_TRUE(gst_memory_map(mem, &a, GST_MAP_READ));
+    EXPECT_EQ(memcmp(a.data + 1000, b.data, 200), 0);
+    memset(b.data, 0, 200);
+    EXPECT_TRUE(has_pattern(a.data, 3000, 3)) << "writing the copy leaves the original alone";
+    gst_memory_unmap(mem, &a);
+    gst_memory_unmap(subcopy, &b);
+
+    // A whole-buffer deep copy.
+    GstBuffer *buf = gst_buffer_new();
+    gst_buffer_append_memory(buf, gst_memory_ref(mem));
+    GstBuffer *deep = gst_buffer_copy_deep(buf);
+    EXPECT_FALSE(is_varslot(gst_buffer_peek_memory(deep, 0)));
+    EXPECT_EQ(gst_buffer_memcmp(deep, 0, mapped_data(buf), 3000), 0);
+
+    gst_buffer_unref(deep);
+    gst_buffer_unref(buf);
+    gst_memory_unref(subcopy);
+    gst_memory_unref(sub);
+    gst_memory_unref(part);
+    gst_memory_unref(copy);
+    gst_memory_unref(mem);
+}
+
+TEST_F(Allocator, IsSpanAndMergedMapWithoutCopy)
+{
+    GstMemory *mem = take(1000, (GstMemoryFlags)0, 0, 32, 0);
+    ASSERT_NE(mem, nullptr);
+    GstMapInfo w;
+    ASSERT_TRUE(gst_memory_map(mem, &w, GST_MAP_WRITE));
+    fill_pattern(w.data, w.size, 4);
+    const guint8 *pdata = w.data;
+    gst_memory_unmap(mem, &w);
+
+    GstMemory *a = gst_memory_share(mem, 0, 300);
+    GstMemory *b = gst_memory_share(mem, 300, 200);
+    GstMemory *c = gst_memory_share(mem, 600, 100);
+    gsize off = 12345;
+    EXPECT_TRUE(gst_memory_is_span(a, b, &off));
+    EXPECT_EQ(off, 0u);
+    EXPECT_FALSE(gst_memory_is_span(b, c, &off)) << "a gap of 100 bytes";
+    EXPECT_FALSE(gst_memory_is_span(b, a, &off)) << "wrong order";
+    GstMemory *d = gst_memory_share(mem, 500, 100);
+    EXPECT_TRUE(gst_memory_is_span(b, d, &off));
+    EXPECT_EQ(off, 300u);
+
+    // gst_buffer_map merges spanning memories by sharing the parent, not by copying.
+    GstBuffer *buf = gst_buffer_new();
+    gst_buffer_append_memory(buf, gst_memory_ref(a));
+    gst_buffer_append_memory(buf, gst_memory_ref(b));
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_READ));
+    EXPECT_EQ(map.size, 500u);
+    EXPECT_EQ(map.data, pdata) << "merged in place";
+    EXPECT_TRUE(has_pattern(map.data, 500, 4));
+    gst_buffer_unmap(buf, &map);
+    gst_buffer_unref(buf);
+
+    // Memories of two different slots never span.
+    GstMemory *other = take(1000);
+    EXPECT_FALSE(gst_memory_is_span(mem, other, &off));
+    gst_memory_unref(other);
+    for (GstMemory *m : {a, b, c, d, mem})
+        gst_memory_unref(m);
+}
+
+// The full-segment policy needs the registered allocator on its own tiny segment, which it
+// binds once per process: the test re-runs this binary on one test with that environment.
+TEST(AllocatorFullSegment, WaitsThenFallsBackToSystemMemory)
+{
+    std::string seg = unique_segment("tiny");
+    std::string out;
+    ASSERT_EQ(varslot_cli({"create", seg, "--classes", "64K:2"}, &out), 0) << out;
+    gchar *self = g_file_read_link("/proc/self/exe", nullptr);
+    ASSERT_NE(self, nullptr);
+    gchar **envp = g_get_environ();
+    envp = g_environ_setenv(envp, "VARSLOT_SEGMENT", seg.c_str(), TRUE);
+    envp = g_environ_setenv(envp, "VARSLOT_GST_WAIT_MS", "50", TRUE);
+    envp = g_environ_setenv(envp, "VSTEST_GST_CHILD", "1", TRUE);
+    envp = g_environ_unsetenv(envp, "GST_TRACERS");
+    const gchar *argv[] = {self, "--gtest_filter=AllocatorFullSegmentChild.*", nullptr};
+    gchar *cout = nullptr, *cerr = nullptr;
+    gint status = -1;
+    GError *err = nullptr;
+    ASSERT_TRUE(g_spawn_sync(nullptr, (gchar **)argv, envp, G_SPAWN_DEFAULT, nullptr, nullptr, &cout, &cerr,
+                             &status, &err))
+        << (err ? err->message : "");
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child:\n" << cout << cerr;
+    EXPECT_NE(std::string(cout).find("[  PASSED  ] 1 test"), std::string::npos) << "child:\n" << cout << cerr;
+    // The child returned everything: no slot stays allocated.
+    std::string json;
+    EXPECT_EQ(varslot_cli({"stat", seg, "--json"}, &json), 0) << json;
+    EXPECT_EQ(json.find("\"allocated\": 1"), std::string::npos) << json;
+    EXPECT_EQ(json.find("\"allocated\": 2"), std::string::npos) << json;
+    g_free(cout);
+    g_free(cerr);
+    g_strfreev(envp);
+    g_free(self);
+    remove_segment(seg);
+}
+
+TEST(AllocatorFullSegmentChild, Body)
+{
+    if (!getenv("VSTEST_GST_CHILD"))
+        GTEST_SKIP() << "runs in the child of AllocatorFullSegment.WaitsThenFallsBackToSystemMemory";
+    AllowGstWarnings allow({"no free slot"});
+    GstAllocator *alloc = registered_allocator();
+    ASSERT_NE(alloc, nullptr);
+    const gsize size = 64 * 1024;
+    GstMemory *a = gst_allocator_alloc(alloc, size, nullptr);
+    GstMemory *b = gst_allocator_alloc(alloc, size, nullptr);
+    ASSERT_TRUE(is_varslot(a) && is_varslot(b)) << "the two 64K slots";
+    gint64 t0 = g_get_monotonic_time();
+    GstMemory *c = gst_allocator_alloc(alloc, size, nullptr);
+    gint64 waited_us = g_get_monotonic_time() - t0;
+    ASSERT_NE(c, nullptr) << "a full segment still yields memory";
+    EXPECT_FALSE(is_varslot(c)) << "from system memory";
+    EXPECT_EQ(c->size, size);
+    printf("third 64K allocation took %.1f ms (VARSLOT_GST_WAIT_MS=50)\n", waited_us / 1000.0);
+    EXPECT_GE(waited_us, 40 * 1000) << "it waited for a slot first";
+    GstMapInfo map;
+    ASSERT_TRUE(gst_memory_map(c, &map, GST_MAP_READWRITE));
+    EXPECT_EQ(map.size, size);
+    fill_pattern(map.data, map.size, 9);
+    EXPECT_TRUE(has_pattern(map.data, map.size, 9));
+    gst_memory_unmap(c, &map);
+
+    // Larger than any slot: system memory too, without a slot.
+    GstMemory *big = gst_allocator_alloc(alloc, 3 * size, nullptr);
+    ASSERT_NE(big, nullptr);
+    EXPECT_FALSE(is_varslot(big));
+    EXPECT_EQ(big->size, 3 * size);
+    gst_memory_unref(big);
+
+    // A slot freed during the wait is taken instead of falling back.
+    GThread *freer = g_thread_new("freer", [](gpointer m) -> gpointer {
+        g_usleep(10 * 1000);
+        gst_memory_unref(GST_MEMORY_CAST(m));
+        return nullptr;
+    }, a);
+    GstMemory *d = gst_allocator_alloc(alloc, size, nullptr);
+    g_thread_join(freer);
+    ASSERT_NE(d, nullptr);
+    EXPECT_TRUE(is_varslot(d)) << "the slot freed 10 ms into the 50 ms wait";
+
+    gst_memory_unref(c);
+    gst_memory_unref(b);
+    gst_memory_unref(d);
+    // Both slots are back.
+    GstMemory *e = gst_allocator_alloc(alloc, size, nullptr);
+    GstMemory *f = gst_allocator_alloc(alloc, size, nullptr);
+    EXPECT_TRUE(is_varslot(e) && is_varslot(f));
+    gst_memory_unref(e);
+    gst_memory_unref(f);
+    gst_object_unref(alloc);
+}
+
+// ---------------------------------------------------------------------------------------
+// varslotsink's ALLOCATION answer, through GstHarness
+
+class SinkAllocation : public testing::Test {
+protected:
+    std::string seg = unique_segment("alloc"), sock = unique_socket("alloc");
+    GstHarness *h = nullptr;
+    GstElement *sink = nullptr;
+    void SetUp() override
+    {
+        sink = gst_element_factory_make("varslotsink", nullptr);
+        ASSERT_NE(sink, nullptr);
+        g_object_set(sink, "socket-path", sock.c_str(), "segment", seg.c_str(), "wait-for-connection", FALSE,
+                     NULL);
+        h = gst_harness_new_with_element(sink, "sink", nullptr); // starts it
+        gst_harness_set_src_caps_str(h, kI420);
+    }
+    void TearDown() override
+    {
+        if (h)
+            gst_harness_teardown(h);
+        if (sink)
+            gst_object_unref(sink);
+        EXPECT_FALSE(shm_exists(seg)) << "the sink's own segment is removed when it stops";
+        EXPECT_NE(access(sock.c_str(), F_OK), 0) << "the socket file is removed when it stops";
+        remove_segment(seg);
+        unlink(sock.c_str());
+    }
+    GstQuery *query(const char *caps_str, gboolean need_pool)
+    {
+        GstCaps *caps = caps_str ? gst_caps_from_string(caps_str) : nullptr;
+        GstQuery *q = gst_query_new_allocation(caps, need_pool);
+        if (caps)
+            gst_caps_unref(caps);
+        EXPECT_TRUE(gst_pad_peer_query(h->srcpad, q));
+        return q;
+    }
+};
+
+TEST_F(SinkAllocation, OffersPoolAllocatorAndVideoMeta)
+{
+    GstQuery *q = query(kI420, TRUE);
+    ASSERT_GE(gst_query_get_n_allocation_pools(q), 1u);
+    GstBufferPool *pool = nullptr;
+    guint size = 0, min = 0, max = 0;
+    gst_query_parse_nth_allocation_pool(q, 0, &pool, &size, &min, &max);
+    ASSERT_NE(pool, nullptr) << "a pool is offered";
+    EXPECT_GE(size, kI420Size);
+    EXPECT_TRUE(GST_IS_VIDEO_BUFFER_POOL(pool));
+    EXPECT_STREQ(G_OBJECT_TYPE_NAME(pool), "GstVarslotBufferPool");
+
+    ASSERT_GE(gst_query_get_n_allocation_params(q), 1u);
+    GstAllocator *alloc = nullptr;
+    GstAllocationParams params;
+    gst_query_parse_nth_allocation_param(q, 0, &alloc, &params);
+    ASSERT_NE(alloc, nullptr);
+    EXPECT_STREQ(alloc->mem_type, "VarslotMemory");
+    guint idx = 0;
+    EXPECT_TRUE(gst_query_find_allocation_meta(q, GST_VIDEO_META_API_TYPE, &idx));
+
+    // Configured with VIDEO_META, the pool yields slot buffers with GstVideoMeta.
+    GstStructure *config = gst_buffer_pool_get_config(pool);
+    GstCaps *caps = gst_caps_from_string(kI420);
+    gst_buffer_pool_config_set_params(config, caps, size, min, max);
+    gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
+    ASSERT_TRUE(gst_buffer_pool_set_config(pool, config));
+    ASSERT_TRUE(gst_buffer_pool_set_active(pool, TRUE));
+    GstBuffer *buf = nullptr;
+    ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+    GstVideoMeta *vm = gst_buffer_get_video_meta(buf);
+    ASSERT_NE(vm, nullptr);
+    EXPECT_EQ(vm->format, GST_VIDEO_FORMAT_I420);
+    EXPECT_EQ(vm->width, 64u);
+    EXPECT_EQ(vm->height, 48u);
+    EXPECT_EQ(vm->n_planes, 3u);
+    ASSERT_EQ(gst_buffer_n_memory(buf), 1u);
+    EXPECT_TRUE(is_varslot(gst_buffer_peek_memory(buf, 0)));
+    // Mapping it as a video frame works with the meta.
+    GstVideoInfo info;
+    ASSERT_TRUE(gst_video_info_from_caps(&info, caps));
+    GstVideoFrame frame;
+    ASSERT_TRUE(gst_video_frame_map(&frame, &info, buf, GST_MAP_WRITE));
+    memset(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0), 0x10, 64);
+    gst_video_frame_unmap(&frame);
+
+    // Without a consumer (wait-for-connection=false) the sink drops it, counted.
+    EXPECT_EQ(gst_harness_push(h, buf), GST_FLOW_OK);
+    EXPECT_EQ(get_u64(sink, "dropped"), 1u);
+    EXPECT_EQ(get_u64(sink, "buffers-sent"), 0u);
+
+    gst_caps_unref(caps);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    gst_object_unref(alloc);
+    gst_query_unref(q);
+}
+
+TEST_F(SinkAllocation, AllocatorWithoutPoolWhenNotAsked)
+{
+    GstQuery *q = query(kI420, FALSE);
+    ASSERT_GE(gst_query_get_n_allocation_params(q), 1u);
+    GstAllocator *alloc = nullptr;
+    gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+    ASSERT_NE(alloc, nullptr);
+    EXPECT_STREQ(alloc->mem_type, "VarslotMemory");
+    for (guint i = 0; i < gst_query_get_n_allocation_pools(q); i++) {
+        GstBufferPool *pool = nullptr;
+        gst_query_parse_nth_allocation_pool(q, i, &pool, nullptr, nullptr, nullptr);
+        EXPECT_EQ(pool, nullptr) << "need_pool=FALSE: no pool object";
+        if (pool)
+            gst_object_unref(pool);
+    }
+    EXPECT_TRUE(gst_query_find_allocation_meta(q, GST_VIDEO_META_API_TYPE, nullptr));
+    // The harness's own buffers come from that allocator.
+    GstBuffer *buf = gst_harness_create_buffer(h, 1000);
+    ASSERT_NE(buf, nullptr);
+    EXPECT_TRUE(is_varslot(gst_buffer_peek_memory(buf, 0)));
+    gst_buffer_unref(buf);
+    gst_object_unref(alloc);
+    gst_query_unref(q);
+}
+
+TEST_F(SinkAllocation, NonVideoCapsGetTheAllocatorOnly)
+{
+    GstQuery *q = query("application/x-test", TRUE);
+    for (guint i = 0; i < gst_query_get_n_allocation_pools(q); i++) {
+        GstBufferPool *pool = nullptr;
+        gst_query_parse_nth_allocation_pool(q, i, &pool, nullptr, nullptr, nullptr);
+        EXPECT_EQ(pool, nullptr) << "a video pool cannot take non-video caps";
+        if (pool)
+            gst_object_unref(pool);
+    }
+    ASSERT_GE(gst_query_get_n_allocation_params(q), 1u);
+    GstAllocator *alloc = nullptr;
+    gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+    ASSERT_NE(alloc, nullptr);
+    EXPECT_STREQ(alloc->mem_type, "VarslotMemory");
+    gst_object_unref(alloc);
+    gst_query_unref(q);
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips inside one process: appsrc ! varslotsink and varslotsrc ! appsink
+
+class Link : public testing::Test {
+protected:
+    std::string seg = unique_segment("link"), sock = unique_socket("link");
+    Pipeline *producer = nullptr;
+    std::vector<Pipeline *> consumers;
+    GstElement *appsrc = nullptr, *sink = nullptr;
+
+    void TearDown() override
+    {
+        for (auto c : consumers)
+            delete c;
+        delete producer;
+        remove_segment(seg);
+        unlink(sock.c_str());
+    }
+    void start_producer(const char *caps_str = kI420, const std::string &sink_props = "")
+    {
+        producer = new Pipeline("appsrc name=src format=time ! varslotsink name=sink socket-path=" + sock +
+                                " segment=" + seg + " " + sink_props);
+        appsrc = (*producer)["src"];
+        sink = (*producer)["sink"];
+        GstCaps *caps = gst_caps_from_string(caps_str);
+        gst_app_src_set_caps(GST_APP_SRC(appsrc), caps);
+        gst_caps_unref(caps);
+        ASSERT_NE(producer->play(), GST_STATE_CHANGE_FAILURE);
+    }
+    GstElement *start_consumer(const std::string &src_props = "")
+    {
+        auto c = new Pipeline("varslotsrc name=vsrc socket-path=" + sock + " " + src_props +
+                              " ! appsink name=out sync=false");
+        consumers.push_back(c);
+        EXPECT_NE(c->play(), GST_STATE_CHANGE_FAILURE);
+        return (*c)["out"];
+    }
+    GstElement *consumer_src(size_t i) { return (*consumers[i])["vsrc"]; }
+    // A pool from the sink's ALLOCATION answer, configured with VIDEO_META and active.
+    GstBufferPool *sink_pool(const char *caps_str = kI420)
+    {
+        GstPad *pad = gst_element_get_static_pad(appsrc, "src");
+        GstCaps *caps = gst_caps_from_string(caps_str);
+        GstQuery *q = gst_query_new_allocation(caps, TRUE);
+        EXPECT_TRUE(gst_pad_peer_query(pad, q));
+        GstBufferPool *pool = nullptr;
+        guint size = 0, min = 0, max = 0;
+        if (gst_query_get_n_allocation_pools(q) > 0)
+            gst_query_parse_nth_allocation_pool(q, 0, &pool, &size, &min, &max);
+        EXPECT_NE(pool, nullptr);
+        if (pool) {
+            GstStructure *config = gst_buffer_pool_get_config(pool);
+            gst_buffer_pool_config_set_params(config, caps, size, min, max);
+            gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
+            EXPECT_TRUE(gst_buffer_pool_set_config(pool, config));
+            EXPECT_TRUE(gst_buffer_pool_set_active(pool, TRUE));
+        }
+        gst_query_unref(q);
+        gst_caps_unref(caps);
+        gst_object_unref(pad);
+        return pool;
+    }
+    GstAllocator *sink_allocator()
+    {
+        GstPad *pad = gst_element_get_static_pad(appsrc, "src");
+        GstCaps *caps = gst_caps_from_string(kI420);
+        GstQuery *q = gst_query_new_allocation(caps, FALSE);
+        EXPECT_TRUE(gst_pad_peer_query(pad, q));
+        GstAllocator *alloc = nullptr;
+        if (gst_query_get_n_allocation_params(q) > 0)
+            gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+        gst_query_unref(q);
+        gst_caps_unref(caps);
+        gst_object_unref(pad);
+        return alloc;
+    }
+    void push(GstBuffer *buf) { ASSERT_EQ(gst_app_src_push_buffer(GST_APP_SRC(appsrc), buf), GST_FLOW_OK); }
+    static GstSample *pull(GstElement *out, GstClockTime timeout = 10 * GST_SECOND)
+    {
+        return gst_app_sink_try_pull_sample(GST_APP_SINK(out), timeout);
+    }
+    void finish(const std::vector<GstElement *> &outs)
+    {
+        gst_app_src_end_of_stream(GST_APP_SRC(appsrc));
+        for (auto out : outs) {
+            GstSample *s = pull(out);
+            EXPECT_EQ(s, nullptr) << "no buffer after the last one";
+            if (s)
+                gst_sample_unref(s);
+            EXPECT_TRUE(gst_app_sink_is_eos(GST_APP_SINK(out))) << "EOS is forwarded";
+        }
+        producer->expect_no_error();
+        for (auto c : consumers)
+            c->expect_no_error();
+    }
+    // Stops everything; a clean shutdown leaves neither the segment nor the socket.
+    void shut_down_and_check_nothing_left()
+    {
+        for (auto c : consumers)
+            c->stop();
+        producer->stop();
+        EXPECT_FALSE(shm_exists(seg)) << seg << " left in /dev/shm after a clean shutdown";
+        EXPECT_NE(access(sock.c_str(), F_OK), 0) << sock << " left after a clean shutdown";
+    }
+};
+
+GstBuffer *sample_buffer(GstSample *s) { return s ? gst_sample_get_buffer(s) : nullptr; }
+
+TEST_F(Link, MetadataAndCapsRoundTrip)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    GstBufferPool *pool = sink_pool();
+    ASSERT_NE(pool, nullptr);
+
+    struct Meta {
+        GstClockTime pts, dts, duration;
+        guint64 offset, offset_end;
+        guint flags;
+    };
+    const guint F = 0;
+    std::vector<Meta> metas = {
+        {0, 0, 33 * GST_MSECOND, 0, 1, F}, // warm-up: sources may add DISCONT or a DTS here
+        {GST_SECOND, 900 * GST_MSECOND, 33333333, 7, 8, GST_BUFFER_FLAG_DELTA_UNIT | GST_BUFFER_FLAG_HEADER},
+        {GST_CLOCK_TIME_NONE, GST_CLOCK_TIME_NONE, GST_CLOCK_TIME_NONE, GST_BUFFER_OFFSET_NONE,
+         GST_BUFFER_OFFSET_NONE, F},
+        {2 * GST_SECOND, GST_CLOCK_TIME_NONE, 1, 123456789012345ull, 123456789012346ull,
+         GST_BUFFER_FLAG_DISCONT | GST_BUFFER_FLAG_GAP | GST_BUFFER_FLAG_MARKER | GST_BUFFER_FLAG_DROPPABLE |
+             GST_BUFFER_FLAG_CORRUPTED},
+        {3 * GST_SECOND + 1, 3 * GST_SECOND, 0, 3, 3,
+         GST_BUFFER_FLAG_LIVE | GST_BUFFER_FLAG_DECODE_ONLY | GST_BUFFER_FLAG_RESYNC |
+             GST_BUFFER_FLAG_SYNC_AFTER | GST_BUFFER_FLAG_NON_DROPPABLE | GST_BUFFER_FLAG_DELTA_UNIT},
+        {4 * GST_SECOND, 4 * GST_SECOND, 40 * GST_MSECOND, 10, 20, GST_BUFFER_FLAG_DISCONT},
+    };
+    GstCaps *want_caps = gst_caps_from_string(kI420);
+    for (size_t i = 0; i < metas.size(); i++) {
+        SCOPED_TRACE(testing::Message() << "buffer " << i);
+        const Meta &m = metas[i];
+        GstBuffer *buf = nullptr;
+        ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+        GstMapInfo map;
+        ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+        fill_pattern(map.data, map.size, (guint)i);
+        gst_buffer_unmap(buf, &map);
+        GST_BUFFER_PTS(buf) = m.pts;
+        GST_BUFFER_DTS(buf) = m.dts;
+        GST_BUFFER_DURATION(buf) = m.duration;
+        GST_BUFFER_OFFSET(buf) = m.offset;
+        GST_BUFFER_OFFSET_END(buf) = m.offset_end;
+        GST_BUFFER_FLAGS(buf) = m.flags;
+        push(buf);
+        GstSample *s = pull(out);
+        ASSERT_NE(s, nullptr) << "buffer arrives";
+        GstBuffer *got = sample_buffer(s);
+        GstCaps *caps = gst_sample_get_caps(s);
+        ASSERT_NE(caps, nullptr);
+        EXPECT_TRUE(gst_caps_is_equal(caps, want_caps)) << "caps " << gst_caps_to_string(caps);
+        EXPECT_EQ(gst_buffer_get_size(got), kI420Size);
+        ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
+        EXPECT_TRUE(has_pattern(map.data, map.size, (guint)i)) << "bytes intact";
+        gst_buffer_unmap(got, &map);
+        if (i > 0) {
+            EXPECT_EQ(GST_BUFFER_PTS(got), m.pts);
+            EXPECT_EQ(GST_BUFFER_DTS(got), m.dts);
+            EXPECT_EQ(GST_BUFFER_DURATION(got), m.duration);
+            EXPECT_EQ(GST_BUFFER_OFFSET(got), m.offset);
+            EXPECT_EQ(GST_BUFFER_OFFSET_END(got), m.offset_end);
+            EXPECT_EQ(GST_BUFFER_FLAGS(got), m.flags) << std::hex << "got 0x" << GST_BUFFER_FLAGS(got)
+                                                      << " want 0x" << m.flags;
+        } else {
+            EXPECT_EQ(GST_BUFFER_PTS(got), m.pts);
+            EXPECT_EQ(GST_BUFFER_FLAGS(got) & ~GST_BUFFER_FLAG_DISCONT, m.flags);
+        }
+        GstVideoMeta *vm = gst_buffer_get_video_meta(got);
+        ASSERT_NE(vm, nullptr) << "the pool's GstVideoMeta arrives";
+        EXPECT_EQ(vm->format, GST_VIDEO_FORMAT_I420);
+        EXPECT_EQ(vm->width, 64u);
+        EXPECT_EQ(vm->height, 48u);
+        gst_sample_unref(s);
+    }
+    gst_caps_unref(want_caps);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(Link, VideoMetaWithCustomStridesAndOffsets)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    GstAllocator *alloc = sink_allocator();
+    ASSERT_NE(alloc, nullptr);
+    ASSERT_STREQ(alloc->mem_type, "VarslotMemory");
+
+    // I420 64x48 with wider strides and a leading gap: nothing like the default layout.
+    gsize offset[GST_VIDEO_MAX_PLANES] = {128, 128 + 96 * 48, 128 + 96 * 48 + 48 * 24};
+    gint stride[GST_VIDEO_MAX_PLANES] = {96, 48, 48};
+    const gsize total = 128 + 96 * 48 + 2 * 48 * 24 + 64;
+    for (int round = 0; round < 2; round++) { // a slot buffer (handed over), a system one (copied)
+        SCOPED_TRACE(round ? "system memory" : "slot memory");
+        GstBuffer *buf = round ? gst_buffer_new_allocate(nullptr, total, nullptr)
+                               : gst_buffer_new_allocate(alloc, total, nullptr);
+        ASSERT_NE(buf, nullptr);
+        EXPECT_EQ(is_varslot(gst_buffer_peek_memory(buf, 0)), round == 0);
+        GstMapInfo map;
+        ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+        fill_pattern(map.data, map.size, 40 + round);
+        gst_buffer_unmap(buf, &map);
+        GstVideoMeta *vm = gst_buffer_add_video_meta_full(
+            buf, (GstVideoFrameFlags)(GST_VIDEO_FRAME_FLAG_INTERLACED | GST_VIDEO_FRAME_FLAG_TFF),
+            GST_VIDEO_FORMAT_I420, 64, 48, 3, offset, stride);
+        ASSERT_NE(vm, nullptr);
+        GST_BUFFER_PTS(buf) = (round + 1) * GST_SECOND;
+        push(buf);
+        GstSample *s = pull(out);
+        ASSERT_NE(s, nullptr);
+        GstBuffer *got = sample_buffer(s);
+        EXPECT_EQ(gst_buffer_get_size(got), total);
+        ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
+        EXPECT_TRUE(has_pattern(map.data, map.size, 40 + round));
+        gst_buffer_unmap(got, &map);
+        GstVideoMeta *gm = gst_buffer_get_video_meta(got);
+        EXPECT_NE(gm, nullptr) << "GstVideoMeta arrives";
+        if (gm) {
+            EXPECT_EQ(gm->flags, (GstVideoFrameFlags)(GST_VIDEO_FRAME_FLAG_INTERLACED | GST_VIDEO_FRAME_FLAG_TFF));
+            EXPECT_EQ(gm->format, GST_VIDEO_FORMAT_I420);
+            EXPECT_EQ(gm->width, 64u);
+            EXPECT_EQ(gm->height, 48u);
+            EXPECT_EQ(gm->n_planes, 3u);
+            for (int p = 0; p < 3; p++) {
+                EXPECT_EQ(gm->offset[p], offset[p]) << "plane " << p;
+                EXPECT_EQ(gm->stride[p], stride[p]) << "plane " << p;
+            }
+            // The meta is usable: a frame map with it finds the planes where the producer put them.
+            GstVideoInfo info;
+            EXPECT_TRUE(gst_video_info_from_caps(&info, gst_sample_get_caps(s)));
+            GstVideoFrame frame;
+            if (gst_video_frame_map(&frame, &info, got, GST_MAP_READ)) {
+                EXPECT_EQ(GST_VIDEO_FRAME_PLANE_STRIDE(&frame, 0), 96);
+                EXPECT_EQ((const guint8 *)GST_VIDEO_FRAME_PLANE_DATA(&frame, 1), mapped_data(got) + offset[1]);
+                gst_video_frame_unmap(&frame);
+            } else {
+                ADD_FAILURE() << "gst_video_frame_map with the received meta";
+            }
+        }
+        gst_sample_unref(s);
+    }
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 1u);
+    gst_object_unref(alloc);
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(Link, PoolBuffersAreHandedOverWithoutCopy)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    GstBufferPool *pool = sink_pool();
+    ASSERT_NE(pool, nullptr);
+    const int n = 12; // more than the pool's minimum: handed-over slots must not come back
+    for (int i = 0; i < n; i++) {
+        SCOPED_TRACE(testing::Message() << "buffer " << i);
+        GstBuffer *buf = nullptr;
+        ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+        ASSERT_EQ(gst_buffer_n_memory(buf), 1u);
+        ASSERT_TRUE(is_varslot(gst_buffer_peek_memory(buf, 0)));
+        GstMapInfo map;
+        ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+        fill_pattern(map.data, map.size, 100 + i);
+        const guint8 *sent = map.data;
+        gst_buffer_unmap(buf, &map);
+        GST_BUFFER_PTS(buf) = i * 33 * GST_MSECOND;
+        push(buf); // our only ref goes with it
+        GstSample *s = pull(out);
+        ASSERT_NE(s, nullptr);
+        GstBuffer *got = sample_buffer(s);
+        ASSERT_EQ(gst_buffer_n_memory(got), 1u);
+        GstMemory *mem = gst_buffer_peek_memory(got, 0);
+        EXPECT_TRUE(is_varslot(mem));
+        EXPECT_TRUE(GST_MEMORY_IS_READONLY(mem)) << "received slots are read-only";
+        ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
+        EXPECT_TRUE(has_pattern(map.data, map.size, 100 + i));
+        // Producer and consumer are different peers with their own mappings of the segment:
+        // a byte written through the producer's address shows at the consumer's. Same pages,
+        // no copy.
+        volatile guint8 *alias = const_cast<guint8 *>(sent);
+        guint8 before = map.data[0];
+        alias[0] = (guint8)~before;
+        EXPECT_EQ(map.data[0], (guint8)~before) << "the consumer reads the producer's bytes in place";
+        alias[0] = before;
+        gst_buffer_unmap(got, &map);
+        GstMapInfo mm;
+        EXPECT_FALSE(gst_memory_map(mem, &mm, GST_MAP_WRITE)) << "and cannot write them";
+        gst_sample_unref(s);
+    }
+    EXPECT_EQ(wait_u64(sink, "buffers-sent", n), (guint64)n);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 0u);
+    EXPECT_EQ(get_u64(consumer_src(0), "buffers-received"), (guint64)n);
+    EXPECT_EQ(get_u64(consumer_src(0), "buffers-refused"), 0u);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(Link, SystemMemoryIsCopiedOnce)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    GstBuffer *buf = gst_buffer_new_allocate(nullptr, kI420Size, nullptr);
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+    fill_pattern(map.data, map.size, 7);
+    const guint8 *sent = map.data;
+    gst_buffer_unmap(buf, &map);
+    GST_BUFFER_PTS(buf) = 5 * GST_SECOND;
+    GST_BUFFER_OFFSET(buf) = 77;
+    GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DELTA_UNIT);
+    push(buf);
+    GstSample *s = pull(out);
+    ASSERT_NE(s, nullptr);
+    GstBuffer *got = sample_buffer(s);
+    EXPECT_TRUE(is_varslot(gst_buffer_peek_memory(got, 0)));
+    ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
+    EXPECT_NE(map.data, sent);
+    EXPECT_EQ(map.size, kI420Size);
+    EXPECT_TRUE(has_pattern(map.data, map.size, 7));
+    gst_buffer_unmap(got, &map);
+    EXPECT_EQ(GST_BUFFER_PTS(got), 5 * GST_SECOND);
+    EXPECT_EQ(GST_BUFFER_OFFSET(got), 77u);
+    EXPECT_TRUE(GST_BUFFER_FLAG_IS_SET(got, GST_BUFFER_FLAG_DELTA_UNIT));
+    gst_sample_unref(s);
+    EXPECT_EQ(wait_u64(sink, "buffers-sent", 1), 1u);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 1u);
+
+    // A multi-memory system buffer: copied once, into one slot, bytes in order.
+    GstBuffer *multi = gst_buffer_new();
+    for (int k = 0; k < 3; k++) {
+        GstMemory *m = gst_allocator_alloc(nullptr, kI420Size / 3, nullptr);
+        GstMapInfo mm;
+        gst_memory_map(m, &mm, GST_MAP_WRITE);
+        memset(mm.data, 'a' + k, mm.size);
+        gst_memory_unmap(m, &mm);
+        gst_buffer_append_memory(multi, m);
+    }
+    push(multi);
+    s = pull(out);
+    ASSERT_NE(s, nullptr);
+    got = sample_buffer(s);
+    ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
+    ASSERT_EQ(map.size, kI420Size);
+    EXPECT_EQ(map.data[0], 'a');
+    EXPECT_EQ(map.data[kI420Size / 3], 'b');
+    EXPECT_EQ(map.data[kI420Size - 1], 'c');
+    gst_buffer_unmap(got, &map);
+    gst_sample_unref(s);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 2u);
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(Link, BufferStillReferencedByTheProducerIsCopied)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    GstBufferPool *pool = sink_pool();
+    ASSERT_NE(pool, nullptr);
+    GstBuffer *buf = nullptr;
+    ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+    fill_pattern(map.data, map.size, 11);
+    const guint8 *sent = map.data;
+    gst_buffer_unmap(buf, &map);
+    push(gst_buffer_ref(buf)); // we keep a ref: the slot cannot be given away
+    GstSample *s = pull(out);
+    ASSERT_NE(s, nullptr);
+    ASSERT_TRUE(gst_buffer_map(sample_buffer(s), &map, GST_MAP_READ));
+    EXPECT_TRUE(has_pattern(map.data, map.size, 11));
+    // A write through the producer's buffer must not reach the consumer's: it got a copy.
+    volatile guint8 *alias = const_cast<guint8 *>(sent);
+    guint8 before = alias[0];
+    alias[0] = (guint8)~before;
+    EXPECT_EQ(map.data[0], before) << "a shared buffer must not be handed over";
+    alias[0] = before;
+    gst_buffer_unmap(sample_buffer(s), &map);
+    gst_sample_unref(s);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 1u);
+    // Ours is intact and still ours.
+    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_READ));
+    EXPECT_EQ(map.data, sent);
+    EXPECT_TRUE(has_pattern(map.data, map.size, 11));
+    gst_buffer_unmap(buf, &map);
+    gst_buffer_unref(buf);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(Link, FanOutToTwoConsumers)
+{
+    start_producer();
+    GstElement *out_a = start_consumer();
+    GstBufferPool *pool = sink_pool();
+    ASSERT_NE(pool, nullptr);
+    auto send = [&](guint seed) {
+        GstBuffer *buf = nullptr;
+        ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+        GstMapInfo map;
+        ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+        fill_pattern(map.data, map.size, seed);
+        gst_buffer_unmap(buf, &map);
+        GST_BUFFER_PTS(buf) = seed * GST_MSECOND;
+        push(buf);
+    };
+    guint no_meta_a = 0, no_meta_b = 0; // buffers that arrived without their GstVideoMeta
+    GstElement *out_b = nullptr;
+    auto expect = [&](GstElement *out, guint seed) {
+        GstSample *s = pull(out);
+        ASSERT_NE(s, nullptr) << "buffer " << seed;
+        GstBuffer *got = sample_buffer(s);
+        EXPECT_EQ(GST_BUFFER_PTS(got), seed * GST_MSECOND);
+        GstMapInfo map;
+        ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
+        EXPECT_TRUE(has_pattern(map.data, map.size, seed)) << "buffer " << seed;
+        gst_buffer_unmap(got, &map);
+        EXPECT_TRUE(is_varslot(gst_buffer_peek_memory(got, 0)));
+        if (!gst_buffer_get_video_meta(got))
+            (out == out_a ? no_meta_a : no_meta_b)++;
+        gst_sample_unref(s);
+    };
+    // A is connected and served first.
+    send(1);
+    expect(out_a, 1);
+    // B joins: the sink greets it at its next buffer and serves it from the one after its
+    // reply, so send probes until B has one; A gets every probe, B every probe from its first.
+    out_b = start_consumer();
+    guint seed = 2, last_sent = 1, first_b = 0;
+    for (; seed < 200 && !first_b; seed++) {
+        send(seed);
+        expect(out_a, seed);
+        last_sent = seed;
+        if (GstSample *s = pull(out_b, 20 * GST_MSECOND)) {
+            first_b = (guint)(GST_BUFFER_PTS(sample_buffer(s)) / GST_MSECOND);
+            gst_sample_unref(s);
+        }
+    }
+    ASSERT_NE(first_b, 0u) << "B never got a buffer";
+    for (guint k = first_b + 1; k <= last_sent; k++)
+        expect(out_b, k);
+    const guint64 b_probes = last_sent - first_b + 1;
+    // From now on both get every buffer.
+    const guint n = 20;
+    for (guint i = 0; i < n; i++, seed++) {
+        send(seed);
+        expect(out_a, seed);
+        expect(out_b, seed);
+    }
+    EXPECT_EQ(no_meta_a, 0u) << "buffers without GstVideoMeta at the first consumer";
+    EXPECT_EQ(no_meta_b, 0u) << "buffers without GstVideoMeta at the second consumer (fan-out copies)";
+    EXPECT_EQ(wait_u64(sink, "fanout-copies", n + b_probes), n + b_probes);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 0u) << "the first consumer still gets the slots";
+    EXPECT_EQ(get_u64(consumer_src(1), "buffers-received"), n + b_probes);
+    guint clients = 0;
+    g_object_get(sink, "clients", &clients, NULL);
+    EXPECT_EQ(clients, 2u);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    finish({out_a, out_b});
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(Link, ConsumerLeavingDoesNotStopTheProducer)
+{
+    start_producer("video/x-raw,format=GRAY8,width=16,height=16,framerate=30/1", "wait-for-connection=false");
+    GstElement *out = start_consumer();
+    // Without waiting, the sink drops buffers until the consumer has answered its greeting.
+    GstSample *s = nullptr;
+    guint64 probes = 0;
+    while (!s && probes < 100) {
+        GstBuffer *buf = gst_buffer_new_allocate(nullptr, 256, nullptr);
+        gst_buffer_memset(buf, 0, 1, 256);
+        push(buf);
+        probes++;
+        s = pull(out, 50 * GST_MSECOND);
+    }
+    ASSERT_NE(s, nullptr);
+    gst_sample_unref(s);
+    consumers[0]->stop(); // the consumer goes away while the producer runs on
+    GstBuffer *buf;
+    for (int i = 0; i < 5; i++) {
+        buf = gst_buffer_new_allocate(nullptr, 256, nullptr);
+        gst_buffer_memset(buf, 0, 2, 256);
+        push(buf);
+    }
+    gst_app_src_end_of_stream(GST_APP_SRC(appsrc));
+    GstBus *bus = gst_element_get_bus(producer->p);
+    GstMessage *m = gst_bus_timed_pop_filtered(bus, 10 * GST_SECOND,
+                                               (GstMessageType)(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+    gst_object_unref(bus);
+    ASSERT_NE(m, nullptr) << "the producer reaches EOS";
+    EXPECT_EQ(GST_MESSAGE_TYPE(m), GST_MESSAGE_EOS) << (GST_MESSAGE_TYPE(m) == GST_MESSAGE_ERROR ? error_text(m) : "");
+    gst_message_unref(m);
+    guint64 sent = get_u64(sink, "buffers-sent");
+    EXPECT_GE(sent, 1u);
+    EXPECT_EQ(get_u64(sink, "dropped"), probes + 5 - sent) << "every buffer after the consumer left is dropped";
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(Link, CapsChangeReachesTheConsumer)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    const char *caps2_str = "video/x-raw,format=GRAY8,width=32,height=24,framerate=15/1";
+    struct Step {
+        const char *caps;
+        gsize size;
+    } steps[] = {{kI420, kI420Size}, {caps2_str, 32 * 24}, {kI420, kI420Size}};
+    for (const Step &step : steps) {
+        SCOPED_TRACE(step.caps);
+        GstCaps *caps = gst_caps_from_string(step.caps);
+        gst_app_src_set_caps(GST_APP_SRC(appsrc), caps);
+        GstBuffer *buf = gst_buffer_new_allocate(nullptr, step.size, nullptr);
+        gst_buffer_memset(buf, 0, 0x33, step.size);
+        push(buf);
+        GstSample *s = pull(out);
+        ASSERT_NE(s, nullptr);
+        EXPECT_TRUE(gst_caps_is_equal(gst_sample_get_caps(s), caps))
+            << "got " << gst_caps_to_string(gst_sample_get_caps(s));
+        EXPECT_EQ(gst_buffer_get_size(sample_buffer(s)), step.size);
+        gst_sample_unref(s);
+        gst_caps_unref(caps);
+    }
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+// Runs f on another thread; a state change that blocks for 10 s is a hang, and the process
+// cannot go on from there.
+template <typename F> void within_10s(const char *what, F f)
+{
+    struct Job {
+        F f;
+        std::atomic<bool> done{false};
+    };
+    auto *job = new Job{f};
+    GThread *t = g_thread_new("state", [](gpointer p) -> gpointer {
+        auto *j = static_cast<Job *>(p);
+        j->f();
+        j->done = true;
+        return nullptr;
+    }, job);
+    gint64 t0 = g_get_monotonic_time();
+    while (!job->done && g_get_monotonic_time() - t0 < 10 * G_USEC_PER_SEC)
+        g_usleep(1000);
+    if (!job->done) {
+        ADD_FAILURE() << what << " did not return within 10 s";
+        fprintf(stderr, "plugin_test: %s hangs; giving up\n", what);
+        fflush(stderr);
+        _exit(1);
+    }
+    g_thread_join(t);
+    delete job;
+}
+
+TEST_F(Link, StopsPromptlyWhileBlocked)
+{
+    // A producer blocked in render, waiting for a consumer that never comes.
+    start_producer();
+    push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr));
+    g_usleep(200 * 1000);
+    within_10s("stopping a varslotsink that waits for a consumer", [&] { producer->stop(); });
+
+    // A consumer blocked waiting for a buffer from a producer that sends none.
+    delete producer;
+    producer = nullptr;
+    start_producer();
+    start_consumer();
+    g_usleep(200 * 1000);
+    within_10s("stopping a varslotsrc that waits for a buffer", [&] { consumers[0]->stop(); });
+    producer->stop();
+
+    // A consumer waiting for a producer that does not exist.
+    std::string nowhere = unique_socket("nowhere");
+    Pipeline p("varslotsrc wait-for-producer=true socket-path=" + nowhere + " ! fakesink");
+    EXPECT_NE(p.play(), GST_STATE_CHANGE_FAILURE);
+    g_usleep(300 * 1000);
+    within_10s("stopping a varslotsrc that waits for a producer", [&] { p.stop(); });
+}
+
+// The consumer took the slot (its ack may still be unread by the sink) and still holds the
+// buffer when the producer stops without EOS: the slot must stay the consumer's. Every slot
+// of the segment is then taken and overwritten by a new producer on the same segment; the
+// held bytes must not change, and freeing them later must not be a double free.
+TEST_F(Link, StoppedProducerDoesNotFreeSlotsTheConsumerTook)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    GstBuffer *buf = gst_buffer_new_allocate(nullptr, kI420Size, nullptr);
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+    fill_pattern(map.data, map.size, 21);
+    gst_buffer_unmap(buf, &map);
+    push(buf);
+    GstSample *held = pull(out);
+    ASSERT_NE(held, nullptr);
+    {
+        AllowGstWarnings allow({"error:"});
+        producer->stop(); // no EOS
+        GstMessage *m = consumers[0]->error(10 * GST_SECOND);
+        if (m)
+            gst_message_unref(m);
+    }
+    // A second producer on the same segment takes every free slot and scribbles on it.
+    std::string sock2 = unique_socket("link2");
+    {
+        AllowGstWarnings allow({"no free slot"});
+        Pipeline p2("appsrc name=src2 format=time ! varslotsink name=sink2 wait-for-connection=false socket-path=" +
+                    sock2 + " segment=" + seg);
+        GstElement *src2 = p2["src2"];
+        GstCaps *caps = gst_caps_from_string(kI420);
+        gst_app_src_set_caps(GST_APP_SRC(src2), caps);
+        ASSERT_NE(p2.play(), GST_STATE_CHANGE_FAILURE);
+        GstPad *pad = gst_element_get_static_pad(src2, "src");
+        GstQuery *q = gst_query_new_allocation(caps, FALSE);
+        ASSERT_TRUE(gst_pad_peer_query(pad, q));
+        GstAllocator *alloc = nullptr;
+        gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+        ASSERT_NE(alloc, nullptr);
+        std::vector<GstMemory *> mems;
+        for (int i = 0; i < 256; i++) {
+            GstMemory *m = gst_allocator_alloc(alloc, kI420Size, nullptr);
+            if (!is_varslot(m)) {
+                gst_memory_unref(m);
+                break; // the segment is full
+            }
+            GstMapInfo mm;
+            gst_memory_map(m, &mm, GST_MAP_WRITE);
+            memset(mm.data, 0, mm.size);
+            gst_memory_unmap(m, &mm);
+            mems.push_back(m);
+        }
+        EXPECT_GT(mems.size(), 0u);
+        ASSERT_TRUE(gst_buffer_map(gst_sample_get_buffer(held), &map, GST_MAP_READ));
+        EXPECT_TRUE(has_pattern(map.data, map.size, 21))
+            << "the slot the consumer holds was handed out again and overwritten";
+        gst_buffer_unmap(gst_sample_get_buffer(held), &map);
+        for (auto m : mems)
+            gst_memory_unref(m);
+        gst_object_unref(alloc);
+        gst_query_unref(q);
+        gst_object_unref(pad);
+        gst_caps_unref(caps);
+    }
+    gst_sample_unref(held); // no "double or stale free" warning may follow
+    shut_down_and_check_nothing_left();
+    unlink(sock2.c_str());
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input and missing peers
+
+class BadInput : public Link {};
+
+TEST_F(BadInput, SinkWithoutSocketPathFailsToStart)
+{
+    AllowGstWarnings allow({"error:"});
+    for (int variant = 0; variant < 2; variant++) {
+        SCOPED_TRACE(variant ? "too long" : "unset");
+        Pipeline p("fakesrc ! varslotsink name=sink");
+        std::string longpath = "/tmp/" + std::string(200, 'x') + ".sock";
+        g_object_set(p["sink"], "socket-path", variant ? longpath.c_str() : nullptr, NULL);
+        EXPECT_EQ(gst_element_set_state(p.p, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+        GstMessage *m = p.error(GST_SECOND);
+        ASSERT_NE(m, nullptr) << "an error message says why";
+        EXPECT_NE(error_text(m).find("socket-path"), std::string::npos) << error_text(m);
+        gst_message_unref(m);
+    }
+}
+
+TEST_F(BadInput, SrcWithoutSocketPathFailsToStart)
+{
+    AllowGstWarnings allow({"error:"});
+    for (int variant = 0; variant < 2; variant++) {
+        SCOPED_TRACE(variant ? "too long" : "unset");
+        Pipeline p("varslotsrc name=src ! fakesink");
+        std::string longpath = "/tmp/" + std::string(200, 'x') + ".sock";
+        g_object_set(p["src"], "socket-path", variant ? longpath.c_str() : nullptr, NULL);
+        EXPECT_EQ(gst_element_set_state(p.p, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+        GstMessage *m = p.error(GST_SECOND);
+        ASSERT_NE(m, nullptr) << "an error message says why";
+        EXPECT_NE(error_text(m).find("socket-path"), std::string::npos) << error_text(m);
+        gst_message_unref(m);
+    }
+}
+
+TEST_F(BadInput, SocketPathOfARunningSinkIsRefused)
+{
+    start_producer();
+    AllowGstWarnings allow({"error:"});
+    Pipeline second("fakesrc ! varslotsink socket-path=" + sock + " segment=" + seg);
+    EXPECT_EQ(gst_element_set_state(second.p, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+    GstMessage *m = second.error(GST_SECOND);
+    ASSERT_NE(m, nullptr);
+    EXPECT_NE(error_text(m).find("in use"), std::string::npos) << error_text(m);
+    gst_message_unref(m);
+    second.stop();
+    EXPECT_EQ(access(sock.c_str(), F_OK), 0) << "the running sink's socket is left alone";
+}
+
+TEST_F(BadInput, SrcWithNoSinkPostsAnError)
+{
+    AllowGstWarnings allow({"error:"});
+    Pipeline p("varslotsrc socket-path=" + sock + " ! fakesink");
+    EXPECT_EQ(p.play(), GST_STATE_CHANGE_FAILURE);
+    GstMessage *m = p.error(GST_SECOND);
+    ASSERT_NE(m, nullptr);
+    EXPECT_NE(error_text(m).find("No varslotsink"), std::string::npos) << error_text(m);
+    gst_message_unref(m);
+}
+
+TEST_F(BadInput, SrcWaitsForProducerWhenAsked)
+{
+    GstElement *out = start_consumer("wait-for-producer=true");
+    GstSample *s = pull(out, 500 * GST_MSECOND);
+    EXPECT_EQ(s, nullptr) << "nothing to receive yet";
+    if (s)
+        gst_sample_unref(s);
+    consumers[0]->expect_no_error();
+    start_producer();
+    GstBuffer *buf = gst_buffer_new_allocate(nullptr, kI420Size, nullptr);
+    gst_buffer_memset(buf, 0, 0x42, kI420Size);
+    GST_BUFFER_PTS(buf) = 0;
+    push(buf);
+    s = pull(out);
+    ASSERT_NE(s, nullptr) << "connected once the sink appeared";
+    EXPECT_EQ(gst_buffer_memcmp(sample_buffer(s), 0, std::string(kI420Size, '\x42').data(), kI420Size), 0);
+    gst_sample_unref(s);
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(BadInput, SrcReportsProducerGone)
+{
+    start_producer();
+    GstElement *out = start_consumer();
+    GstBuffer *buf = gst_buffer_new_allocate(nullptr, kI420Size, nullptr);
+    push(buf);
+    GstSample *s = pull(out);
+    ASSERT_NE(s, nullptr);
+    gst_sample_unref(s);
+    // (the sink may not have read the consumer's ack yet: the slot-ownership consequences of
+    // that are StoppedProducerDoesNotFreeSlotsTheConsumerTook's business, not this test's)
+    AllowGstWarnings allow({"error:", "double or stale free"});
+    producer->stop(); // without EOS: the consumer sees the connection close
+    GstMessage *m = consumers[0]->error(10 * GST_SECOND);
+    ASSERT_NE(m, nullptr) << "the consumer posts an error when the producer goes away";
+    EXPECT_NE(error_text(m).find("went away"), std::string::npos) << error_text(m);
+    gst_message_unref(m);
+    shut_down_and_check_nothing_left();
+}
+
+TEST_F(BadInput, FramesLargerThanTheSegmentsSlots)
+{
+    std::string out;
+    ASSERT_EQ(varslot_cli({"create", seg, "--classes", "64K:4"}, &out), 0) << out;
+    AllowGstWarnings allow({"error:"});
+    Pipeline p("videotestsrc num-buffers=3 ! video/x-raw,format=BGRx,width=640,height=480 ! varslotsink "
+               "wait-for-connection=false socket-path=" + sock + " segment=" + seg);
+    p.play();
+    GstMessage *m = p.error(10 * GST_SECOND);
+    ASSERT_NE(m, nullptr) << "1.2 MB frames cannot go into 64K slots: an error, not a crash";
+    EXPECT_NE(error_text(m).find(seg), std::string::npos) << error_text(m);
+    gst_message_unref(m);
+    p.stop();
+    EXPECT_TRUE(shm_exists(seg)) << "a segment made beforehand is left alone";
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    // Before anything can log: every warning and critical goes through us.
+    g_log_set_writer_func(log_writer, nullptr, nullptr);
+    setenv("GST_PLUGIN_PATH", env_or("GST_PLUGIN_PATH", VSTEST_PLUGIN_DIR).c_str(), 1);
+    setenv("GST_REGISTRY", env_or("GST_REGISTRY", VSTEST_REGISTRY).c_str(), 1);
+    const bool child = getenv("VSTEST_GST_CHILD") != nullptr;
+    std::string default_seg;
+    if (!child) {
+        // The registered allocator binds $VARSLOT_SEGMENT at its first allocation: give it
+        // a known 64K:8 segment of our own.
+        unsetenv("VARSLOT_GST_WAIT_MS");
+        default_seg = unique_segment("default");
+        std::string out;
+        if (varslot_cli({"create", default_seg, "--classes", "64K:8"}, &out) != 0) {
+            fprintf(stderr, "plugin_test: cannot create %s: %s\n", default_seg.c_str(), out.c_str());
+            return 1;
+        }
+        setenv("VARSLOT_SEGMENT", default_seg.c_str(), 1);
+    }
+    gst_init(&argc, &argv);
+    // The hook only sees what the category lets through: at least warnings, more if asked.
+    const char *gst_debug = getenv("GST_DEBUG");
+    if (!gst_debug || !strstr(gst_debug, "varslot"))
+        gst_debug_set_threshold_for_name("varslot", MAX(gst_debug_get_default_threshold(), GST_LEVEL_WARNING));
+    gst_debug_add_log_function(gst_log_hook, nullptr, nullptr);
+    testing::InitGoogleTest(&argc, argv);
+    testing::UnitTest::GetInstance()->listeners().Append(new StrictListener);
+    int rc = RUN_ALL_TESTS();
+    gst_deinit(); // the leaks tracer, when enabled, warns here
+    if (!default_seg.empty())
+        remove_segment(default_seg);
+    if (g_glib_problems > 0 || g_gst_problems > 0) {
+        fprintf(stderr, "plugin_test: %d GLib warning(s)/critical(s) and %d unexpected varslot warning(s)\n",
+                g_glib_problems.load(), g_gst_problems.load());
+        rc = 1;
+    }
+    return rc;
+}

@@ -1,0 +1,223 @@
+/* vstest-gst-run: runs a gst-launch style pipeline to EOS or error, then prints the element
+ * properties asked for (counters such as s.copied-buffers), so the pipeline tests and the
+ * benchmarks can read a sink's counters, which gst-launch-1.0 cannot print.
+ *
+ * usage: vstest-gst-run [--timeout S] [--print ELEMENT.PROPERTY]... [--time] 'PIPELINE'
+ * exit:  0 EOS, 1 error (message on stderr), 2 timeout, 3 bad arguments or pipeline.
+ * SIGINT/SIGTERM send EOS (like gst-launch-1.0 -e); a second one quits at once. */
+#include <gst/gst.h>
+#include <glib-unix.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { EXIT_EOS = 0, EXIT_ERROR = 1, EXIT_TIMEOUT = 2, EXIT_USAGE = 3 };
+
+typedef struct {
+    GMainLoop *loop;
+    GstElement *pipeline;
+    int status;
+    guint signals;
+} Run;
+
+static gboolean on_message(GstBus *bus, GstMessage *msg, gpointer data)
+{
+    (void)bus;
+    Run *run = data;
+    switch (GST_MESSAGE_TYPE(msg)) {
+    case GST_MESSAGE_EOS:
+        run->status = EXIT_EOS;
+        g_main_loop_quit(run->loop);
+        break;
+    case GST_MESSAGE_ERROR: {
+        GError *err = NULL;
+        gchar *dbg = NULL;
+        gst_message_parse_error(msg, &err, &dbg);
+        gchar *src = gst_object_get_path_string(GST_MESSAGE_SRC(msg));
+        fprintf(stderr, "ERROR from %s: %s\n%s%s", src, err->message, dbg ? dbg : "",
+                dbg ? "\n" : "");
+        g_free(src);
+        g_free(dbg);
+        g_error_free(err);
+        run->status = EXIT_ERROR;
+        g_main_loop_quit(run->loop);
+        break;
+    }
+    case GST_MESSAGE_WARNING: {
+        GError *err = NULL;
+        gchar *dbg = NULL;
+        gst_message_parse_warning(msg, &err, &dbg);
+        gchar *src = gst_object_get_path_string(GST_MESSAGE_SRC(msg));
+        fprintf(stderr, "WARNING from %s: %s\n%s%s", src, err->message, dbg ? dbg : "",
+                dbg ? "\n" : "");
+        g_free(src);
+        g_free(dbg);
+        g_error_free(err);
+        break;
+    }
+    default: break;
+    }
+    return TRUE;
+}
+
+static gboolean on_timeout(gpointer data)
+{
+    Run *run = data;
+    fprintf(stderr, "vstest-gst-run: timed out\n");
+    run->status = EXIT_TIMEOUT;
+    g_main_loop_quit(run->loop);
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean on_signal(gpointer data)
+{
+    Run *run = data;
+    if (run->signals++ == 0) {
+        fprintf(stderr, "vstest-gst-run: signal: sending EOS\n");
+        gst_element_send_event(run->pipeline, gst_event_new_eos());
+    } else {
+        run->status = EXIT_ERROR;
+        g_main_loop_quit(run->loop);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+/* NAME.PROP=VALUE, numbers and enums as text, strings unquoted. */
+static gboolean print_property(GstElement *pipeline, const char *spec)
+{
+    const char *dot = strchr(spec, '.');
+    if (!dot || dot == spec || !dot[1]) {
+        fprintf(stderr, "vstest-gst-run: --print wants ELEMENT.PROPERTY, got '%s'\n", spec);
+        return FALSE;
+    }
+    gchar *name = g_strndup(spec, (gsize)(dot - spec));
+    GstElement *el = gst_bin_get_by_name(GST_BIN(pipeline), name);
+    gboolean ok = FALSE;
+    if (!el) {
+        fprintf(stderr, "vstest-gst-run: no element named '%s'\n", name);
+    } else {
+        GParamSpec *ps = g_object_class_find_property(G_OBJECT_GET_CLASS(el), dot + 1);
+        if (!ps || !(ps->flags & G_PARAM_READABLE)) {
+            fprintf(stderr, "vstest-gst-run: %s has no readable property '%s'\n", name, dot + 1);
+        } else {
+            GValue v = G_VALUE_INIT, s = G_VALUE_INIT;
+            g_value_init(&v, ps->value_type);
+            g_object_get_property(G_OBJECT(el), ps->name, &v);
+            g_value_init(&s, G_TYPE_STRING);
+            gchar *text = g_value_transform(&v, &s) ? g_value_dup_string(&s)
+                                                    : g_strdup_value_contents(&v);
+            printf("%s=%s\n", spec, text ? text : "(null)");
+            g_free(text);
+            g_value_unset(&s);
+            g_value_unset(&v);
+            ok = TRUE;
+        }
+        gst_object_unref(el);
+    }
+    g_free(name);
+    return ok;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: vstest-gst-run [--timeout S] [--print ELEMENT.PROPERTY]... [--time] "
+                    "'PIPELINE DESCRIPTION'\n"
+                    "exit: 0 EOS, 1 error, 2 timeout, 3 bad arguments\n");
+}
+
+int main(int argc, char **argv)
+{
+    gst_init(&argc, &argv);
+    double timeout_s = 0;
+    gboolean print_time = FALSE;
+    GPtrArray *prints = g_ptr_array_new();
+    const char *description = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
+            char *end;
+            timeout_s = strtod(argv[++i], &end);
+            if (*end || timeout_s < 0) {
+                usage();
+                return EXIT_USAGE;
+            }
+        } else if (!strcmp(argv[i], "--print") && i + 1 < argc) {
+            g_ptr_array_add(prints, argv[++i]);
+        } else if (!strcmp(argv[i], "--time")) {
+            print_time = TRUE;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage();
+            return EXIT_EOS;
+        } else if (argv[i][0] == '-' && argv[i][1] == '-' && !description) {
+            usage();
+            return EXIT_USAGE;
+        } else if (!description) {
+            description = argv[i];
+        } else {
+            usage();
+            return EXIT_USAGE;
+        }
+    }
+    if (!description) {
+        usage();
+        return EXIT_USAGE;
+    }
+
+    GError *err = NULL;
+    GstElement *pipeline = gst_parse_launch_full(description, NULL, GST_PARSE_FLAG_FATAL_ERRORS,
+                                                 &err);
+    if (!pipeline) {
+        fprintf(stderr, "vstest-gst-run: bad pipeline: %s\n", err ? err->message : "?");
+        g_clear_error(&err);
+        return EXIT_USAGE;
+    }
+    if (!GST_IS_PIPELINE(pipeline)) { /* a single element: put it in a pipeline */
+        GstElement *p = gst_pipeline_new(NULL);
+        gst_bin_add(GST_BIN(p), pipeline);
+        pipeline = p;
+    }
+
+    Run run = {g_main_loop_new(NULL, FALSE), pipeline, EXIT_ERROR, 0};
+    GstBus *bus = gst_element_get_bus(pipeline);
+    gst_bus_add_watch(bus, on_message, &run);
+    gst_object_unref(bus);
+    if (timeout_s > 0)
+        g_timeout_add((guint)(timeout_s * 1000), on_timeout, &run);
+    g_unix_signal_add(SIGINT, on_signal, &run);
+    g_unix_signal_add(SIGTERM, on_signal, &run);
+
+    gint64 t0 = g_get_monotonic_time();
+    if (gst_element_set_state(pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
+        /* The element's error message is on the bus: print it. */
+        GstBus *b = gst_element_get_bus(pipeline);
+        GstMessage *m = gst_bus_pop_filtered(b, GST_MESSAGE_ERROR);
+        if (m) {
+            on_message(b, m, &run);
+            gst_message_unref(m);
+        } else {
+            fprintf(stderr, "ERROR: the pipeline refused to start\n");
+        }
+        gst_object_unref(b);
+        run.status = EXIT_ERROR;
+    } else {
+        g_main_loop_run(run.loop);
+    }
+    double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
+
+    int status = run.status;
+    for (guint i = 0; i < prints->len; i++)
+        if (!print_property(pipeline, g_ptr_array_index(prints, i)) && status == EXIT_EOS)
+            status = EXIT_USAGE;
+    if (print_time)
+        printf("elapsed=%.6f\n", elapsed);
+    fflush(stdout);
+    if (status == EXIT_TIMEOUT)
+        _exit(EXIT_TIMEOUT); /* a stuck pipeline may never reach NULL: do not wait for it */
+
+    gst_element_set_state(pipeline, GST_STATE_NULL);
+    gst_object_unref(pipeline);
+    g_main_loop_unref(run.loop);
+    g_ptr_array_free(prints, TRUE);
+    return status;
+}
