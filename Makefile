@@ -161,7 +161,13 @@ check-preload: all $(SEMANTICS)
 check-gst: all $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
 	timeout 1800 tests/gst/run-gst-tests.sh
 
-demo: all
+# A small runner that prints element counters at EOS (gst-launch cannot): tests and demo.
+GST_RUN := $(B)/tests/vstest-gst-run
+$(GST_RUN): tests/gst/run-pipeline.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=gnu11 $(WARN) $(GST_CFLAGS) $< -o $@ $(GST_LIBS)
+
+demo: all $(GST_RUN)
 	scripts/demo/run-demo
 
 BENCH := $(B)/bench/bench_core
