@@ -12,7 +12,10 @@ GTEST_SRC := /usr/src/googletest/googletest
 WARN     := -Wall -Wextra -Werror
 CFLAGS   ?= -O2 -g
 CXXFLAGS ?= -O2 -g
-CORE_CFLAGS   := -std=c11 $(WARN) -D_GNU_SOURCE -fPIC -fvisibility=hidden -Icore/include -Icore/src
+# Valgrind's client-request headers (Debian's valgrind package): slots become memcheck blocks.
+VALGRIND_CFLAGS = $(shell pkg-config --exists valgrind && echo -DVS_HAVE_VALGRIND)
+CORE_CFLAGS    = -std=c11 $(WARN) -D_GNU_SOURCE -fPIC -fvisibility=hidden -Icore/include -Icore/src \
+                 $(VALGRIND_CFLAGS)
 TEST_CXXFLAGS := -std=c++17 $(WARN) -Wno-missing-field-initializers -Icore/include -Itests \
                  -isystem $(GTEST_SRC)/include
 

@@ -4,6 +4,14 @@
  * makes the caller fall back; it never fails the program's allocation. */
 #include "internal.h"
 
+#ifdef VS_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_DISABLE_ERROR_REPORTING
+#define VALGRIND_ENABLE_ERROR_REPORTING
+#define VALGRIND_FREELIKE_BLOCK(p, rz) ((void)(p))
+#endif
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +122,7 @@ static size_t global_index(const struct vs_pool_class **cls_out, uintptr_t addr,
     const vs_pool *p = pool();
     for (size_t c = 0; c < p->class_count; c++) {
         const struct vs_pool_class *cls = &p->classes[c];
-        uintptr_t lo = (uintptr_t)cls->data;
+        uintptr_t lo = (uintptr_t)vs_pool_class_data(cls);
         if (addr - lo < cls->stride * cls->slot_count) {
             *idx = (uint32_t)((addr - lo) / cls->stride);
             *cls_out = cls;
@@ -132,7 +140,7 @@ static bool is_privatized(const void *p, uintptr_t *slot, size_t *len)
     size_t g = privatized ? global_index(&cls, (uintptr_t)p, &idx) : SIZE_MAX;
     if (g == SIZE_MAX || !(privatized[g / 8] & (1u << (g % 8))))
         return false;
-    *slot = (uintptr_t)cls->data + (size_t)idx * cls->stride;
+    *slot = (uintptr_t)vs_pool_class_data(cls) + (size_t)idx * cls->stride;
     *len = cls->stride;
     return true;
 }
@@ -154,7 +162,9 @@ static void make_private(uintptr_t slot, size_t len)
     void *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (copy == MAP_FAILED)
         return;
+    VALGRIND_DISABLE_ERROR_REPORTING; /* the whole slot, past the block memcheck knows */
     memcpy(copy, (void *)slot, len);
+    VALGRIND_ENABLE_ERROR_REPORTING;
     if (mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)slot) == MAP_FAILED)
         munmap(copy, len);
 }
@@ -183,12 +193,14 @@ void vsp_fork_prepare(void)
                 }
                 if (nsnaps == n)
                     break; /* more than counted: allocated meanwhile by another thread */
-                uintptr_t slot = (uintptr_t)cls->data + (size_t)i * cls->stride;
+                uintptr_t slot = (uintptr_t)vs_pool_class_data(cls) + (size_t)i * cls->stride;
                 void *copy = mmap(NULL, cls->stride, PROT_READ | PROT_WRITE,
                                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (copy == MAP_FAILED)
                     continue;
+                VALGRIND_DISABLE_ERROR_REPORTING; /* the whole slot, past the block */
                 memcpy(copy, (void *)slot, cls->stride);
+                VALGRIND_ENABLE_ERROR_REPORTING;
                 snaps[nsnaps++] = (struct snapshot){slot, copy, cls->stride};
             }
         }
@@ -302,6 +314,8 @@ void vsp_routed_free(void *p)
         vsp_stats_freed(info.size);
         return;
     }
+    /* Let memcheck, if it watches, report the bad free with its stacks before we stop. */
+    VALGRIND_FREELIKE_BLOCK(p, 0);
     if (rc == VS_EINVAL)
         fatal("free(): invalid pointer into the varslot segment", p);
     fatal("free(): double free of a routed block", p); /* ESTALE or a racing EDOUBLEFREE */
@@ -344,10 +358,15 @@ bool vsp_routed_resize_in_place(void *p, size_t size)
     return true;
 }
 
+/* The handle is for sending: the block is handed over (memory checkers stop counting it as
+ * ours, so it is no leak here and the receiver's free is no double free). */
 uint64_t vsp_routed_handle_of(const void *p)
 {
     vs_slot_ref ref;
-    return vs_pool_ref_of(pool(), p, &ref) == VS_OK ? vs_slot_ref_pack(ref) : 0;
+    if (vs_pool_ref_of(pool(), p, &ref) != VS_OK)
+        return 0;
+    vs_pool_handed_over(pool(), ref);
+    return vs_slot_ref_pack(ref);
 }
 
 void *vsp_routed_adopt(uint64_t handle)
@@ -382,7 +401,7 @@ void vsp_routed_at_exit(void)
             vs_slot_info info;
             vs_pool_slot_info(p, (uint8_t)c, i, &info);
             if (info.state == VS_SLOT_ALLOCATED && info.owner == peer)
-                make_private((uintptr_t)cls->data + (size_t)i * cls->stride, cls->stride);
+                make_private((uintptr_t)vs_pool_class_data(cls) + (size_t)i * cls->stride, cls->stride);
         }
     }
     vs_segment_leave(&seg);

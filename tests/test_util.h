@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -38,10 +40,29 @@ struct HeapPool {
         EXPECT_NE(mem, MAP_FAILED);
         EXPECT_EQ(vs_pool_init(&pool, vs_region{mem, len}, 0, c, n), VS_OK);
     }
-    ~HeapPool() { munmap(mem, len); }
+    ~HeapPool()
+    {
+        vs_pool_detach(&pool);
+        munmap(mem, len);
+    }
     const vs_pool *operator->() const { return &pool; }
     const vs_pool *get() const { return &pool; }
 };
+
+// Iteration counts for stress loops: memcheck runs the suite at a fraction of the speed, so
+// there (VSTEST_SLOW=1) the loops shrink; plain, ASan and TSan runs keep their full size.
+inline bool slow_run() { return getenv("VSTEST_SLOW") != nullptr; }
+inline long scaled(long n) { return slow_run() ? std::max(1L, n / 5) : n; }
+// ... and waits that give another process time to get somewhere grow by the same factor.
+// In a loop that waits for another thread: under Valgrind one thread runs at a time, and a
+// bare spin would burn its whole time slice before the thread it waits for runs.
+inline void spin_pause()
+{
+    static const bool slow = slow_run();
+    if (slow)
+        sched_yield();
+}
+inline unsigned stretched(unsigned us) { return slow_run() ? us * 20 : us; }
 
 // A fresh POSIX shm name per call, so parallel or repeated runs never collide.
 inline std::string unique_name(const char *what)
@@ -101,6 +122,16 @@ inline pid_t spawn(const std::function<int()> &fn)
     return pid;
 }
 
+// A child dies holding its slots, for a reaper to find. Under Valgrind a self-inflicted
+// SIGKILL still runs memcheck's leak check; the slots are left behind on purpose, so the
+// process tells memcheck to forget them first (process-local: the segment is untouched).
+[[noreturn]] inline void die_holding_slots(vs_pool *pool)
+{
+    vs_pool_detach(pool);
+    raise(SIGKILL);
+    _exit(99);
+}
+
 // Waits for a child and returns its exit status, or 128+signal if it was killed.
 inline int wait_child(pid_t pid)
 {
@@ -158,8 +189,8 @@ struct SpinBarrier {
             count = 0;
             phase.fetch_add(1);
         } else {
-            while (phase.load() == ph) {
-            }
+            while (phase.load() == ph)
+                spin_pause();
         }
     }
     const int n;

@@ -96,9 +96,10 @@ struct vs_pool_class {
     size_t stride;
     void *meta;          /* slot_count x 16-byte slot words */
     void *bitmap;        /* ceil(slot_count / 64) words: set bit = probably free */
-    uint8_t *data;       /* slot_count x stride */
+    size_t data_from_meta; /* slot 0 is this far after meta (see vs_pool_class_data) */
     void *header;        /* the class header in the segment (search hint lives there) */
     uint32_t bitmap_words;
+    uint32_t index_base; /* slots of the classes before this one: a pool-wide slot number */
 };
 struct vs_pool {
     uint8_t *base;       /* region base */
@@ -107,9 +108,17 @@ struct vs_pool {
     size_t class_count;
     uint32_t attach_id;  /* process-unique: keys this thread's slot cache */
     struct vs_segment *segment; /* set when the pool lives in a segment: exhaustion reaps */
+    uint8_t *vg_held;    /* under Valgrind: which slots this process holds as blocks */
     struct vs_pool_class classes[VS_MAX_CLASSES];
 };
 typedef struct vs_pool vs_pool;
+
+/* A class's first slot. Computed, not stored: a pointer to slot 0 kept in the pool would look
+ * to Valgrind's leak check like a reference to whatever block lives there. */
+static inline uint8_t *vs_pool_class_data(const struct vs_pool_class *c)
+{
+    return (uint8_t *)c->meta + c->data_from_meta;
+}
 
 struct vs_segment {
     vs_pool pool;
@@ -135,6 +144,9 @@ VS_API int vs_pool_init(vs_pool *pool, vs_region region, size_t base_offset,
                  const vs_class_config *configs, size_t n);
 VS_API int vs_pool_attach(vs_pool *pool, vs_region region, size_t base_offset,
                    const vs_class_config *configs, size_t n);
+/* Before unmapping a pool's region: this process is done with it (memory checkers forget the
+ * blocks it held there). vs_segment_close does this itself. */
+VS_API void vs_pool_detach(vs_pool *pool);
 VS_API bool vs_pool_allocate(const vs_pool *pool, uint32_t size, uint8_t owner_peer, vs_slot_ref *out);
 VS_API int vs_pool_free(const vs_pool *pool, vs_slot_ref ref); /* VS_OK, VS_EDOUBLEFREE, VS_EINVAL */
 VS_API void *vs_pool_slot_data(const vs_pool *pool, const vs_slot_ref *ref); /* NULL: invalid or stale ref */
@@ -144,6 +156,10 @@ VS_API void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id);
 VS_API int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer);
 /* Free only if owner still owns it (one CAS): VS_EPERM when it was given away in between. */
 VS_API int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owner);
+/* The sender's side of a hand-over: this process gave the slot to another and will not touch
+ * it again. Only memory checkers care (under Valgrind the block stops being this process's,
+ * so it is neither a leak here nor readable); otherwise a no-op. */
+VS_API void vs_pool_handed_over(const vs_pool *pool, vs_slot_ref ref);
 VS_API int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out);
 
 /* Beside the reference API. */

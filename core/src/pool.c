@@ -1,6 +1,7 @@
 /* The slot pool: init/attach, allocate, free, transfer and slot access.
  * Every ownership change is one CAS on the slot word. The bitmap (set bit = probably free)
  * and the thread cache only say where to try: a crash can leave them stale, never wrong. */
+#include "memcheck_hooks.h"
 #include "slot_cache.h"
 
 #include <stddef.h>
@@ -50,14 +51,17 @@ static int setup(vs_pool *pool, vs_region region, size_t base_offset,
     pool->class_count = n;
     pool->attach_id = atomic_fetch_add_explicit(&vs__attach_counter, 1, memory_order_relaxed) + 1;
     uint8_t *pbase = (uint8_t *)region.base + base_offset;
+    uint32_t index_base = 0;
     for (size_t i = 0; i < n; i++) {
         struct vs_pool_class *c = &pool->classes[i];
+        c->index_base = index_base;
+        index_base += configs[i].slot_count;
         c->slot_size = configs[i].slot_size;
         c->slot_count = configs[i].slot_count;
         c->stride = classes[i].stride;
         c->meta = pbase + classes[i].meta_offset;
         c->bitmap = pbase + classes[i].bitmap_offset;
-        c->data = pbase + classes[i].data_offset;
+        c->data_from_meta = classes[i].data_offset - classes[i].meta_offset;
         c->header = pbase + i * sizeof(vs__class_header);
         c->bitmap_words = classes[i].bitmap_words;
     }
@@ -98,6 +102,7 @@ int vs_pool_init(vs_pool *pool, vs_region region, size_t base_offset,
     for (size_t i = 0; i < n; i++)
         __atomic_store_n(&((vs__class_header *)pool->classes[i].header)->magic, VS__CLASS_MAGIC,
                          __ATOMIC_RELEASE);
+    vs__vg_setup(pool, true);
     return VS_OK;
 }
 
@@ -114,6 +119,8 @@ int vs_pool_attach(vs_pool *pool, vs_region region, size_t base_offset,
         rc = VS_ECORRUPT; /* initialised with other configs */
     if (rc != VS_OK)
         memset(pool, 0, sizeof *pool);
+    else
+        vs__vg_setup(pool, false);
     return rc;
 }
 
@@ -158,8 +165,9 @@ unsigned vs_pool_republish_free(const vs_pool *pool)
 /* ---- allocation ---- */
 
 /* The claim: FREE(gen) -> ALLOCATED(gen+1, owner) in one CAS. Nothing else makes a slot yours. */
-static inline bool claim(const struct vs_pool_class *cls, uint8_t class_idx, uint32_t idx,
-                         uint32_t size, uint8_t owner, uint16_t thread, vs_slot_ref *out)
+static inline bool claim(const vs_pool *pool, const struct vs_pool_class *cls, uint8_t class_idx,
+                         uint32_t idx, uint32_t size, uint8_t owner, uint16_t thread,
+                         vs_slot_ref *out)
 {
     vs__slot_meta *m = vs__meta(cls, idx);
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
@@ -176,18 +184,20 @@ static inline bool claim(const struct vs_pool_class *cls, uint8_t class_idx, uin
             uint64_t head = class_idx | (uint64_t)idx << 32; /* extent_idx 0, padding 0 */
             memcpy(out, &head, sizeof head);
             memcpy(&out->generation, &gen, sizeof gen);
+            VS__VG(vs__vg_held(pool, cls, idx, size, false));
             return true;
         }
     }
     return false;
 }
 
-static inline bool claim_cached(struct vs__thread_cache *tc, const struct vs_pool_class *cls,
-                                uint8_t c, uint32_t size, uint8_t owner, vs_slot_ref *out)
+static inline bool claim_cached(const vs_pool *pool, struct vs__thread_cache *tc,
+                                const struct vs_pool_class *cls, uint8_t c, uint32_t size,
+                                uint8_t owner, vs_slot_ref *out)
 {
     while (tc->count[c]) {
         uint32_t idx = tc->idx[c][--tc->count[c]];
-        if (idx < cls->slot_count && claim(cls, c, idx, size, owner, tc->thread_tag, out))
+        if (idx < cls->slot_count && claim(pool, cls, c, idx, size, owner, tc->thread_tag, out))
             return true;
     }
     return false;
@@ -201,8 +211,8 @@ static inline unsigned search_rotation(uint8_t owner, uint16_t ordinal)
     return ((unsigned)(owner - 1) * 5u + ordinal * 3u) * 4u & 63u;
 }
 
-static bool claim_from_bitmap(const struct vs_pool_class *cls, uint8_t c, uint32_t size,
-                              uint8_t owner, uint16_t thread, vs_slot_ref *out)
+static bool claim_from_bitmap(const vs_pool *pool, const struct vs_pool_class *cls, uint8_t c,
+                              uint32_t size, uint8_t owner, uint16_t thread, vs_slot_ref *out)
 {
     unsigned rot = search_rotation(owner, vs__tc.ordinal);
     _Atomic uint64_t *bm = vs__bitmap(cls);
@@ -222,7 +232,7 @@ static bool claim_from_bitmap(const struct vs_pool_class *cls, uint8_t c, uint32
             if (!(prev & bit))
                 continue; /* another allocator took this candidate */
             uint32_t idx = wi * 64 + b;
-            if (idx < cls->slot_count && claim(cls, c, idx, size, owner, thread, out)) {
+            if (idx < cls->slot_count && claim(pool, cls, c, idx, size, owner, thread, out)) {
                 if (wi != start)
                     atomic_store_explicit(hint, wi, memory_order_relaxed);
                 return true;
@@ -247,23 +257,23 @@ static bool allocate_from(const vs_pool *pool, uint8_t first, uint32_t size, uin
     uint16_t thread = vs__thread_tag();
     for (uint8_t c = first; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
-        if (c < VS__TC_CLASSES && claim_cached(tc, cls, c, size, owner, out))
+        if (c < VS__TC_CLASSES && claim_cached(pool, tc, cls, c, size, owner, out))
             return true;
-        if (claim_from_bitmap(cls, c, size, owner, thread, out))
+        if (claim_from_bitmap(pool, cls, c, size, owner, thread, out))
             return true;
         /* Smallest fitting class first: slots other threads parked in their caches (or left
          * there when they exited) still count before we fall through to a larger class. */
         _Atomic uint32_t *parked = &((vs__class_header *)cls->header)->parked;
         if (atomic_load_explicit(parked, memory_order_relaxed) &&
             atomic_exchange_explicit(parked, 0, memory_order_acquire) &&
-            vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
+            vs__republish_class(cls) && claim_from_bitmap(pool, cls, c, size, owner, thread, out))
             return true;
     }
     /* Every fitting bitmap looked empty: free slots may be parked in other threads' caches
      * or left unpublished by a peer that died mid-operation. The slot words know. */
     for (uint8_t c = first; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
-        if (vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
+        if (vs__republish_class(cls) && claim_from_bitmap(pool, cls, c, size, owner, thread, out))
             return true;
     }
     return false;
@@ -289,7 +299,7 @@ bool vs_pool_allocate(const vs_pool *pool, uint32_t size, uint8_t owner_peer, vs
     /* The hot path: the slot this thread freed last, still warm. */
     struct vs__thread_cache *tc = &vs__tc;
     if (VS__LIKELY(first < VS__TC_CLASSES && tc->count[first] && tc->pool_id == pool->attach_id) &&
-        claim_cached(tc, &pool->classes[first], first, size, owner_peer, out))
+        claim_cached(pool, tc, &pool->classes[first], first, size, owner_peer, out))
         return true;
     return allocate_slow(pool, first, size, owner_peer, out);
 }
@@ -310,6 +320,7 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
     } while (!atomic_compare_exchange_weak_explicit(
         &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
         memory_order_relaxed));
+    VS__VG(vs__vg_released(pool, cls, idx));
     /* The slot is free; now only the index needs to hear of it. */
     struct vs__thread_cache *tc = &vs__tc;
     uint8_t c = ref.class_idx;
@@ -340,8 +351,22 @@ int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owner)
     } while (!atomic_compare_exchange_weak_explicit(
         &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
         memory_order_relaxed));
+    VS__VG(vs__vg_released(pool, cls, ref.slot_idx));
     vs__publish_free(cls, ref.slot_idx);
     return VS_OK;
+}
+
+void vs_pool_detach(vs_pool *pool)
+{
+    if (pool && pool->vg_held)
+        vs__vg_detach(pool);
+}
+
+void vs_pool_handed_over(const vs_pool *pool, vs_slot_ref ref)
+{
+    const struct vs_pool_class *cls;
+    if (VS__UNLIKELY(vs__on_valgrind) && vs__ref_meta(pool, ref, &cls))
+        vs__vg_released(pool, cls, ref.slot_idx);
 }
 
 int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer)
@@ -360,6 +385,9 @@ int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, ui
     } while (!atomic_compare_exchange_weak_explicit(
         &m->word, &w, vs__word_make(ref.generation, to_peer, VS_SLOT_ALLOCATED, 0),
         memory_order_acq_rel, memory_order_acquire));
+    /* The receiver takes the handle: the slot becomes its block (in a segment, if it is us). */
+    if (VS__UNLIKELY(vs__on_valgrind) && (!pool->segment || pool->segment->peer_id == to_peer))
+        vs__vg_held(pool, cls, ref.slot_idx, atomic_load_explicit(&m->size, memory_order_relaxed), true);
     return VS_OK;
 }
 
@@ -395,7 +423,7 @@ void *vs_pool_slot_data(const vs_pool *pool, const vs_slot_ref *ref)
     vs__slot_meta *m = ref ? vs__ref_meta(pool, *ref, &cls) : NULL;
     if (!m || !vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref->generation))
         return NULL;
-    return cls->data + (size_t)ref->slot_idx * cls->stride;
+    return vs_pool_class_data(cls) + (size_t)ref->slot_idx * cls->stride;
 }
 
 int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
@@ -405,7 +433,7 @@ int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
     uintptr_t p = (uintptr_t)ptr;
     for (size_t c = 0; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
-        uintptr_t lo = (uintptr_t)cls->data;
+        uintptr_t lo = (uintptr_t)vs_pool_class_data(cls);
         if (p < lo || p - lo >= cls->stride * cls->slot_count)
             continue;
         uint32_t idx = (uint32_t)((p - lo) / cls->stride);
@@ -445,7 +473,13 @@ int vs_pool_set_size(const vs_pool *pool, vs_slot_ref ref, uint32_t size)
 {
     if (pool && ref.class_idx < pool->class_count && size > pool->classes[ref.class_idx].slot_size)
         return VS_EINVAL;
-    return set_live_field(pool, ref, offsetof(vs__slot_meta, size), size);
+    const struct vs_pool_class *cls;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    uint32_t old = m ? atomic_load_explicit(&m->size, memory_order_relaxed) : 0;
+    int rc = set_live_field(pool, ref, offsetof(vs__slot_meta, size), size);
+    if (rc == VS_OK)
+        VS__VG(vs__vg_resized(pool, cls, ref.slot_idx, old, size));
+    return rc;
 }
 
 int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out)

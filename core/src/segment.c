@@ -484,6 +484,7 @@ void vs_segment_close(vs_segment *seg)
     bool remove = was_peer && (seg->flags & VS_SEGMENT_REMOVE_WHEN_UNUSED) && !any_peer_joined(seg);
     char name[sizeof seg->name];
     strcpy(name, seg->name);
+    vs_pool_detach(&seg->pool);
     munmap(seg->map, seg->map_len);
     close(seg->fd); /* drops every OFD lock this segment held */
     segment_reset(seg);

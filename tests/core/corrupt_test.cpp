@@ -185,13 +185,17 @@ TEST(Corrupt, ScribblingOverLiveMetadataNeverCrashesAPeer)
                 return 2;
             const vs_pool *pool = vs_segment_pool(&s);
             std::mt19937 rng(w);
-            for (int i = 0; i < 300000; i++) {
+            for (long i = 0; i < scaled(300000); i++) {
                 vs_slot_ref r;
                 if (!vs_pool_allocate(pool, 1 + rng() % 65536, id, &r))
                     continue;
                 auto *d = static_cast<uint8_t *>(vs_pool_slot_data(pool, &r));
-                if (d)
-                    memset(d, w, vs_pool_slot_size(pool, r.class_idx));
+                if (d) { // the bytes asked for: the rest of the slot is not ours to touch
+                    vs_slot_info info;
+                    if (vs_pool_slot_info(pool, r.class_idx, r.slot_idx, &info) == VS_OK &&
+                        info.size <= vs_pool_slot_size(pool, r.class_idx))
+                        memset(d, w, info.size);
+                }
                 vs_pool_free(pool, r); // may fail: the slot word may have been scribbled on
                 if (i % 1000 == 0) {
                     unsigned n;
@@ -204,10 +208,10 @@ TEST(Corrupt, ScribblingOverLiveMetadataNeverCrashesAPeer)
     const vs_pool *pool = seg.pool();
     std::mt19937_64 rng(3);
     auto *meta0 = static_cast<uint8_t *>(pool->classes[0].header);
-    auto *data0 = pool->classes[0].data;
+    auto *data0 = vs_pool_class_data(&pool->classes[0]);
     size_t meta_span = data0 - meta0; // headers, slot words and bitmaps of class 0 onwards
     auto *peers = static_cast<uint8_t *>(seg.seg.map) + 4096;
-    for (int i = 0; i < 20000; i++) {
+    for (long i = 0; i < scaled(20000); i++) {
         uint8_t *target;
         switch (i % 4) {
         case 0: target = meta0 + 64 * 3 + rng() % (meta_span - 64 * 3); break; // words, bitmaps

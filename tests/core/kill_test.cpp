@@ -38,7 +38,7 @@ int victim(const std::string &name, int to_survivor, int joined, unsigned seed)
     std::mt19937 rng(seed);
     for (uint32_t seq = 0;; seq++) {
         vs_slot_ref r;
-        if (!vs_pool_allocate(pool, 1 + rng() % 60000, id, &r))
+        if (!vs_pool_allocate(pool, sizeof(Frame) + rng() % 60000, id, &r)) /* the frame must fit */
             continue;
         auto *f = static_cast<Frame *>(vs_pool_slot_data(pool, &r));
         *f = Frame{vs_slot_ref_pack(r), id, seq};
@@ -165,7 +165,7 @@ TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
     });
     close(report[1]);
     std::mt19937 rng(20261126);
-    const int kKills = 1000;
+    const int kKills = (int)scaled(1000);
     int died_by_kill = 0;
     for (int k = 0; k < kKills; k++) {
         // Three victims in four die at a random instant after fork, most in open or join;
@@ -188,7 +188,7 @@ TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
             close(joined[0]);
             close(joined[1]);
         }
-        unsigned us = after_join ? rng() % 3000 : rng() % 800;
+        unsigned us = stretched(after_join ? rng() % 3000 : rng() % 800);
         if (us)
             usleep(us);
         kill(v, SIGKILL);
@@ -217,7 +217,7 @@ TEST(Kill, AReaperKilledMidReapIsTakenOverByTheNext)
     const vs_class_config many[1] = {{64, 200000}};
     std::mt19937 rng(99);
     int interrupted = 0;
-    for (int round = 0; round < 40; round++) {
+    for (long round = 0; round < scaled(40); round++) {
         TestSegment seg("reaper", many, 1);
         std::string name = seg.name;
         pid_t holder = spawn([&] {
@@ -228,8 +228,7 @@ TEST(Kill, AReaperKilledMidReapIsTakenOverByTheNext)
             vs_slot_ref r;
             while (vs_pool_allocate(vs_segment_pool(&s), 64, id, &r)) {
             }
-            raise(SIGKILL);
-            return 3;
+            die_holding_slots(vs_segment_pool(&s));
         });
         ASSERT_EQ(wait_child(holder), 128 + SIGKILL);
         pid_t reaper = spawn([&] {
@@ -240,7 +239,7 @@ TEST(Kill, AReaperKilledMidReapIsTakenOverByTheNext)
             vs_segment_reap(&s, &n);
             return 0;
         });
-        usleep(rng() % 3000);
+        usleep(stretched(rng() % 3000));
         kill(reaper, SIGKILL);
         if (wait_child(reaper) == 128 + SIGKILL)
             interrupted++;
@@ -278,8 +277,7 @@ TEST(Kill, ConcurrentReapersReapEachDeadPeerOnce)
                 return 3;
             char c;
             (void)!read(die[0], &c, 1); // EOF: the parent says die now
-            raise(SIGKILL);
-            return 4;
+            die_holding_slots(vs_segment_pool(&s));
         }));
     for (int d = 0; d < kDead; d++) {
         char c;

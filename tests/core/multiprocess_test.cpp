@@ -46,7 +46,7 @@ int stress_peer(const std::string &name, int iters, unsigned seed)
             continue;
         }
         vs_slot_ref r;
-        uint32_t size = 1 + rng() % 20000;
+        uint32_t size = sizeof(Stamp) + rng() % 20000; /* the stamp must fit what we asked for */
         if (!vs_pool_allocate(pool, size, id, &r))
             continue;
         auto *d = static_cast<Stamp *>(vs_pool_slot_data(pool, &r));
@@ -69,7 +69,7 @@ TEST(MultiProcess, FourPeersStressNoSlotEverHeldTwice)
     const int kPeers = 4;
     std::vector<pid_t> pids;
     for (int p = 0; p < kPeers; p++)
-        pids.push_back(spawn([&, p] { return stress_peer(seg.name, 200000, 1234 + p); }));
+        pids.push_back(spawn([&, p] { return stress_peer(seg.name, (int)scaled(200000), 1234 + p); }));
     for (pid_t pid : pids)
         EXPECT_EQ(wait_child(pid), 0) << "a peer saw a slot it held change owner or content";
     std::vector<vs_slot_ref> got;
@@ -87,7 +87,7 @@ TEST(MultiProcess, FramesHandedOverByHandleArriveIntactAndAreFreedByTheReceiver)
     int handles[2], returns[2];
     ASSERT_EQ(pipe(handles), 0);
     ASSERT_EQ(pipe(returns), 0);
-    const int kFrames = 20000;
+    const int kFrames = (int)scaled(20000);
     std::string name = seg.name;
     pid_t producer = spawn([&] {
         close(handles[0]);
@@ -110,6 +110,7 @@ TEST(MultiProcess, FramesHandedOverByHandleArriveIntactAndAreFreedByTheReceiver)
             for (uint32_t k = 0; k < size / 4; k++)
                 d[k] = i * 2654435761u + k;
             uint64_t h = vs_slot_ref_pack(r);
+            vs_pool_handed_over(vs_segment_pool(&s), r); // the consumer's from here on
             if (write(handles[1], &h, sizeof h) != sizeof h)
                 return 5;
         }
@@ -160,7 +161,7 @@ TEST(MultiProcess, HostileHandlesFromAnotherProcessNeverReachOutOfBounds)
     vs_slot_ref mine;
     ASSERT_TRUE(vs_pool_allocate(seg.pool(), 100, me, &mine));
     std::mt19937_64 rng(7);
-    for (int i = 0; i < 200000; i++) {
+    for (long i = 0; i < scaled(200000); i++) {
         vs_slot_ref r = vs_slot_ref_unpack(rng());
         if (i % 2) // plausible class and slot, random generation
             r = {static_cast<uint8_t>(rng() % 3), 0, static_cast<uint32_t>(rng() % 8),

@@ -76,6 +76,7 @@ TEST(PoolSetup, InitRejectsBadRegions)
     EXPECT_EQ(vs_pool_init(&p, vs_region{aligned + 1, need}, 0, kRefClasses, 3), VS_EINVAL);
     EXPECT_EQ(vs_pool_init(&p, vs_region{aligned, need}, 0, kRefClasses, 0), VS_EINVAL);
     EXPECT_EQ(vs_pool_init(&p, vs_region{aligned, need + 64}, 64, kRefClasses, 3), VS_OK);
+    vs_pool_detach(&p);
 }
 
 TEST(PoolSetup, AttachSeesTheSamePoolAndDiscoversItsConfigs)
@@ -94,6 +95,7 @@ TEST(PoolSetup, AttachSeesTheSamePoolAndDiscoversItsConfigs)
     EXPECT_EQ(vs_pool_slot_data(&q, &r), vs_pool_slot_data(p.get(), &r));
     EXPECT_EQ(vs_pool_free(&q, r), VS_OK); // freed through the other attachment
     EXPECT_EQ(vs_pool_free(p.get(), r), VS_EDOUBLEFREE);
+    vs_pool_detach(&q);
 }
 
 TEST(PoolSetup, AttachRejectsOtherConfigsAndGarbage)

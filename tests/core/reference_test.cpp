@@ -182,7 +182,7 @@ TEST(Reference, B12_TwoThreadsNeverGetTheSameSlot)
     vs_slot_ref got[2];
     bool ok[2];
     race_rounds(
-        2, 5000, [&](int t, int) { ok[t] = vs_pool_allocate(p.get(), 64, t + 1, &got[t]); },
+        2, (int)scaled(5000), [&](int t, int) { ok[t] = vs_pool_allocate(p.get(), 64, t + 1, &got[t]); },
         [&](int round) {
             EXPECT_TRUE(ok[0] && ok[1]) << "round " << round;
             EXPECT_NE(got[0].slot_idx, got[1].slot_idx) << "round " << round;
@@ -211,7 +211,7 @@ TEST(Reference, B12_ConcurrentAllocateAndFreeKeepTheIndexConsistent)
     HeapPool p(two, 1);
     std::atomic<long> bad{0};
     auto worker = [&](uint8_t owner) {
-        for (int i = 0; i < 200000; i++) {
+        for (long i = 0; i < scaled(200000); i++) {
             vs_slot_ref r;
             if (!vs_pool_allocate(p.get(), 64, owner, &r))
                 continue;

@@ -21,7 +21,8 @@ TEST(Threads, StressNoSlotEverHeldTwice)
     const vs_class_config classes[3] = {{64, 16}, {256, 8}, {4096, 4}};
     HeapPool p(classes, 3);
     std::atomic<long> overlaps{0}, failures{0}, allocated{0};
-    const int kThreads = 4, kIters = 300000;
+    const int kThreads = 4;
+    const long kIters = scaled(300000);
     run_threads(kThreads, [&](int t) {
         std::vector<std::pair<vs_slot_ref, Stamp>> held;
         uint32_t seq = 0;
@@ -71,7 +72,7 @@ TEST(Threads, RacingDoubleFreesHaveExactlyOneWinner)
     std::atomic<int> ok{0}, dbl{0};
     ASSERT_TRUE(vs_pool_allocate(p.get(), 64, 1, &r));
     race_rounds(
-        kThreads, 5000,
+        kThreads, (int)scaled(5000),
         [&](int, int) { (vs_pool_free(p.get(), r) == VS_OK ? ok : dbl)++; },
         [&](int round) {
             EXPECT_EQ(ok.load(), 1) << "round " << round;
@@ -110,8 +111,10 @@ TEST(Threads, StaleRefsNeverFreeAReusedSlot)
         uint64_t prev = 0;
         while (!stop) {
             uint64_t h = last_handle.load();
-            if (h == prev || !h)
+            if (h == prev || !h) {
+                spin_pause();
                 continue;
+            }
             // Wait until the slot has moved on at least one generation, then try the stale ref.
             vs_slot_ref old = vs_slot_ref_unpack(h);
             vs_slot_info info;
@@ -121,7 +124,7 @@ TEST(Threads, StaleRefsNeverFreeAReusedSlot)
             prev = h;
         }
     });
-    while (cycles.load() < 200000)
+    while (cycles.load() < scaled(200000))
         std::this_thread::yield();
     stop = true;
     cycler.join();
@@ -136,7 +139,7 @@ TEST(Threads, RacingTransfersHaveExactlyOneWinner)
     std::atomic<int> ok{0};
     ASSERT_TRUE(vs_pool_allocate(p.get(), 10, 1, &r));
     race_rounds(
-        2, 5000,
+        2, (int)scaled(5000),
         [&](int t, int) {
             if (vs_pool_transfer(p.get(), r, 1, static_cast<uint8_t>(10 + t)) == VS_OK)
                 ok++;
@@ -165,6 +168,7 @@ TEST(Threads, ProducerConsumerAcrossThreadsKeepsEverySlotReachable)
     std::atomic<long> produced{0}, consumed{0}, corrupt{0};
     std::thread consumer([&] {
         while (!done || produced.load() != consumed.load()) {
+            spin_pause();
             for (auto &b : box) {
                 uint64_t h = b.exchange(0);
                 if (!h)
@@ -179,7 +183,7 @@ TEST(Threads, ProducerConsumerAcrossThreadsKeepsEverySlotReachable)
             }
         }
     });
-    for (int i = 0; i < 100000; i++) {
+    for (long i = 0; i < scaled(100000); i++) {
         vs_slot_ref r;
         while (!vs_pool_allocate(p.get(), 256, 1, &r))
             std::this_thread::yield();
@@ -203,7 +207,7 @@ TEST(Threads, ProducerConsumerAcrossThreadsKeepsEverySlotReachable)
     done = true;
     consumer.join();
     EXPECT_EQ(corrupt.load(), 0);
-    EXPECT_EQ(consumed.load(), 100000);
+    EXPECT_EQ(consumed.load(), scaled(100000));
     std::vector<vs_slot_ref> got;
     EXPECT_EQ(drain_count(p.get(), 1, &got), 8u);
 }

@@ -29,7 +29,9 @@ int vs_tag_push(uint32_t tag);
 /* Closes the innermost scope (no effect when none is open). */
 void vs_tag_pop(void);
 
-/* The handle of a routed allocation, to send to another process; 0 if ptr is not one. */
+/* The handle of a routed allocation, to send to another process; 0 if ptr is not one. Taking
+ * the handle hands the block over: do not touch it afterwards (under Valgrind it stops being
+ * this process's block, so memcheck reports neither a leak here nor a double free there). */
 uint64_t vs_handle_of(const void *ptr);
 /* The pointer for a handle received from another process, or NULL if the handle is stale or
  * not of this segment. The calling process takes ownership: it frees the block (free()), and
