@@ -97,7 +97,8 @@ static GstMemory *varslot_alloc(GstAllocator *allocator, gsize size, GstAllocati
     gsize align = params->align | gst_memory_alignment;
     gsize maxsize = size + params->prefix + params->padding;
     vs_slot_ref ref;
-    if (!take_slot(self, s, maxsize + (align >= VS_SLOT_ALIGN ? align : 0), &ref))
+    gsize need = maxsize + (align >= VS_SLOT_ALIGN ? align : 0);
+    if (!take_slot(self, s, need, &ref))
         return system_fallback(self, size, params);
     const vs_pool *pool = gst_varslot_segment_pool(s);
     GstVarslotMemory *m = g_slice_new0(GstVarslotMemory);
@@ -107,7 +108,7 @@ static GstMemory *varslot_alloc(GstAllocator *allocator, gsize size, GstAllocati
     gsize shift = ((guintptr)m->slot & align) ? (align + 1) - ((guintptr)m->slot & align) : 0;
     m->base = m->slot + shift;
     m->owned = TRUE;
-    gsize region = vs_pool_slot_size(pool, ref.class_idx) - shift;
+    gsize region = need - shift; /* what we asked for: the rest of the slot is not ours */
     gst_memory_init(GST_MEMORY_CAST(m), params->flags, allocator, NULL, region, align,
                     params->prefix, size);
     if (params->prefix && (params->flags & GST_MEMORY_FLAG_ZERO_PREFIXED))
@@ -132,7 +133,7 @@ GstMemory *gst_varslot_memory_wrap_owned(GstAllocator *allocator, vs_slot_ref re
     m->slot = m->base = slot;
     m->owned = TRUE;
     /* Read-only: what the producer wrote is what every reader of this buffer sees. */
-    gst_memory_init(GST_MEMORY_CAST(m), GST_MEMORY_FLAG_READONLY, allocator, NULL, slot_size, 0,
+    gst_memory_init(GST_MEMORY_CAST(m), GST_MEMORY_FLAG_READONLY, allocator, NULL, offset + size, 0,
                     offset, size);
     return GST_MEMORY_CAST(m);
 }
@@ -145,9 +146,9 @@ static void varslot_free(GstAllocator *allocator, GstMemory *mem)
         if (m->owned) {
             int rc = vs_pool_free_owned(gst_varslot_segment_pool(m->segment), m->ref,
                                         m->segment->peer);
-            /* EPERM: a consumer took the slot and went away before saying so; it is the
-             * consumer's (or, if it died, the reaper's) to free. */
-            if (rc == VS_EPERM)
+            /* A consumer took the slot and went away before acking it (acks come in batches):
+             * it is the consumer's, or the reaper's, or already freed by them. */
+            if (rc == VS_EPERM || rc == VS_EDOUBLEFREE)
                 GST_DEBUG_OBJECT(allocator, "slot %u/%u was taken by another peer",
                                  m->ref.class_idx, m->ref.slot_idx);
             else if (rc != VS_OK)
@@ -228,7 +229,24 @@ vs_slot_ref gst_varslot_memory_slot(GstMemory *mem, gsize *offset_in_slot)
 
 GstVarslotSegment *gst_varslot_memory_segment(GstMemory *mem) { return root_of(mem)->segment; }
 
-void gst_varslot_memory_given_away(GstMemory *mem) { root_of(mem)->owned = FALSE; }
+void gst_varslot_memory_given_away(GstMemory *mem)
+{
+    GstVarslotMemory *root = root_of(mem);
+    if (root->owned)
+        vs_pool_handed_over(gst_varslot_segment_pool(root->segment), root->ref);
+    root->owned = FALSE;
+}
+
+gboolean gst_varslot_memory_still_ours(GstMemory *mem)
+{
+    GstVarslotMemory *root = root_of(mem);
+    vs_slot_info info;
+    if (!root->owned || vs_pool_slot_info(gst_varslot_segment_pool(root->segment), root->ref.class_idx,
+                                          root->ref.slot_idx, &info) != VS_OK)
+        return FALSE;
+    return info.state == VS_SLOT_ALLOCATED && info.generation == root->ref.generation &&
+           info.owner == root->segment->peer;
+}
 
 gboolean gst_varslot_memory_is_given_away(GstMemory *mem) { return !root_of(mem)->owned; }
 

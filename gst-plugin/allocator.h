@@ -27,6 +27,9 @@ GstVarslotSegment *gst_varslot_memory_segment(GstMemory *mem);
 /* The slot was handed to another peer (which took ownership): freeing mem must not free it. */
 void gst_varslot_memory_given_away(GstMemory *mem);
 gboolean gst_varslot_memory_is_given_away(GstMemory *mem);
+/* Whether the slot word still says this process holds mem's slot (a consumer that went away
+ * may have taken it without acking). */
+gboolean gst_varslot_memory_still_ours(GstMemory *mem);
 /* Wraps a slot this process has just taken ownership of, read-only, bytes [offset, +size). */
 GstMemory *gst_varslot_memory_wrap_owned(GstAllocator *allocator, vs_slot_ref ref, gsize offset,
                                          gsize size);

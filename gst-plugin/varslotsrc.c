@@ -29,7 +29,10 @@ struct _GstVarslotSrc {
     guint8 sink_peer;
     GstVarslotSegment *segment;
     GstAllocator *allocator;
-    GQueue unsent_acks; /* vsg_message*, when the socket was full */
+    /* Buffers taken but not yet acked: one cumulative ack covers them, sent when create()
+     * is called again (after the push) or when we would otherwise wait. */
+    guint64 ack_seq;
+    gboolean ack_due;
 };
 
 enum { PROP_0, PROP_SOCKET_PATH, PROP_IS_LIVE, PROP_WAIT_FOR_PRODUCER, PROP_RECEIVED, PROP_REFUSED };
@@ -49,7 +52,7 @@ static void disconnect(GstVarslotSrc *self)
         close(self->fd);
         self->fd = -1;
     }
-    g_queue_clear_full(&self->unsent_acks, g_free);
+    self->ack_due = FALSE;
     self->sink_peer = 0;
 }
 
@@ -83,22 +86,21 @@ static GstFlowReturn connect_or_wait(GstVarslotSrc *self)
     return GST_FLOW_OK;
 }
 
-static void send_acks(GstVarslotSrc *self)
+/* Never blocks: if the socket is full the ack stays due and goes out later. */
+static gboolean send_ack(GstVarslotSrc *self, guint64 seq, gboolean taken)
 {
-    vsg_message *m;
-    while ((m = g_queue_peek_head(&self->unsent_acks)) && vsg_send(self->fd, m) == 1)
-        g_free(g_queue_pop_head(&self->unsent_acks));
+    vsg_ack ack;
+    memset(&ack, 0, sizeof ack);
+    vsg_init_header(&ack.h, VSG_ACK, sizeof ack);
+    ack.seq = seq;
+    ack.taken = taken;
+    return vsg_send(self->fd, (const vsg_message *)&ack) == 1;
 }
 
-/* Never blocks: if the socket is full the ack waits for the next create(). */
-static void queue_ack(GstVarslotSrc *self, guint64 seq, gboolean taken)
+static void send_due_ack(GstVarslotSrc *self)
 {
-    vsg_message *m = g_new0(vsg_message, 1);
-    vsg_init_header(&m->h, VSG_ACK, sizeof m->ack);
-    m->ack.seq = seq;
-    m->ack.taken = taken;
-    g_queue_push_tail(&self->unsent_acks, m);
-    send_acks(self);
+    if (self->ack_due && send_ack(self, self->ack_seq, TRUE))
+        self->ack_due = FALSE;
 }
 
 static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello)
@@ -209,11 +211,11 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
         return ret;
     vsg_message m;
     for (;;) {
-        send_acks(self);
+        send_due_ack(self); /* the buffer we returned last has been pushed by now */
         const char *why = NULL;
         int rc = vsg_recv(self->fd, &m, &why);
         if (rc == 0) {
-            gst_poll_fd_ctl_write(self->poll, &self->pfd, !g_queue_is_empty(&self->unsent_acks));
+            gst_poll_fd_ctl_write(self->poll, &self->pfd, self->ack_due);
             if (gst_poll_wait(self->poll, GST_CLOCK_TIME_NONE) < 0 && errno == EBUSY)
                 return GST_FLOW_FLUSHING;
             continue;
@@ -233,6 +235,14 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
                 return GST_FLOW_NOT_NEGOTIATED;
             break;
         case VSG_EOS:
+            /* The producer waits for our acks before it stops: send them even if it takes a
+             * moment for room in the socket. */
+            while (self->ack_due) {
+                send_due_ack(self);
+                gst_poll_fd_ctl_write(self->poll, &self->pfd, self->ack_due);
+                if (self->ack_due && gst_poll_wait(self->poll, 100 * GST_MSECOND) < 0 && errno == EBUSY)
+                    return GST_FLOW_FLUSHING;
+            }
             return GST_FLOW_EOS;
         case VSG_BUFFER: {
             if (!self->segment) {
@@ -242,11 +252,17 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
                 break;
             }
             GstBuffer *buf = take_buffer(self, &m.buffer);
-            queue_ack(self, m.buffer.seq, buf != NULL);
             if (!buf) {
+                /* Ack what was taken before it, then refuse this one by its number. */
+                send_due_ack(self);
+                if (!send_ack(self, m.buffer.seq, FALSE))
+                    GST_WARNING_OBJECT(self, "cannot tell the producer about refused buffer %"
+                                       G_GUINT64_FORMAT, m.buffer.seq);
                 __atomic_fetch_add(&self->buffers_refused, 1, __ATOMIC_RELAXED);
                 break;
             }
+            self->ack_seq = m.buffer.seq;
+            self->ack_due = TRUE;
             __atomic_fetch_add(&self->buffers_received, 1, __ATOMIC_RELAXED);
             *out = buf;
             return GST_FLOW_OK;
@@ -271,7 +287,6 @@ static gboolean start(GstBaseSrc *bsrc)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
     self->poll = gst_poll_new(TRUE);
-    g_queue_init(&self->unsent_acks);
     GError *err = NULL;
     /* Connect now when we can, so a sink waiting for a connection starts sending. */
     if (!try_connect(self, &err) && !self->wait_for_producer) {
@@ -287,6 +302,8 @@ static gboolean start(GstBaseSrc *bsrc)
 static gboolean stop(GstBaseSrc *bsrc)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
+    if (self->fd >= 0)
+        send_due_ack(self); /* so the producer knows which slots are ours now */
     disconnect(self);
     g_clear_pointer(&self->poll, gst_poll_free);
     gst_clear_object(&self->allocator);

@@ -63,7 +63,7 @@ cleanup() {
     for f in /dev/shm/"$PREFIX"-*; do
         [ -e "$f" ] && { timeout 30 "$VARSLOT" rm "/${f#/dev/shm/}" >/dev/null 2>&1 || rm -f "$f"; }
     done
-    rm -rf "$TMP"
+    [ -n "${VSTEST_KEEP:-}" ] && echo "kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
