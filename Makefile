@@ -1,6 +1,7 @@
 # varslot: the one build entry.
 #   make          libvarslot (static + shared) and the varslot CLI, into build/
-#   make check    every test: core suites plain, under ASan+UBSan and TSan, CLI tests
+#   make check    every test: core suites plain, under ASan+UBSan, TSan and memcheck; CLI,
+#                 preload shim, GStreamer plugin and Valgrind integration tests
 #   make demo     the cross-process demo
 #   make bench    benchmarks, printed as ratios against anchors measured in the same run
 
@@ -39,7 +40,8 @@ DEMO   := $(B)/bin/varslot-demo
 
 DEPS_STAMP := $(B)/.deps-ok
 
-.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload check-gst
+.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload check-gst \
+        check-memcheck
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -131,7 +133,7 @@ TESTS_PLAIN := $(B)/plain/tests/core_tests
 TESTS_ASAN  := $(B)/asan/tests/core_tests
 TESTS_TSAN  := $(B)/tsan/tests/core_tests
 
-check: check-core check-asan check-tsan check-cli check-preload check-gst
+check: check-core check-asan check-tsan check-cli check-preload check-gst check-memcheck
 	@echo "make check: all suites passed"
 
 # Every suite runs under a timeout: a hang is a failure, not a stuck CI job.
@@ -163,6 +165,14 @@ check-preload: all $(SEMANTICS)
 # round trip, zero copy) and real two-process gst-launch pipelines (checksums, kills, fan-out).
 check-gst: all $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
 	timeout 1800 tests/gst/run-gst-tests.sh
+
+# Memcheck: the core suites under Valgrind with 0 errors and no definite leak (VSTEST_SLOW
+# shortens the stress loops: Valgrind runs one thread at a time, some 50x slower), then
+# planted defects and a cross-process hand-over through valgrind/varslot-memcheck.
+check-memcheck: $(TESTS_PLAIN) all
+	VSTEST_SLOW=1 timeout 1200 valgrind -q --error-exitcode=9 --leak-check=full --show-leak-kinds=definite \
+	    --errors-for-leak-kinds=definite $(TESTS_PLAIN) --gtest_brief=1
+	timeout 900 tests/valgrind/test-memcheck.sh
 
 # A small runner that prints element counters at EOS (gst-launch cannot): tests and demo.
 GST_RUN := $(B)/tests/vstest-gst-run

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Planted defects in small programs run through valgrind/varslot-memcheck: each must be
+# reported at the line marked DEFECT in planted.c, with memcheck's usual words; a handle
+# passed to another process and freed there must be no leak in either; a clean program must
+# end with "ERROR SUMMARY: 0 errors".
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$ROOT" || exit 1
+RUNNER=valgrind/varslot-memcheck
+SRC=tests/valgrind/planted.c
+BIN=build/tests/vstest-planted
+export VARSLOT_SEGMENT=/vs-memcheck-$$ VARSLOT_MIN_SIZE=64K
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/vstest-memcheck.XXXXXX") || exit 1
+trap 'build/bin/varslot rm "$VARSLOT_SEGMENT" >/dev/null 2>&1; rm -rf "$TMP"' EXIT
+
+mkdir -p build/tests
+if [ ! -x "$BIN" ] || [ "$SRC" -nt "$BIN" ]; then
+    gcc -O0 -g -Wall -Wextra -Werror -Icore/include "$SRC" -o "$BIN" -ldl || exit 1
+fi
+
+pass=0 fail=0
+ok() { echo "ok - $1"; pass=$((pass + 1)); }
+not_ok() { echo "not ok - $1"; fail=$((fail + 1)); [ -n "${2:-}" ] && sed 's/^/#   /' "$2" | head -40; }
+line_of() { grep -n "$1" "$SRC" | head -n 1 | cut -d: -f1; }
+expect() { # expect DESC LOG PATTERN: the log has a line matching the (extended) pattern
+    if grep -Eq -- "$3" "$2"; then ok "$1"; else not_ok "$1 (wanted /$3/)" "$2"; fi
+}
+run() { # run NAME ARGS...: memcheck the planted program, log in $TMP/NAME.log
+    local name=$1
+    shift
+    # dfree aborts: bash would print "Aborted" for the job unless told to wait quietly.
+    timeout 300 "$RUNNER" --num-callers=30 -- "$BIN" "$@" >"$TMP/$name.out" 2>"$TMP/$name.log" &
+    wait $! 2>/dev/null
+    echo $? >"$TMP/$name.rc"
+}
+
+malloc_line=$(line_of 'char \*p = malloc(BLOCK);')
+
+run leak leak
+expect "leak: a routed block never freed is definitely lost" "$TMP/leak.log" \
+    "100,000 bytes in 1 blocks are definitely lost"
+expect "leak: the report points at the allocating line" "$TMP/leak.log" "routed_block \(planted.c:$malloc_line\)"
+expect "leak: ... called from leak()" "$TMP/leak.log" "by 0x[0-9A-F]+: leak \(planted.c:[0-9]+\)"
+
+run overread overread
+expect "overread: a read past the requested size is invalid" "$TMP/overread.log" "Invalid read of size 1"
+expect "overread: at the planted line" "$TMP/overread.log" "overread \(planted.c:$(line_of 'DEFECT overread')\)"
+expect "overread: just past the block, not the slot" "$TMP/overread.log" \
+    "0 bytes after a block of size 100,000 alloc'd"
+
+run uaf uaf
+expect "uaf: a read after free is invalid" "$TMP/uaf.log" "Invalid read of size 1"
+expect "uaf: at the planted line" "$TMP/uaf.log" "use_after_free \(planted.c:$(line_of 'DEFECT uaf')\)"
+expect "uaf: inside the freed block" "$TMP/uaf.log" "inside a block of size 100,000 free'd"
+
+run dfree dfree
+expect "dfree: memcheck reports the invalid free" "$TMP/dfree.log" "Invalid free\(\)"
+expect "dfree: at the planted line" "$TMP/dfree.log" "double_free \(planted.c:$(line_of 'DEFECT dfree')\)"
+expect "dfree: varslot says so too" "$TMP/dfree.log" "varslot: free\(\): double free of a routed block"
+if [ "$(cat "$TMP/dfree.rc")" -ne 0 ]; then ok "dfree: the program stops"; else not_ok "dfree: the program stops" "$TMP/dfree.log"; fi
+
+run clean clean
+expect "clean: no error" "$TMP/clean.log" "ERROR SUMMARY: 0 errors"
+expect "clean: no leak" "$TMP/clean.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
+[ "$(cat "$TMP/clean.rc")" -eq 0 ] && ok "clean: exit status 0" || not_ok "clean: exit status 0" "$TMP/clean.log"
+
+# Hand-over between two processes, both under memcheck.
+coproc SENDER { timeout 300 "$RUNNER" --num-callers=30 -- "$BIN" send 2>"$TMP/send.log"; }
+read -r handle <&"${SENDER[0]}"
+run receive receive "$handle"
+echo done >&"${SENDER[1]}"
+wait "$SENDER_PID"
+expect "handoff: the receiver got the block and freed it cleanly" "$TMP/receive.log" "ERROR SUMMARY: 0 errors"
+expect "handoff: no leak in the receiver" "$TMP/receive.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
+expect "handoff: no error in the sender" "$TMP/send.log" "ERROR SUMMARY: 0 errors"
+expect "handoff: no false leak in the sender" "$TMP/send.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
+[ "$(cat "$TMP/receive.rc")" -eq 0 ] && ok "handoff: receiver exit 0" || not_ok "handoff: receiver exit 0" "$TMP/receive.log"
+
+echo "# test-memcheck: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
