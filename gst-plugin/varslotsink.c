@@ -28,7 +28,7 @@ typedef struct {
 
 typedef struct {
     guint64 seq;
-    GstBuffer *buffer; /* what the client's slots are in; released when it acks */
+    GstBuffer *buffer; /* what the client's slots are in; released once it took them */
 } PendingBuffer;
 
 struct _GstVarslotSink {
@@ -49,6 +49,7 @@ struct _GstVarslotSink {
     GstAllocator *allocator;
     GstCaps *caps;
     guint64 seq;
+    gint64 last_service; /* g_get_monotonic_time() of the last look at the sockets */
 };
 
 enum {
@@ -106,6 +107,34 @@ static void drop_unacked(PendingBuffer *p)
         }
     }
     drop_pending(p);
+}
+
+/* A client takes a buffer by moving each slot's owner to itself (one CAS each), so the slot
+ * words say what was taken without a word from the client: once no slot of the oldest
+ * pending buffer is ours, it is the client's. This costs no system call per buffer; the
+ * client's acks come in large batches and matter for refusals and at EOS. */
+static gboolean taken_by_client(GstBuffer *buf)
+{
+    gboolean any = FALSE;
+    for (guint i = 0; i < gst_buffer_n_memory(buf); i++) {
+        GstMemory *mem = gst_buffer_peek_memory(buf, i);
+        if (!gst_is_varslot_memory(mem))
+            continue;
+        if (gst_varslot_memory_still_ours(mem))
+            return FALSE;
+        any = TRUE;
+    }
+    return any;
+}
+
+static void release_taken(Client *c)
+{
+    PendingBuffer *p;
+    while ((p = g_queue_peek_head(&c->pending)) && taken_by_client(p->buffer)) {
+        g_queue_pop_head(&c->pending);
+        mark_given_away(p->buffer);
+        drop_pending(p);
+    }
 }
 
 static void client_remove(GstVarslotSink *self, Client *c, const char *why)
@@ -194,6 +223,9 @@ static void accept_clients(GstVarslotSink *self)
  * something, so an idle socket costs no system call (at 100,000 buffers a second they add up). */
 static void service(GstVarslotSink *self)
 {
+    self->last_service = g_get_monotonic_time();
+    for (GList *l = self->clients; l; l = l->next)
+        release_taken(l->data);
     if (gst_poll_wait(self->poll, 0) <= 0)
         return;
     if (gst_poll_fd_can_read(self->poll, &self->listen_pfd))
@@ -205,6 +237,22 @@ static void service(GstVarslotSink *self)
             gst_poll_fd_has_error(self->poll, &c->pfd))
             client_read(self, c);
     }
+}
+
+/* After a render: the sockets need a look (new clients, refusals, a client gone) about once
+ * a millisecond, not once a buffer; sooner if a client's backlog says something is stuck. */
+#define SERVICE_INTERVAL_US 1000
+#define PENDING_BACKLOG 64
+static void service_now_and_then(GstVarslotSink *self)
+{
+    gboolean backlog = FALSE;
+    for (GList *l = self->clients; l; l = l->next) {
+        Client *c = l->data;
+        release_taken(c);
+        backlog |= g_queue_get_length(&c->pending) > PENDING_BACKLOG;
+    }
+    if (backlog || g_get_monotonic_time() - self->last_service >= SERVICE_INTERVAL_US)
+        service(self);
 }
 
 static guint ready_clients(GstVarslotSink *self)
@@ -469,7 +517,7 @@ static GstFlowReturn render(GstBaseSink *bsink, GstBuffer *buf)
     gst_buffer_unref(first);
     if (ret == GST_FLOW_OK)
         given ? COUNT(buffers_sent) : COUNT(dropped); /* every client went away meanwhile */
-    service(self);
+    service_now_and_then(self);
     return ret;
 }
 

@@ -29,10 +29,13 @@ struct _GstVarslotSrc {
     guint8 sink_peer;
     GstVarslotSegment *segment;
     GstAllocator *allocator;
-    /* Buffers taken but not yet acked: one cumulative ack covers them, sent when create()
-     * is called again (after the push) or when we would otherwise wait. */
+    /* Buffers taken but not yet acked: one cumulative ack covers them. The sink learns what
+     * we took from the slot words, so acks go out in batches (see ack_now_and_then), and all
+     * of them at EOS, on a refusal and at stop. */
     guint64 ack_seq;
     gboolean ack_due;
+    guint unacked;
+    gint64 last_ack;
 };
 
 enum { PROP_0, PROP_SOCKET_PATH, PROP_IS_LIVE, PROP_WAIT_FOR_PRODUCER, PROP_RECEIVED, PROP_REFUSED };
@@ -53,6 +56,7 @@ static void disconnect(GstVarslotSrc *self)
         self->fd = -1;
     }
     self->ack_due = FALSE;
+    self->unacked = 0;
     self->sink_peer = 0;
 }
 
@@ -86,21 +90,37 @@ static GstFlowReturn connect_or_wait(GstVarslotSrc *self)
     return GST_FLOW_OK;
 }
 
-/* Never blocks: if the socket is full the ack stays due and goes out later. */
-static gboolean send_ack(GstVarslotSrc *self, guint64 seq, gboolean taken)
+/* Never blocks: 1 sent, 0 the socket is full (the ack stays due and goes out later), -1 the
+ * producer is gone. */
+static int send_ack(GstVarslotSrc *self, guint64 seq, gboolean taken)
 {
     vsg_ack ack;
     memset(&ack, 0, sizeof ack);
     vsg_init_header(&ack.h, VSG_ACK, sizeof ack);
     ack.seq = seq;
     ack.taken = taken;
-    return vsg_send(self->fd, (const vsg_message *)&ack) == 1;
+    return vsg_send(self->fd, (const vsg_message *)&ack);
 }
 
+/* A producer that went away needs no ack: the slot words already say what we took. */
 static void send_due_ack(GstVarslotSrc *self)
 {
-    if (self->ack_due && send_ack(self, self->ack_seq, TRUE))
+    if (self->ack_due && send_ack(self, self->ack_seq, TRUE) != 0) {
         self->ack_due = FALSE;
+        self->unacked = 0;
+        self->last_ack = g_get_monotonic_time();
+    }
+}
+
+/* One ack per buffer would cost both processes a system call per buffer (and the sink a
+ * wake-up): at 100,000 small buffers a second that is most of the work. */
+#define ACK_BATCH 32
+#define ACK_INTERVAL_US 5000
+static void ack_now_and_then(GstVarslotSrc *self)
+{
+    if (self->ack_due &&
+        (self->unacked >= ACK_BATCH || g_get_monotonic_time() - self->last_ack >= ACK_INTERVAL_US))
+        send_due_ack(self);
 }
 
 static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello)
@@ -211,11 +231,13 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
         return ret;
     vsg_message m;
     for (;;) {
-        send_due_ack(self); /* the buffer we returned last has been pushed by now */
+        if (self->unacked >= ACK_BATCH)
+            send_due_ack(self); /* the buffers we returned have been pushed by now */
         const char *why = NULL;
         int rc = vsg_recv(self->fd, &m, &why);
         if (rc == 0) {
-            gst_poll_fd_ctl_write(self->poll, &self->pfd, self->ack_due);
+            ack_now_and_then(self); /* idle: out of the way of a buffer's latency */
+            gst_poll_fd_ctl_write(self->poll, &self->pfd, self->ack_due && self->unacked >= ACK_BATCH);
             if (gst_poll_wait(self->poll, GST_CLOCK_TIME_NONE) < 0 && errno == EBUSY)
                 return GST_FLOW_FLUSHING;
             continue;
@@ -235,8 +257,8 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
                 return GST_FLOW_NOT_NEGOTIATED;
             break;
         case VSG_EOS:
-            /* The producer waits for our acks before it stops: send them even if it takes a
-             * moment for room in the socket. */
+            /* A producer still draining may be waiting for our acks: send them even if it
+             * takes a moment for room in the socket (one that has gone needs none). */
             while (self->ack_due) {
                 send_due_ack(self);
                 gst_poll_fd_ctl_write(self->poll, &self->pfd, self->ack_due);
@@ -255,7 +277,7 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
             if (!buf) {
                 /* Ack what was taken before it, then refuse this one by its number. */
                 send_due_ack(self);
-                if (!send_ack(self, m.buffer.seq, FALSE))
+                if (send_ack(self, m.buffer.seq, FALSE) != 1)
                     GST_WARNING_OBJECT(self, "cannot tell the producer about refused buffer %"
                                        G_GUINT64_FORMAT, m.buffer.seq);
                 __atomic_fetch_add(&self->buffers_refused, 1, __ATOMIC_RELAXED);
@@ -263,6 +285,7 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
             }
             self->ack_seq = m.buffer.seq;
             self->ack_due = TRUE;
+            self->unacked++;
             __atomic_fetch_add(&self->buffers_received, 1, __ATOMIC_RELAXED);
             *out = buf;
             return GST_FLOW_OK;
