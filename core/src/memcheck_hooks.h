@@ -7,7 +7,8 @@
 
 #include "internal.h"
 
-extern int vs__on_valgrind;
+/* Hidden: read straight, not through the GOT (this is on the allocate and free paths). */
+extern int vs__on_valgrind __attribute__((visibility("hidden")));
 
 /* After init (fresh) or attach: find out once whether we run on Valgrind; if so, mark the
  * slot arrays off limits and give the pool its "held here" bitmap. */

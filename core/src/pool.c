@@ -314,13 +314,17 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
         return VS_EINVAL;
     uint32_t idx = ref.slot_idx;
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    if (!vs__word_is_live(w, ref.generation))
+        return VS_EDOUBLEFREE; /* already freed, or freed and reused: a stale ref */
+    /* Before the CAS: once the slot is free another thread may claim it and announce its own
+     * block there. (Two racing frees both get here: memcheck reports the double free.) */
+    VS__VG(vs__vg_released(pool, cls, idx));
     do {
         if (!vs__word_is_live(w, ref.generation))
-            return VS_EDOUBLEFREE; /* already freed, or freed and reused: a stale ref */
+            return VS_EDOUBLEFREE;
     } while (!atomic_compare_exchange_weak_explicit(
         &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
         memory_order_relaxed));
-    VS__VG(vs__vg_released(pool, cls, idx));
     /* The slot is free; now only the index needs to hear of it. */
     struct vs__thread_cache *tc = &vs__tc;
     uint8_t c = ref.class_idx;
@@ -343,15 +347,21 @@ int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owner)
     if (!m)
         return VS_EINVAL;
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    if (!vs__word_is_live(w, ref.generation))
+        return VS_EDOUBLEFREE;
+    if (vs__word_owner(w) != owner)
+        return VS_EPERM; /* given away (or reaped and reused): not ours to free */
+    /* Before the CAS, as in vs_pool_free; if the slot is given away meanwhile, it has left
+     * this process either way. */
+    VS__VG(vs__vg_released(pool, cls, ref.slot_idx));
     do {
         if (!vs__word_is_live(w, ref.generation))
             return VS_EDOUBLEFREE;
         if (vs__word_owner(w) != owner)
-            return VS_EPERM; /* given away (or reaped and reused): not ours to free */
+            return VS_EPERM;
     } while (!atomic_compare_exchange_weak_explicit(
         &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
         memory_order_relaxed));
-    VS__VG(vs__vg_released(pool, cls, ref.slot_idx));
     vs__publish_free(cls, ref.slot_idx);
     return VS_OK;
 }
