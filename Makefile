@@ -190,6 +190,7 @@ $(BENCH): tests/bench/bench_core.cpp $(LIB_A) $(CORE_HDRS)
 bench: all $(BENCH)
 	scripts/bench
 	scripts/bench-preload
+	scripts/bench-gst
 
 clean:
 	rm -rf $(B)
