@@ -1,9 +1,10 @@
 /* varslotsink: proposes slot-backed buffers upstream (allocator, pool, GstVideoMeta) and
  * sends each buffer to every connected varslotsrc as slot handles plus metadata. The first
  * client gets the producer's own slots (zero copy; it takes ownership with one CAS each);
- * further clients get copies in slots of their own. A buffer is held until its client says
- * it took the slots, and released at once if the client goes away. Every wait is on a
- * GstPoll that unlock() flushes, and no lock is held across it. */
+ * further clients get copies in slots of their own. A buffer is held until its client took
+ * the slots (the slot words say so; the client's acks, in batches, confirm it and carry
+ * refusals), and released at once if the client goes away. Every wait is on a GstPoll that
+ * unlock() flushes, and no lock is held across it. */
 #include "varslotsink.h"
 
 #include "allocator.h"

@@ -1,8 +1,9 @@
 /* varslotsrc: connects to a varslotsink, takes ownership of each buffer's slots as it
  * receives their handles (one CAS each: from then on the producer's death cannot touch
  * them) and pushes buffers that wrap the slots in place, read-only. Caps, timestamps,
- * offsets, flags and GstVideoMeta come over the wire. The ack saying "taken" is the only
- * thing sent back, from the streaming thread, never from a memory's destroy notify. */
+ * offsets, flags and GstVideoMeta come over the wire. Acks (cumulative, in batches) and
+ * refusals are the only things sent back, from the streaming thread, never from a memory's
+ * destroy notify. */
 #include "varslotsrc.h"
 
 #include "allocator.h"
