@@ -168,7 +168,8 @@ check-gst: all $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
 
 # Memcheck: the core suites under Valgrind with 0 errors and no definite leak (VSTEST_SLOW
 # shortens the stress loops: Valgrind runs one thread at a time, some 50x slower), then
-# planted defects and a cross-process hand-over through valgrind/varslot-memcheck.
+# planted defects and a cross-process hand-over through valgrind/varslot-memcheck, and a
+# varslotsink/varslotsrc pipeline pair under memcheck.
 check-memcheck: $(TESTS_PLAIN) all
 	VSTEST_SLOW=1 timeout 1200 valgrind -q --error-exitcode=9 --leak-check=full --show-leak-kinds=definite \
 	    --errors-for-leak-kinds=definite $(TESTS_PLAIN) --gtest_brief=1
