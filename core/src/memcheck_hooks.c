@@ -63,16 +63,21 @@ static uint64_t layout_of(const vs_pool *pool)
     return h;
 }
 
+/* Sets or clears one bit; returns its old value. */
+static bool flip_bit(uint8_t *bits, size_t bit, bool set)
+{
+    uint8_t mask = (uint8_t)(1u << (bit % 8));
+    uint8_t old = set ? __atomic_fetch_or(&bits[bit / 8], mask, __ATOMIC_RELAXED)
+                      : __atomic_fetch_and(&bits[bit / 8], (uint8_t)~mask, __ATOMIC_RELAXED);
+    return old & mask;
+}
+
 /* One bit per slot of the region, process-local. Returns the old value of the bit. */
 static bool flip_held(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx, bool held)
 {
     if (!pool->vg_held)
         return !held; /* no bitmap (mmap failed): behave as if the state changed */
-    size_t bit = cls->index_base + idx;
-    uint8_t mask = (uint8_t)(1u << (bit % 8));
-    uint8_t old = held ? __atomic_fetch_or(&pool->vg_held[bit / 8], mask, __ATOMIC_RELAXED)
-                       : __atomic_fetch_and(&pool->vg_held[bit / 8], (uint8_t)~mask, __ATOMIC_RELAXED);
-    return old & mask;
+    return flip_bit(pool->vg_held, cls->index_base + idx, held);
 }
 
 /* Forgets the blocks held in a region: its memory is going away, or being initialised anew. */
@@ -80,12 +85,9 @@ static void forget_blocks(struct vg_region *r, const vs_pool *pool)
 {
     for (size_t c = 0; r->held && c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
-        for (uint32_t s = 0; s < cls->slot_count && cls->index_base + s < r->slots; s++) {
-            size_t bit = cls->index_base + s;
-            uint8_t mask = (uint8_t)(1u << (bit % 8));
-            if (__atomic_fetch_and(&r->held[bit / 8], (uint8_t)~mask, __ATOMIC_RELAXED) & mask)
+        for (uint32_t s = 0; s < cls->slot_count && cls->index_base + s < r->slots; s++)
+            if (flip_bit(r->held, cls->index_base + s, false))
                 VALGRIND_FREELIKE_BLOCK(slot_addr(cls, s), 0);
-        }
     }
 }
 
@@ -180,9 +182,9 @@ void vs__vg_released(const vs_pool *pool, const struct vs_pool_class *cls, uint3
 void vs__vg_resized(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
                     uint32_t old_size, uint32_t new_size)
 {
-    uint8_t *p = slot_addr(cls, idx);
-    if (pool->vg_held && (pool->vg_held[(cls->index_base + idx) / 8] >> ((cls->index_base + idx) % 8) & 1))
-        VALGRIND_RESIZEINPLACE_BLOCK(p, old_size, new_size, 0);
+    size_t bit = cls->index_base + idx;
+    if (pool->vg_held && (pool->vg_held[bit / 8] >> (bit % 8) & 1))
+        VALGRIND_RESIZEINPLACE_BLOCK(slot_addr(cls, idx), old_size, new_size, 0);
 }
 
 #else /* built without Valgrind's headers: nothing to tell */
