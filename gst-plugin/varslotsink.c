@@ -97,16 +97,20 @@ static void drop_pending(PendingBuffer *p)
 }
 
 /* A client went away with buffers unacked: it may have taken some slots (acks come in
- * batches). The slot words say which: those are not ours to free or reuse any more. */
+ * batches), even some of one buffer's. The slot words say which: those are not ours to free
+ * or reuse any more; the others come back to us. */
 static void drop_unacked(PendingBuffer *p)
 {
+    gboolean any = FALSE;
     for (guint i = 0; i < gst_buffer_n_memory(p->buffer); i++) {
         GstMemory *mem = gst_buffer_peek_memory(p->buffer, i);
         if (gst_is_varslot_memory(mem) && !gst_varslot_memory_still_ours(mem)) {
-            mark_given_away(p->buffer);
-            break;
+            gst_varslot_memory_given_away(mem);
+            any = TRUE;
         }
     }
+    if (any)
+        GST_BUFFER_FLAG_SET(p->buffer, GST_BUFFER_FLAG_TAG_MEMORY);
     drop_pending(p);
 }
 
