@@ -26,8 +26,12 @@
 #include <string>
 #include <vector>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include "../../gst-plugin/protocol.h" // the wire's structs: a hand-made consumer speaks it
 
 #ifndef VSTEST_PLUGIN_DIR
 #define VSTEST_PLUGIN_DIR "build/lib/gstreamer-1.0"
@@ -1538,6 +1542,74 @@ TEST_F(Link, StoppedProducerDoesNotFreeSlotsTheConsumerTook)
     gst_sample_unref(held); // no "double or stale free" warning may follow
     shut_down_and_check_nothing_left();
     unlink(sock2.c_str());
+}
+
+// A consumer that cannot take a buffer refuses it by its number; the sink must then free
+// the slot it copied the buffer into (nobody took it), while it held it until then.
+// The consumer here is made by hand on the wire, because varslotsrc refuses only when a
+// transfer fails.
+int allocated_slots(const std::string &seg)
+{
+    std::string out;
+    if (varslot_cli({"stat", seg, "--json"}, &out) != 0)
+        return -1;
+    int n = 0;
+    for (size_t at = 0; (at = out.find("\"allocated\":", at)) != std::string::npos; at++)
+        n += atoi(out.c_str() + at + strlen("\"allocated\":"));
+    return n;
+}
+
+vsg_header wire_header(vsg_type type, size_t length)
+{
+    vsg_header h = {};
+    h.magic = VSG_MAGIC;
+    h.type = (uint16_t)type;
+    h.version = VSG_VERSION;
+    h.length = (uint32_t)length;
+    return h;
+}
+
+TEST_F(Link, RefusedBufferComesBackToTheProducer)
+{
+    start_producer();
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    struct sockaddr_un addr = {};
+    addr.sun_family = AF_UNIX;
+    strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
+    ASSERT_EQ(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0) << strerror(errno);
+    struct timeval tv = {10, 0}; // no read may hang the suite
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    // System memory: the sink copies it into a slot. It greets us once it has a buffer.
+    push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr));
+    vsg_message m;
+    ASSERT_GT(recv(fd, &m, sizeof m, 0), 0);
+    ASSERT_EQ(m.h.type, VSG_HELLO);
+    vsg_hello_reply reply = {};
+    reply.h = wire_header(VSG_HELLO_REPLY, sizeof reply);
+    reply.peer = 63; // any peer id: the sink only needs one to count us as ready
+    ASSERT_EQ(send(fd, &reply, sizeof reply, MSG_NOSIGNAL), (ssize_t)sizeof reply);
+
+    do
+        ASSERT_GT(recv(fd, &m, sizeof m, 0), 0) << "no buffer came";
+    while (m.h.type != VSG_BUFFER);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 1u);
+    EXPECT_EQ(allocated_slots(seg), 1) << "the sink holds the slot until we say something";
+
+    vsg_ack ack = {};
+    ack.h = wire_header(VSG_ACK, sizeof ack);
+    ack.seq = m.buffer.seq;
+    ack.taken = 0;
+    ASSERT_EQ(send(fd, &ack, sizeof ack, MSG_NOSIGNAL), (ssize_t)sizeof ack);
+    gst_app_src_end_of_stream(GST_APP_SRC(appsrc)); // at EOS the sink reads every client
+    do
+        ASSERT_GT(recv(fd, &m, sizeof m, 0), 0) << "no EOS came";
+    while (m.h.type != VSG_EOS);
+    for (int i = 0; i < 100 && allocated_slots(seg) != 0; i++)
+        g_usleep(20000);
+    EXPECT_EQ(allocated_slots(seg), 0) << "the refused slot was not freed";
+    close(fd);
+    producer->expect_no_error();
 }
 
 // ---------------------------------------------------------------------------------------
