@@ -48,16 +48,7 @@ if [ ! -x "$HELPER" ] || [ "$ROOT/tests/cli/hold-slots.c" -nt "$HELPER" ] || [ "
 fi
 
 # ---- reporting ----
-PASSED=0
-FAILED=0
-ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
-not_ok() {
-    FAILED=$((FAILED + 1))
-    echo "not ok - $1"
-    shift
-    local line
-    for line in "$@"; do printf '#   %s\n' "$line"; done
-}
+. "$ROOT/tests/lib.sh"
 
 # run ARGS...: OUT, ERR and RC of one varslot invocation. A hung CLI fails its check, not the run.
 run() {

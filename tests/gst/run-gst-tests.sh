@@ -28,19 +28,7 @@ pkg-config --exists $PKGS || die "pkg-config cannot find: $PKGS"
 
 # ---- build (each step only when its output is missing or stale) ----
 mkdir -p "$OUT/obj"
-stale() { # stale OUTPUT INPUT...
-    local out=$1 in
-    shift
-    [ -e "$out" ] || return 0
-    for in in "$@"; do [ "$in" -nt "$out" ] && return 0; done
-    return 1
-}
-build() { # build OUTPUT -- COMMAND...
-    local out=$1
-    shift
-    echo "run-gst-tests: building ${out#"$ROOT"/}"
-    timeout 600 "$@" || die "cannot build $out"
-}
+. "$ROOT/tests/lib.sh" # stale, build
 CXXFLAGS=(-O1 -g -std=c++17 -isystem "$GTEST_SRC/include")
 GTEST_O=$ROOT/build/plain/obj/gtest-all.o # made by make check-core with the same gtest
 if [ ! -e "$GTEST_O" ]; then

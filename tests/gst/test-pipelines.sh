@@ -68,16 +68,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-PASSED=0
-FAILED=0
-ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
-not_ok() {
-    FAILED=$((FAILED + 1))
-    echo "not ok - $1"
-    shift
-    local line
-    for line in "$@"; do printf '#   %s\n' "$line"; done
-}
+. "$ROOT/tests/lib.sh"
 check() { # check DESCRIPTION COMMAND... (details of a failure on the command's stdout)
     local what=$1 out
     shift

@@ -48,20 +48,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 # ---- build (each step only when its output is missing or stale) ----
+. "$ROOT/tests/lib.sh" # stale, build; ok, not_ok
 mkdir -p "$OUT/obj"
-stale() { # stale OUTPUT INPUT...
-    local out=$1 in
-    shift
-    [ -e "$out" ] || return 0
-    for in in "$@"; do [ "$in" -nt "$out" ] && return 0; done
-    return 1
-}
-build() { # build OUTPUT -- COMMAND...
-    local out=$1
-    shift
-    echo "run-shim-tests: building ${out#"$ROOT"/}"
-    timeout 600 "$@" || die "cannot build $out"
-}
 CXXFLAGS=(-O1 -g -std=c++17 -isystem "$GTEST_SRC/include")
 GTEST_O=$OUT/obj/gtest-all-shimtest.o
 if stale "$GTEST_O" "$GTEST_SRC/src/gtest-all.cc"; then
@@ -86,17 +74,6 @@ if stale "$PEER" tests/preload/peer.c core/include/varslot/preload.h; then
 fi
 
 # ---- run ----
-PASSED=0
-FAILED=0
-ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
-not_ok() {
-    FAILED=$((FAILED + 1))
-    echo "not ok - $1"
-    shift
-    local line
-    for line in "$@"; do printf '#   %s\n' "$line"; done
-}
-
 SHIM_ABS=$(realpath "$SHIM")
 N=0
 # run_config NAME MIN_FALLBACK GTEST_FILTER [VAR=VALUE...]

@@ -137,16 +137,7 @@ printf "%d %s\n", length($t), md5_hex($t);
 '
 
 # ---- reporting ----
-PASSED=0
-FAILED=0
-ok() { PASSED=$((PASSED + 1)); echo "ok - $1"; }
-not_ok() {
-    FAILED=$((FAILED + 1))
-    echo "not ok - $1"
-    shift
-    local line
-    for line in "$@"; do printf '#   %s\n' "$line"; done
-}
+. "$ROOT/tests/lib.sh"
 # The first lines of a file, indented, for a failure's details.
 excerpt() { head -c 1500 "$1" | head -n 12 | sed 's/^/    /'; }
 
