@@ -110,14 +110,13 @@ void vs__vg_setup(vs_pool *pool, bool fresh)
     struct vg_region *r = NULL, *free_entry = NULL;
     for (size_t i = 0; i < sizeof regions / sizeof *regions; i++) {
         if (regions[i].attachments && regions[i].base == base) {
-            if (fresh || regions[i].layout != layout) {
-                /* Left behind by a pool unmapped without vs_pool_detach: whatever this process
-                 * held there is gone (a fresh init frees every slot). Blocks of another layout
-                 * cannot be found again; memcheck keeps them. */
-                if (regions[i].layout == layout)
-                    forget_blocks(&regions[i], pool);
+            if (regions[i].layout != layout) {
+                /* Left behind by a pool unmapped without vs_pool_detach and mapped anew with
+                 * other slots: its blocks cannot be found again (memcheck keeps them). */
                 drop_region(&regions[i]);
             } else {
+                if (fresh) /* a fresh init frees every slot: nothing is held here any more */
+                    forget_blocks(&regions[i], pool);
                 r = &regions[i];
             }
         }

@@ -1,7 +1,7 @@
 /* Telling Valgrind's memcheck about slots, so its leak check and invalid-access reports
  * cover them as they cover heap blocks: a slot this process holds is a block the size that
  * was asked for, everything else in the slot arrays is off limits here. Outside Valgrind
- * every hook is one load of a flag set once. */
+ * every hook is one load of a flag (set at each init/attach, always to the same value). */
 #ifndef VARSLOT_MEMCHECK_H
 #define VARSLOT_MEMCHECK_H
 
@@ -25,10 +25,21 @@ void vs__vg_released(const vs_pool *pool, const struct vs_pool_class *cls, uint3
 void vs__vg_resized(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
                     uint32_t old_size, uint32_t new_size);
 
+#ifdef VS_HAVE_VALGRIND
 #define VS__VG(call) \
     do { \
-        if (VS__UNLIKELY(vs__on_valgrind)) \
+        if (VS__UNLIKELY(vs__on_valgrind)) { \
             call; \
+        } \
     } while (0)
+#else /* built without Valgrind's headers: not even the flag is looked at (the call still
+       * compiles, so what it uses is not "unused") */
+#define VS__VG(call) \
+    do { \
+        if (0) { \
+            call; \
+        } \
+    } while (0)
+#endif
 
 #endif

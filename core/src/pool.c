@@ -165,9 +165,8 @@ unsigned vs_pool_republish_free(const vs_pool *pool)
 /* ---- allocation ---- */
 
 /* The claim: FREE(gen) -> ALLOCATED(gen+1, owner) in one CAS. Nothing else makes a slot yours. */
-static inline bool claim(const vs_pool *pool, const struct vs_pool_class *cls, uint8_t class_idx,
-                         uint32_t idx, uint32_t size, uint8_t owner, uint16_t thread,
-                         vs_slot_ref *out)
+static inline bool claim(const struct vs_pool_class *cls, uint8_t class_idx, uint32_t idx,
+                         uint32_t size, uint8_t owner, uint16_t thread, vs_slot_ref *out)
 {
     vs__slot_meta *m = vs__meta(cls, idx);
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
@@ -184,20 +183,18 @@ static inline bool claim(const vs_pool *pool, const struct vs_pool_class *cls, u
             uint64_t head = class_idx | (uint64_t)idx << 32; /* extent_idx 0, padding 0 */
             memcpy(out, &head, sizeof head);
             memcpy(&out->generation, &gen, sizeof gen);
-            VS__VG(vs__vg_held(pool, cls, idx, size, false));
             return true;
         }
     }
     return false;
 }
 
-static inline bool claim_cached(const vs_pool *pool, struct vs__thread_cache *tc,
-                                const struct vs_pool_class *cls, uint8_t c, uint32_t size,
-                                uint8_t owner, vs_slot_ref *out)
+static inline bool claim_cached(struct vs__thread_cache *tc, const struct vs_pool_class *cls,
+                                uint8_t c, uint32_t size, uint8_t owner, vs_slot_ref *out)
 {
     while (tc->count[c]) {
         uint32_t idx = tc->idx[c][--tc->count[c]];
-        if (idx < cls->slot_count && claim(pool, cls, c, idx, size, owner, tc->thread_tag, out))
+        if (idx < cls->slot_count && claim(cls, c, idx, size, owner, tc->thread_tag, out))
             return true;
     }
     return false;
@@ -211,8 +208,8 @@ static inline unsigned search_rotation(uint8_t owner, uint16_t ordinal)
     return ((unsigned)(owner - 1) * 5u + ordinal * 3u) * 4u & 63u;
 }
 
-static bool claim_from_bitmap(const vs_pool *pool, const struct vs_pool_class *cls, uint8_t c,
-                              uint32_t size, uint8_t owner, uint16_t thread, vs_slot_ref *out)
+static bool claim_from_bitmap(const struct vs_pool_class *cls, uint8_t c, uint32_t size,
+                              uint8_t owner, uint16_t thread, vs_slot_ref *out)
 {
     unsigned rot = search_rotation(owner, vs__tc.ordinal);
     _Atomic uint64_t *bm = vs__bitmap(cls);
@@ -232,7 +229,7 @@ static bool claim_from_bitmap(const vs_pool *pool, const struct vs_pool_class *c
             if (!(prev & bit))
                 continue; /* another allocator took this candidate */
             uint32_t idx = wi * 64 + b;
-            if (idx < cls->slot_count && claim(pool, cls, c, idx, size, owner, thread, out)) {
+            if (idx < cls->slot_count && claim(cls, c, idx, size, owner, thread, out)) {
                 if (wi != start)
                     atomic_store_explicit(hint, wi, memory_order_relaxed);
                 return true;
@@ -257,23 +254,23 @@ static bool allocate_from(const vs_pool *pool, uint8_t first, uint32_t size, uin
     uint16_t thread = vs__thread_tag();
     for (uint8_t c = first; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
-        if (c < VS__TC_CLASSES && claim_cached(pool, tc, cls, c, size, owner, out))
+        if (c < VS__TC_CLASSES && claim_cached(tc, cls, c, size, owner, out))
             return true;
-        if (claim_from_bitmap(pool, cls, c, size, owner, thread, out))
+        if (claim_from_bitmap(cls, c, size, owner, thread, out))
             return true;
         /* Smallest fitting class first: slots other threads parked in their caches (or left
          * there when they exited) still count before we fall through to a larger class. */
         _Atomic uint32_t *parked = &((vs__class_header *)cls->header)->parked;
         if (atomic_load_explicit(parked, memory_order_relaxed) &&
             atomic_exchange_explicit(parked, 0, memory_order_acquire) &&
-            vs__republish_class(cls) && claim_from_bitmap(pool, cls, c, size, owner, thread, out))
+            vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
             return true;
     }
     /* Every fitting bitmap looked empty: free slots may be parked in other threads' caches
      * or left unpublished by a peer that died mid-operation. The slot words know. */
     for (uint8_t c = first; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
-        if (vs__republish_class(cls) && claim_from_bitmap(pool, cls, c, size, owner, thread, out))
+        if (vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
             return true;
     }
     return false;
@@ -298,13 +295,46 @@ bool vs_pool_allocate(const vs_pool *pool, uint32_t size, uint8_t owner_peer, vs
         return false; /* larger than the largest class: the caller sends it another way */
     /* The hot path: the slot this thread freed last, still warm. */
     struct vs__thread_cache *tc = &vs__tc;
-    if (VS__LIKELY(first < VS__TC_CLASSES && tc->count[first] && tc->pool_id == pool->attach_id) &&
-        claim_cached(pool, tc, &pool->classes[first], first, size, owner_peer, out))
-        return true;
-    return allocate_slow(pool, first, size, owner_peer, out);
+    bool ok = (VS__LIKELY(first < VS__TC_CLASSES && tc->count[first] && tc->pool_id == pool->attach_id) &&
+               claim_cached(tc, &pool->classes[first], first, size, owner_peer, out)) ||
+              allocate_slow(pool, first, size, owner_peer, out);
+    if (ok) /* a new block for memcheck, the size that was asked for */
+        VS__VG(vs__vg_held(pool, &pool->classes[out->class_idx], out->slot_idx, size, false));
+    return ok;
 }
 
 /* ---- release and ownership ---- */
+
+/* Why ref's slot may not be freed (owner < 0: by anyone holding a live ref), or VS_OK. */
+static inline int free_refused(uint64_t w, vs_slot_ref ref, int owner)
+{
+    if (!vs__word_is_live(w, ref.generation))
+        return VS_EDOUBLEFREE; /* already freed, or freed and reused: a stale ref */
+    if (owner >= 0 && vs__word_owner(w) != owner)
+        return VS_EPERM; /* given away (or reaped and reused): not ours to free */
+    return VS_OK;
+}
+
+/* ALLOCATED(gen) -> FREE(gen) in one CAS; *old gets the word it replaced. The index does not
+ * know yet. */
+static inline int free_word(const vs_pool *pool, const struct vs_pool_class *cls,
+                            vs__slot_meta *m, vs_slot_ref ref, int owner, uint64_t *old)
+{
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    int rc;
+    /* Memcheck hears before the CAS: once the slot is free another thread may claim it and
+     * announce its own block there. (Two racing frees both tell it: memcheck reports the
+     * double free; a slot given away meanwhile has left this process either way.) */
+    VS__VG(if (free_refused(w, ref, owner) == VS_OK) vs__vg_released(pool, cls, ref.slot_idx));
+    do {
+        if ((rc = free_refused(w, ref, owner)) != VS_OK)
+            return rc;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
+        memory_order_relaxed));
+    *old = w;
+    return VS_OK;
+}
 
 int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
 {
@@ -312,20 +342,12 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
     vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
     if (VS__UNLIKELY(!m))
         return VS_EINVAL;
-    uint32_t idx = ref.slot_idx;
-    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
-    if (!vs__word_is_live(w, ref.generation))
-        return VS_EDOUBLEFREE; /* already freed, or freed and reused: a stale ref */
-    /* Before the CAS: once the slot is free another thread may claim it and announce its own
-     * block there. (Two racing frees both get here: memcheck reports the double free.) */
-    VS__VG(vs__vg_released(pool, cls, idx));
-    do {
-        if (!vs__word_is_live(w, ref.generation))
-            return VS_EDOUBLEFREE;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
-        memory_order_relaxed));
+    uint64_t w;
+    int rc = free_word(pool, cls, m, ref, -1, &w);
+    if (rc != VS_OK)
+        return rc;
     /* The slot is free; now only the index needs to hear of it. */
+    uint32_t idx = ref.slot_idx;
     struct vs__thread_cache *tc = &vs__tc;
     uint8_t c = ref.class_idx;
     if (c < VS__TC_CLASSES && vs__word_thread(w) == tc->thread_tag && tc->thread_tag &&
@@ -346,37 +368,23 @@ int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owner)
     vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
     if (!m)
         return VS_EINVAL;
-    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
-    if (!vs__word_is_live(w, ref.generation))
-        return VS_EDOUBLEFREE;
-    if (vs__word_owner(w) != owner)
-        return VS_EPERM; /* given away (or reaped and reused): not ours to free */
-    /* Before the CAS, as in vs_pool_free; if the slot is given away meanwhile, it has left
-     * this process either way. */
-    VS__VG(vs__vg_released(pool, cls, ref.slot_idx));
-    do {
-        if (!vs__word_is_live(w, ref.generation))
-            return VS_EDOUBLEFREE;
-        if (vs__word_owner(w) != owner)
-            return VS_EPERM;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
-        memory_order_relaxed));
-    vs__publish_free(cls, ref.slot_idx);
-    return VS_OK;
+    uint64_t w;
+    int rc = free_word(pool, cls, m, ref, owner, &w);
+    if (rc == VS_OK)
+        vs__publish_free(cls, ref.slot_idx);
+    return rc;
 }
 
 void vs_pool_detach(vs_pool *pool)
 {
-    if (pool && pool->vg_held)
-        vs__vg_detach(pool);
+    if (pool)
+        VS__VG(vs__vg_detach(pool));
 }
 
 void vs_pool_handed_over(const vs_pool *pool, vs_slot_ref ref)
 {
     const struct vs_pool_class *cls;
-    if (VS__UNLIKELY(vs__on_valgrind) && vs__ref_meta(pool, ref, &cls))
-        vs__vg_released(pool, cls, ref.slot_idx);
+    VS__VG(if (vs__ref_meta(pool, ref, &cls)) vs__vg_released(pool, cls, ref.slot_idx));
 }
 
 int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer)
@@ -396,8 +404,8 @@ int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, ui
         &m->word, &w, vs__word_make(ref.generation, to_peer, VS_SLOT_ALLOCATED, 0),
         memory_order_acq_rel, memory_order_acquire));
     /* The receiver takes the handle: the slot becomes its block (in a segment, if it is us). */
-    if (VS__UNLIKELY(vs__on_valgrind) && (!pool->segment || pool->segment->peer_id == to_peer))
-        vs__vg_held(pool, cls, ref.slot_idx, atomic_load_explicit(&m->size, memory_order_relaxed), true);
+    VS__VG(if (!pool->segment || pool->segment->peer_id == to_peer) vs__vg_held(
+               pool, cls, ref.slot_idx, atomic_load_explicit(&m->size, memory_order_relaxed), true));
     return VS_OK;
 }
 
