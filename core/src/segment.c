@@ -472,6 +472,19 @@ static bool any_peer_joined(vs_segment *seg)
     return false;
 }
 
+/* Whether seg's name still names the file we have open: another process may have removed it
+ * and created a new segment under the same name meanwhile, which is not ours to remove. */
+static bool name_still_ours(const vs_segment *seg)
+{
+    char path[sizeof seg->name + sizeof "/dev/shm"] = "";
+    if (is_shm_name(seg->name))
+        strcpy(path, "/dev/shm");
+    strcat(path, seg->name);
+    struct stat open_file, named;
+    return fstat(seg->fd, &open_file) == 0 && lstat(path, &named) == 0 &&
+           open_file.st_dev == named.st_dev && open_file.st_ino == named.st_ino;
+}
+
 void vs_segment_close(vs_segment *seg)
 {
     if (!seg || !seg->map)
@@ -481,7 +494,8 @@ void vs_segment_close(vs_segment *seg)
         vs_segment_leave(seg);
     /* Leave first, then look: of two peers leaving together, at least one sees nobody. Only
      * a peer removes: an inspector (varslot stat) must not, even between create and join. */
-    bool remove = was_peer && (seg->flags & VS_SEGMENT_REMOVE_WHEN_UNUSED) && !any_peer_joined(seg);
+    bool remove = was_peer && (seg->flags & VS_SEGMENT_REMOVE_WHEN_UNUSED) && !any_peer_joined(seg) &&
+                  name_still_ours(seg);
     char name[sizeof seg->name];
     strcpy(name, seg->name);
     vs_pool_detach(&seg->pool);

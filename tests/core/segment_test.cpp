@@ -364,4 +364,17 @@ TEST(Segment, RemoveWhenUnusedGoesWithTheLastPeer)
     ASSERT_EQ(vs_segment_open(&probe, name.c_str()), VS_OK);
     vs_segment_close(&probe);
     EXPECT_EQ(vs_segment_unlink(name.c_str()), VS_OK);
+    // The last peer of a segment whose name was removed and given to a new segment meanwhile
+    // leaves the new one alone.
+    o.flags = VS_SEGMENT_REMOVE_WHEN_UNUSED;
+    vs_segment old_seg, new_seg;
+    ASSERT_EQ(vs_segment_create(&old_seg, name.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_join(&old_seg, &id), VS_OK);
+    ASSERT_EQ(vs_segment_unlink(name.c_str()), VS_OK);
+    ASSERT_EQ(vs_segment_create(&new_seg, name.c_str(), &o), VS_OK);
+    vs_segment_close(&old_seg);
+    EXPECT_EQ(vs_segment_open(&probe, name.c_str()), VS_OK) << "the new segment was removed";
+    vs_segment_close(&probe);
+    vs_segment_close(&new_seg);
+    EXPECT_EQ(vs_segment_unlink(name.c_str()), VS_OK);
 }
