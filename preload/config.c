@@ -25,17 +25,14 @@ char *vsp_append(char *p, const char *end, const char *s)
     return p;
 }
 
-char *vsp_fmt_u64(char *p, uint64_t v)
+char *vsp_fmt_u64(char *p, const char *end, uint64_t v)
 {
-    char tmp[24];
-    int n = 0;
+    char tmp[24], *t = tmp + sizeof tmp;
+    *--t = '\0';
     do
-        tmp[n++] = (char)('0' + v % 10);
+        *--t = (char)('0' + v % 10);
     while ((v /= 10));
-    while (n)
-        *p++ = tmp[--n];
-    *p = '\0';
-    return p;
+    return vsp_append(p, end, t); /* bounded like every other piece of the line */
 }
 
 static void warn(const char *var, const char *value, const char *why, const char *fallback)
@@ -114,8 +111,9 @@ static void load_callers(void)
 
 static void default_segment_name(void)
 {
-    char *p = vsp_append(vsp_cfg.segment, vsp_cfg.segment + sizeof vsp_cfg.segment, "/varslot-");
-    vsp_fmt_u64(p, getuid()); /* per user: other users' segments are refused anyway */
+    char *end = vsp_cfg.segment + sizeof vsp_cfg.segment;
+    /* per user: other users' segments are refused anyway */
+    vsp_fmt_u64(vsp_append(vsp_cfg.segment, end, "/varslot-"), end, getuid());
 }
 
 static void load_segment(void)
@@ -181,7 +179,7 @@ void vsp_config_print(void)
     p = vsp_append(p, end, "varslot: segment=");
     p = vsp_append(p, end, vsp_cfg.segment);
     p = vsp_append(p, end, " min_size=");
-    p = vsp_cfg.min_size ? vsp_fmt_u64(p, vsp_cfg.min_size) : vsp_append(p, end, "off");
+    p = vsp_cfg.min_size ? vsp_fmt_u64(p, end, vsp_cfg.min_size) : vsp_append(p, end, "off");
     p = vsp_append(p, end, " callers=");
     for (int i = 0; i < vsp_cfg.ncallers; i++) {
         p = vsp_append(p, end, i ? "," : "");
@@ -191,14 +189,14 @@ void vsp_config_print(void)
     p = vsp_append(p, end, " classes=");
     for (size_t i = 0; i < vsp_cfg.class_count; i++) {
         p = vsp_append(p, end, i ? "," : "");
-        p = vsp_fmt_u64(p, vsp_cfg.classes[i].slot_size);
+        p = vsp_fmt_u64(p, end, vsp_cfg.classes[i].slot_size);
         p = vsp_append(p, end, ":");
-        p = vsp_fmt_u64(p, vsp_cfg.classes[i].slot_count);
+        p = vsp_fmt_u64(p, end, vsp_cfg.classes[i].slot_count);
     }
     p = vsp_append(p, end, vsp_cfg.class_count ? "" : "default");
     p = vsp_append(p, end, vsp_cfg.fallback_libc ? " fallback=libc" : " fallback=jemalloc");
     p = vsp_append(p, end, vsp_cfg.fork_share ? " fork=share" : " fork=copy");
-    p = vsp_append(p, end, vsp_cfg.stats ? " stats=on" : " stats=off");
-    vsp_append(p, end, "\n");
+    vsp_append(p, end, vsp_cfg.stats ? " stats=on" : " stats=off");
     vsp_write(line);
+    vsp_write("\n"); /* even when the options filled the line */
 }

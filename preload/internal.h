@@ -43,7 +43,7 @@ void vsp_config_print(void);
 
 /* ---- small output helpers (no stdio: it may allocate) ---- */
 void vsp_write(const char *s);
-char *vsp_fmt_u64(char *p, uint64_t v);
+char *vsp_fmt_u64(char *p, const char *end, uint64_t v);
 char *vsp_append(char *p, const char *end, const char *s);
 
 /* ---- the fallback allocator (backend.c): jemalloc, or glibc's with VARSLOT_FALLBACK=libc ---- */
@@ -131,7 +131,8 @@ struct vsp_stats {
 };
 extern struct vsp_stats vsp_stats;
 void vsp_stats_routed(size_t bytes);
-void vsp_stats_freed(size_t bytes);
+void vsp_stats_freed(size_t bytes, bool ours);
+void vsp_stats_adopted(size_t bytes);
 void vsp_stats_resized(size_t old_bytes, size_t new_bytes);
 static inline void vsp_stats_fallback(void)
 {

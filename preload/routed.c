@@ -1,4 +1,4 @@
-/* The segment side of the shim: opened and joined at the first routed allocation, routed
+/* The segment side of the shim: mapped at init, joined at the first routed allocation; routed
  * blocks are slots (a block's address is its slot's), freed by address from any process
  * that maps the segment at the same place. A full pool or a segment that cannot be opened
  * makes the caller fall back; it never fails the program's allocation. */
@@ -113,12 +113,13 @@ struct snapshot {
 };
 static struct snapshot *snaps;
 static size_t nsnaps, snaps_bytes;
-static uint8_t *privatized; /* in a fork child: one bit per slot whose pages are a private copy */
-static size_t privatized_bytes;
+/* In a fork child (and its own children): one bit per slot whose pages are a private copy.
+ * Threads of the child may flip bits of one byte at once: atomic. */
+static uint8_t *privatized;
 
+/* The pool-wide number of the slot addr is in, or SIZE_MAX outside every slot array. */
 static size_t global_index(const struct vs_pool_class **cls_out, uintptr_t addr, uint32_t *idx)
 {
-    size_t base = 0;
     const vs_pool *p = pool();
     for (size_t c = 0; c < p->class_count; c++) {
         const struct vs_pool_class *cls = &p->classes[c];
@@ -126,34 +127,37 @@ static size_t global_index(const struct vs_pool_class **cls_out, uintptr_t addr,
         if (addr - lo < cls->stride * cls->slot_count) {
             *idx = (uint32_t)((addr - lo) / cls->stride);
             *cls_out = cls;
-            return base + *idx;
+            return cls->index_base + *idx;
         }
-        base += cls->slot_count;
     }
     return SIZE_MAX;
 }
 
-static bool is_privatized(const void *p, uintptr_t *slot, size_t *len)
+struct private_slot {
+    uintptr_t slot;
+    size_t len, bit;
+};
+static bool is_privatized(const void *p, struct private_slot *ps)
 {
     const struct vs_pool_class *cls;
     uint32_t idx;
     size_t g = privatized ? global_index(&cls, (uintptr_t)p, &idx) : SIZE_MAX;
-    if (g == SIZE_MAX || !(privatized[g / 8] & (1u << (g % 8))))
+    if (g == SIZE_MAX || !(__atomic_load_n(&privatized[g / 8], __ATOMIC_RELAXED) & (1u << (g % 8))))
         return false;
-    *slot = (uintptr_t)vs_pool_class_data(cls) + (size_t)idx * cls->stride;
-    *len = cls->stride;
+    *ps = (struct private_slot){(uintptr_t)vs_pool_class_data(cls) + (size_t)idx * cls->stride,
+                                cls->stride, g};
     return true;
 }
 
-/* Puts the shared pages back under a privatized slot (the child frees it, or claims it). */
-static void unprivatize(uintptr_t slot, size_t len)
+/* Puts the shared pages back under a privatized slot (the child frees it, or claims it).
+ * false: they could not be mapped, the slot is still private here. */
+static bool unprivatize(const struct private_slot *ps)
 {
-    const struct vs_pool_class *cls;
-    uint32_t idx;
-    size_t g = global_index(&cls, slot, &idx);
-    mmap((void *)slot, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, seg.fd,
-         (off_t)(slot - (uintptr_t)seg.map));
-    privatized[g / 8] &= (uint8_t)~(1u << (g % 8));
+    if (mmap((void *)ps->slot, ps->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, seg.fd,
+             (off_t)(ps->slot - (uintptr_t)seg.map)) == MAP_FAILED)
+        return false;
+    __atomic_fetch_and(&privatized[ps->bit / 8], (uint8_t)~(1u << (ps->bit % 8)), __ATOMIC_RELAXED);
+    return true;
 }
 
 /* Swaps a private copy of [slot, slot+len) in under the same address. */
@@ -242,14 +246,13 @@ void vsp_fork_child(void)
         drop_snapshots(false);
         return;
     }
-    size_t total = 0;
-    const vs_pool *p = pool();
-    for (size_t c = 0; c < p->class_count; c++)
-        total += p->classes[c].slot_count;
-    privatized_bytes = ((total + 7) / 8 + 4095) & ~(size_t)4095;
-    privatized = mmap(NULL, privatized_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (privatized == MAP_FAILED)
-        privatized = NULL;
+    if (!privatized) { /* a child of a child keeps (its copy of) the bits it inherited */
+        const vs_pool *p = pool();
+        const struct vs_pool_class *last = &p->classes[p->class_count - 1];
+        size_t total = last->index_base + last->slot_count;
+        void *bits = mmap(NULL, (total + 7) / 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        privatized = bits == MAP_FAILED ? NULL : bits;
+    }
     for (size_t i = 0; i < nsnaps; i++) {
         const struct vs_pool_class *cls;
         uint32_t idx;
@@ -257,7 +260,7 @@ void vsp_fork_child(void)
         /* Move the copy's pages over the slot: the parent's block, as it was at fork, ours alone. */
         if (privatized && mremap(snaps[i].copy, snaps[i].len, snaps[i].len,
                                  MREMAP_MAYMOVE | MREMAP_FIXED, (void *)snaps[i].slot) != MAP_FAILED)
-            privatized[g / 8] |= (uint8_t)(1u << (g % 8));
+            __atomic_fetch_or(&privatized[g / 8], (uint8_t)(1u << (g % 8)), __ATOMIC_RELAXED);
         else
             munmap(snaps[i].copy, snaps[i].len);
     }
@@ -280,10 +283,12 @@ void *vsp_routed_alloc(size_t size, size_t align, uint32_t tag, bool zero)
         return NULL;
     }
     void *p = vs_pool_slot_data(pool(), &ref);
-    uintptr_t slot;
-    size_t len;
-    if (VSP_UNLIKELY(privatized) && is_privatized(p, &slot, &len))
-        unprivatize(slot, len);
+    struct private_slot ps;
+    if (VSP_UNLIKELY(privatized) && is_privatized(p, &ps) && !unprivatize(&ps)) {
+        vs_pool_free(pool(), ref); /* its pages are not the segment's here: useless to share */
+        vsp_stats_fallback();
+        return NULL;
+    }
     if (want != size)
         vs_pool_set_size(pool(), ref, (uint32_t)size);
     if (tag)
@@ -296,14 +301,13 @@ void *vsp_routed_alloc(size_t size, size_t align, uint32_t tag, bool zero)
 
 void vsp_routed_free(void *p)
 {
-    uintptr_t slot;
-    size_t len;
-    if (VSP_UNLIKELY(privatized) && is_privatized(p, &slot, &len)) {
-        unprivatize(slot, len); /* the parent's copy, ours alone: nothing to return */
+    struct private_slot ps;
+    if (VSP_UNLIKELY(privatized) && is_privatized(p, &ps)) {
+        unprivatize(&ps); /* the parent's copy, ours alone: nothing to return */
         return;
     }
     if (left)
-        return; /* after leaving at exit: every block we had is a private copy, the slot gone */
+        return; /* after leaving at exit the slot is not ours: our copy (if any) stays */
     vs_slot_ref ref;
     vs_slot_info info = {0};
     int rc = vs_pool_ref_of(pool(), p, &ref);
@@ -311,7 +315,7 @@ void vsp_routed_free(void *p)
         rc = VS_EINVAL; /* inside a block, not its start */
     else if (rc == VS_OK && vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) == VS_OK &&
              (rc = vs_pool_free(pool(), ref)) == VS_OK) {
-        vsp_stats_freed(info.size);
+        vsp_stats_freed(info.size, info.owner == peer);
         return;
     }
     /* Let memcheck, if it watches, report the bad free with its stacks before we stop. */
@@ -330,11 +334,12 @@ size_t vsp_routed_usable_size(const void *p)
 
 size_t vsp_routed_size_in_use(const void *p)
 {
-    uintptr_t slot;
-    size_t len;
+    struct private_slot ps;
     vs_slot_ref ref;
     vs_slot_info info;
-    if (privatized && is_privatized(p, &slot, &len))
+    /* A private copy, or a slot we left at exit (someone else's now): the slot word does not
+     * describe our bytes; the whole slot is what we can copy. */
+    if (left || (privatized && is_privatized(p, &ps)))
         return vsp_routed_usable_size(p);
     if (vs_pool_ref_of(pool(), p, &ref) != VS_OK ||
         vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) != VS_OK)
@@ -346,10 +351,9 @@ bool vsp_routed_resize_in_place(void *p, size_t size)
 {
     vs_slot_ref ref;
     vs_slot_info info;
-    uintptr_t slot;
-    size_t len;
-    if (privatized && is_privatized(p, &slot, &len))
-        return false;
+    struct private_slot ps;
+    if (left || (privatized && is_privatized(p, &ps)))
+        return false; /* not a slot of ours to resize */
     if (size > UINT32_MAX || vs_pool_ref_of(pool(), p, &ref) != VS_OK ||
         vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) != VS_OK ||
         vs_pool_set_size(pool(), ref, (uint32_t)size) != VS_OK)
@@ -378,8 +382,12 @@ void *vsp_routed_adopt(uint64_t handle)
     if (vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) != VS_OK ||
         info.generation != ref.generation)
         return NULL;
-    if (info.owner != peer && vs_pool_transfer(pool(), ref, info.owner, peer) != VS_OK)
+    /* Even from ourselves (another thread sent it): the transfer makes it our block again for
+     * memcheck, which forgot it when the handle was taken. */
+    if (vs_pool_transfer(pool(), ref, info.owner, peer) != VS_OK)
         return NULL;
+    if (info.owner != peer)
+        vsp_stats_adopted(info.size); /* ours from now on; one of ours already counted */
     return vs_pool_slot_data(pool(), &ref);
 }
 

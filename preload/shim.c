@@ -365,13 +365,13 @@ VSP_EXPORT void malloc_stats(void)
     struct mallinfo2 m = mallinfo2();
     char line[512], *p = line, *end = line + sizeof line;
     p = vsp_append(p, end, "Total (incl. mmap):\nsystem bytes     = ");
-    p = vsp_fmt_u64(p, m.arena + m.hblkhd);
+    p = vsp_fmt_u64(p, end, m.arena + m.hblkhd);
     p = vsp_append(p, end, "\nin use bytes     = ");
-    p = vsp_fmt_u64(p, m.uordblks + m.hblkhd);
+    p = vsp_fmt_u64(p, end, m.uordblks + m.hblkhd);
     p = vsp_append(p, end, "\nvarslot routed blocks = ");
-    p = vsp_fmt_u64(p, atomic_load_explicit(&vsp_stats.live_slots, memory_order_relaxed));
+    p = vsp_fmt_u64(p, end, atomic_load_explicit(&vsp_stats.live_slots, memory_order_relaxed));
     p = vsp_append(p, end, ", bytes = ");
-    p = vsp_fmt_u64(p, atomic_load_explicit(&vsp_stats.live_bytes, memory_order_relaxed));
+    p = vsp_fmt_u64(p, end, atomic_load_explicit(&vsp_stats.live_bytes, memory_order_relaxed));
     vsp_append(p, end, "\n");
     vsp_write(line);
 }

@@ -32,12 +32,21 @@ void vsp_stats_routed(size_t bytes)
     }
 }
 
-/* Blocks another process allocated can be freed here: live counts are this process's view. */
-void vsp_stats_freed(size_t bytes)
+/* Live counts are this process's blocks: those routed or adopted here. A block another
+ * process allocated can be freed here too (ours = false): it was never counted live. */
+void vsp_stats_freed(size_t bytes, bool ours)
 {
     atomic_fetch_add_explicit(&vsp_stats.freed, 1, memory_order_relaxed);
+    if (!ours)
+        return;
     atomic_fetch_sub_explicit(&vsp_stats.live_slots, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&vsp_stats.live_bytes, bytes, memory_order_relaxed);
+}
+
+void vsp_stats_adopted(size_t bytes)
+{
+    atomic_fetch_add_explicit(&vsp_stats.live_slots, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&vsp_stats.live_bytes, bytes, memory_order_relaxed);
 }
 
 void vsp_stats_resized(size_t old_bytes, size_t new_bytes)
@@ -57,10 +66,10 @@ void vsp_stats_print(void)
         {" freed=", &vsp_stats.freed},
     };
     p = vsp_append(p, end, "varslot: pid=");
-    p = vsp_fmt_u64(p, (uint64_t)getpid());
+    p = vsp_fmt_u64(p, end, (uint64_t)getpid());
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
         p = vsp_append(p, end, fields[i].name);
-        p = vsp_fmt_u64(p, atomic_load_explicit(fields[i].value, memory_order_relaxed));
+        p = vsp_fmt_u64(p, end, atomic_load_explicit(fields[i].value, memory_order_relaxed));
     }
     p = vsp_append(p, end, " segment=");
     p = vsp_append(p, end, vsp_cfg.segment);

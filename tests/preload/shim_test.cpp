@@ -1238,6 +1238,31 @@ TEST_F(Exhaustion, FullPoolFallsBack)
 // ---------------------------------------------------------------------------------------
 // bad environment values: one warning line, the default, the program runs
 
+// VARSLOT_VERBOSE=1 prints the options on one line from inside the first malloc, into a
+// fixed buffer: the longest options there are must be cut, not written past its end.
+TEST_F(Shim, VerboseLineWithTheLongestOptionsStaysInItsBuffer)
+{
+    std::string callers, classes;
+    for (int i = 0; i < 16; i++)
+        callers += (i ? "," : "") + std::string(63, (char)('a' + i));
+    for (int i = 1; i <= 64; i++)
+        classes += (i > 1 ? "," : "") + std::to_string(64 * i) + "K:1";
+    std::map<std::string, std::string> env = {{"VARSLOT_VERBOSE", "1"},
+                                              {"VARSLOT_CALLERS", callers},
+                                              {"VARSLOT_CLASSES", classes},
+                                              {"VARSLOT_SEGMENT", getenv("VARSLOT_SEGMENT")}};
+    Child c;
+    std::string why;
+    ASSERT_TRUE(c.start({"/bin/true"}, Child::environment(env, false), 30, &why)) << why;
+    int status = c.finish();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << describe_status(status) << "\nstderr:\n" << c.err_buf;
+    EXPECT_EQ(c.err_buf.rfind("varslot: segment=", 0), 0u) << c.err_buf;
+    EXPECT_NE(c.err_buf.find(std::string(20, 'a')), std::string::npos) << "the callers are printed";
+    EXPECT_EQ(c.err_buf.find('\n'), c.err_buf.size() - 1) << "one line, ended: " << c.err_buf;
+    EXPECT_LT(c.err_buf.size(), 1100u);
+}
+
 struct BadValue {
     const char *var, *value;
 };
