@@ -31,12 +31,13 @@ static gboolean set_config(GstBufferPool *pool, GstStructure *config)
     return GST_BUFFER_POOL_CLASS(gst_varslot_buffer_pool_parent_class)->set_config(pool, config);
 }
 
-/* A slot handed to a consumer belongs to it now: that buffer must be dropped, not reused. */
+/* A slot that is not ours any more (handed to a consumer, taken, reaped) must not be reused:
+ * the slot word decides, not what this process last believed. */
 static void release_buffer(GstBufferPool *pool, GstBuffer *buffer)
 {
     for (guint i = 0; i < gst_buffer_n_memory(buffer); i++) {
         GstMemory *mem = gst_buffer_peek_memory(buffer, i);
-        if (gst_is_varslot_memory(mem) && gst_varslot_memory_is_given_away(mem))
+        if (gst_is_varslot_memory(mem) && !gst_varslot_memory_still_ours(mem))
             GST_BUFFER_FLAG_SET(buffer, GST_BUFFER_FLAG_TAG_MEMORY);
     }
     GST_BUFFER_POOL_CLASS(gst_varslot_buffer_pool_parent_class)->release_buffer(pool, buffer);

@@ -15,6 +15,7 @@ G_BEGIN_DECLS
 #define VSG_MAX_MEMORIES 8
 #define VSG_MAX_PLANES 4
 #define VSG_MAX_CAPS 8192
+#define VSG_DEFAULT_SOCKET_PATH "/tmp/varslot.sock" /* both elements' socket-path */
 
 enum vsg_type {
     VSG_HELLO = 1,      /* sink -> src: who I am, which segment */

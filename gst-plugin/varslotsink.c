@@ -3,8 +3,9 @@
  * client gets the producer's own slots (zero copy; it takes ownership with one CAS each);
  * further clients get copies in slots of their own. A buffer is held until its client took
  * the slots (the slot words say so; the client's acks, in batches, confirm it and carry
- * refusals), and released at once if the client goes away. Every wait is on a GstPoll that
- * unlock() flushes, and no lock is held across it. */
+ * refusals), and released at once if the client goes away. Every wait on the sockets is on
+ * a GstPoll that unlock() flushes, and no lock is held across one; only the allocator's own
+ * wait for a free slot (VARSLOT_GST_WAIT_MS) is not interruptible. */
 #include "varslotsink.h"
 
 #include "allocator.h"
@@ -79,27 +80,16 @@ GST_ELEMENT_REGISTER_DEFINE(varslotsink, "varslotsink", GST_RANK_NONE, GST_TYPE_
 
 static void send_caps(GstVarslotSink *self, Client *c);
 
-/* Marks buf's slots as handed over: its memories must not free them, a pool must not reuse it. */
-static void mark_given_away(GstBuffer *buf)
-{
-    for (guint i = 0; i < gst_buffer_n_memory(buf); i++) {
-        GstMemory *mem = gst_buffer_peek_memory(buf, i);
-        if (gst_is_varslot_memory(mem))
-            gst_varslot_memory_given_away(mem);
-    }
-    GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_TAG_MEMORY);
-}
-
 static void drop_pending(PendingBuffer *p)
 {
     gst_buffer_unref(p->buffer);
     g_free(p);
 }
 
-/* A client went away with buffers unacked: it may have taken some slots (acks come in
- * batches), even some of one buffer's. The slot words say which: those are not ours to free
- * or reuse any more; the others come back to us. */
-static void drop_unacked(PendingBuffer *p)
+/* We stop holding a sent buffer (the client acked, refused or went away). Acks can be late,
+ * batched or lost, so the slot words say what the client took, memory by memory: those slots
+ * are not ours to free or reuse any more; the others come back to us. */
+static void settle(PendingBuffer *p)
 {
     gboolean any = FALSE;
     for (guint i = 0; i < gst_buffer_n_memory(p->buffer); i++) {
@@ -135,11 +125,8 @@ static gboolean taken_by_client(GstBuffer *buf)
 static void release_taken(Client *c)
 {
     PendingBuffer *p;
-    while ((p = g_queue_peek_head(&c->pending)) && taken_by_client(p->buffer)) {
-        g_queue_pop_head(&c->pending);
-        mark_given_away(p->buffer);
-        drop_pending(p);
-    }
+    while ((p = g_queue_peek_head(&c->pending)) && taken_by_client(p->buffer))
+        settle(g_queue_pop_head(&c->pending));
 }
 
 static void client_remove(GstVarslotSink *self, Client *c, const char *why)
@@ -148,26 +135,21 @@ static void client_remove(GstVarslotSink *self, Client *c, const char *why)
                     g_queue_get_length(&c->pending));
     gst_poll_remove_fd(self->poll, &c->pfd);
     close(c->fd);
-    g_queue_clear_full(&c->pending, (GDestroyNotify)drop_unacked);
+    g_queue_clear_full(&c->pending, (GDestroyNotify)settle);
     self->clients = g_list_remove(self->clients, c);
     g_atomic_int_add(&self->n_clients, -1);
     g_free(c);
 }
 
-/* Acks are cumulative: "taken" covers every buffer up to seq (a client acks once per batch);
- * a refusal names one buffer, after an ack for those before it. Either way we stop holding. */
+/* Acks are cumulative ("taken" up to seq) and a refusal names one buffer: either way the
+ * client is done with every buffer up to seq, and settle() asks the slot words what it took. */
 static void handle_ack(GstVarslotSink *self, Client *c, const vsg_ack *ack)
 {
     PendingBuffer *p;
     while ((p = g_queue_peek_head(&c->pending)) && p->seq <= ack->seq) {
-        g_queue_pop_head(&c->pending);
-        if (ack->taken) {
-            mark_given_away(p->buffer);
-        } else if (p->seq != ack->seq) {
-            GST_WARNING_OBJECT(self, "client refused buffer %" G_GUINT64_FORMAT " without acking %"
-                               G_GUINT64_FORMAT " first", ack->seq, p->seq);
-        }
-        drop_pending(p);
+        if (!ack->taken && p->seq == ack->seq)
+            GST_DEBUG_OBJECT(self, "client refused buffer %" G_GUINT64_FORMAT, ack->seq);
+        settle(g_queue_pop_head(&c->pending));
     }
 }
 
@@ -233,8 +215,8 @@ static void service(GstVarslotSink *self)
         release_taken(l->data);
     if (gst_poll_wait(self->poll, 0) <= 0)
         return;
-    if (gst_poll_fd_can_read(self->poll, &self->listen_pfd))
-        accept_clients(self);
+    if (self->segment && gst_poll_fd_can_read(self->poll, &self->listen_pfd))
+        accept_clients(self); /* before the segment exists, a greeting could not name it */
     for (GList *l = self->clients; l;) {
         Client *c = l->data;
         l = l->next; /* client_read may remove c */
@@ -371,7 +353,7 @@ static GstFlowReturn copy_into_slot(GstVarslotSink *self, GstBuffer *buf, GstBuf
                               ("%" G_GSIZE_FORMAT " bytes", size));
             return GST_FLOW_ERROR;
         }
-        service(self); /* consumers free slots; their acks release ours */
+        service(self); /* consumers take and free slots; what they took we release */
         if (!wait_for_io(self, 2 * GST_MSECOND)) {
             GstFlowReturn ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
             if (ret != GST_FLOW_OK)
@@ -433,7 +415,9 @@ static GstFlowReturn send_to(GstVarslotSink *self, Client *c, GstBuffer *buf, gb
         gst_poll_fd_ctl_write(self->poll, &c->pfd, TRUE);
         gboolean woke = wait_for_io(self, GST_CLOCK_TIME_NONE);
         gst_poll_fd_ctl_write(self->poll, &c->pfd, FALSE);
-        if (!client_read(self, c)) {
+        /* Every socket, not only c's: one left unread would wake the poll again at once. */
+        service(self);
+        if (!g_list_find(self->clients, c)) {
             gst_buffer_unref(buf);
             return GST_FLOW_OK;
         }
@@ -495,31 +479,32 @@ static GstFlowReturn render(GstBaseSink *bsink, GstBuffer *buf)
     }
     self->seq++;
     /* Clients can go away under any wait below, so go by a snapshot and check each is still
-     * there. The original slots go to the first client that really gets the message; a send
-     * that failed handed nothing over. */
+     * there. The first client gets the original slots, the others copies, all made before the
+     * original is sent: once sent, its client may take, free and reuse those slots at once. */
     GPtrArray *targets = g_ptr_array_new();
     for (GList *l = self->clients; l; l = l->next)
         if (((Client *)l->data)->peer)
             g_ptr_array_add(targets, l->data);
+    GPtrArray *outs = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
+    g_ptr_array_add(outs, first);
+    while (outs->len < targets->len && ret == GST_FLOW_OK) {
+        GstBuffer *copy;
+        if ((ret = copy_into_slot(self, first, &copy)) == GST_FLOW_OK) {
+            g_ptr_array_add(outs, copy);
+            COUNT(fanout_copies);
+        }
+    }
     gboolean given = FALSE;
     for (guint i = 0; i < targets->len && ret == GST_FLOW_OK; i++) {
         Client *c = g_ptr_array_index(targets, i);
         if (!g_list_find(self->clients, c))
-            continue;
-        GstBuffer *out;
-        if (!given) {
-            out = gst_buffer_ref(first);
-        } else if ((ret = copy_into_slot(self, first, &out)) != GST_FLOW_OK) {
-            break;
-        } else {
-            COUNT(fanout_copies);
-        }
+            continue; /* its buffer is dropped with outs */
         gboolean sent;
-        if ((ret = send_to(self, c, out, &sent)) == GST_FLOW_OK && sent)
-            given = TRUE;
+        ret = send_to(self, c, gst_buffer_ref(g_ptr_array_index(outs, i)), &sent);
+        given |= sent;
     }
+    g_ptr_array_free(outs, TRUE);
     g_ptr_array_free(targets, TRUE);
-    gst_buffer_unref(first);
     if (ret == GST_FLOW_OK)
         given ? COUNT(buffers_sent) : COUNT(dropped); /* every client went away meanwhile */
     service_now_and_then(self);
@@ -726,7 +711,7 @@ static void gst_varslot_sink_class_init(GstVarslotSinkClass *klass)
     const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
     g_object_class_install_property(gobject, PROP_SOCKET_PATH,
         g_param_spec_string("socket-path", "Socket path",
-                            "Unix socket where varslotsrc elements connect", NULL, rw));
+                            "Unix socket where varslotsrc elements connect", VSG_DEFAULT_SOCKET_PATH, rw));
     g_object_class_install_property(gobject, PROP_SEGMENT,
         g_param_spec_string("segment", "Segment",
                             "varslot segment for the buffers (NULL: $VARSLOT_SEGMENT, else "
@@ -767,7 +752,7 @@ static void gst_varslot_sink_init(GstVarslotSink *self)
 {
     self->listen_fd = -1;
     self->wait_for_connection = TRUE;
-    self->socket_path = g_strdup("/tmp/varslot.sock");
+    self->socket_path = g_strdup(VSG_DEFAULT_SOCKET_PATH);
     /* The last sample would keep a reference to every frame: no slot could be handed over. */
     gst_base_sink_set_last_sample_enabled(GST_BASE_SINK(self), FALSE);
     gst_base_sink_set_sync(GST_BASE_SINK(self), FALSE);

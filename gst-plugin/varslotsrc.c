@@ -73,7 +73,8 @@ static gboolean try_connect(GstVarslotSrc *self, GError **err)
     return TRUE;
 }
 
-/* FALSE: flushing. With wait-for-producer, waits (and retries) until a sink answers. */
+/* GST_FLOW_FLUSHING when unlocked. With wait-for-producer, waits (and retries) until a sink
+ * answers. */
 static GstFlowReturn connect_or_wait(GstVarslotSrc *self)
 {
     GError *err = NULL;
@@ -177,8 +178,8 @@ static void add_video_meta(GstBuffer *buf, const vsg_video_meta *v)
                                    offset, stride);
 }
 
-/* Takes every slot of the message; on any failure gives back what was taken (the memories
- * free their slots) and refuses the whole buffer. */
+/* Takes every slot of the message; on any failure frees what it had taken (the memories do)
+ * and refuses the whole buffer: the sink sees those slots are no longer its own. */
 static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
 {
     const vs_pool *pool = gst_varslot_segment_pool(self->segment);
@@ -406,7 +407,7 @@ static void gst_varslot_src_class_init(GstVarslotSrcClass *klass)
     gobject->finalize = finalize;
     const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
     g_object_class_install_property(gobject, PROP_SOCKET_PATH,
-        g_param_spec_string("socket-path", "Socket path", "Unix socket of the varslotsink", NULL, rw));
+        g_param_spec_string("socket-path", "Socket path", "Unix socket of the varslotsink", VSG_DEFAULT_SOCKET_PATH, rw));
     g_object_class_install_property(gobject, PROP_IS_LIVE,
         g_param_spec_boolean("is-live", "Is live", "Act as a live source", FALSE, rw));
     g_object_class_install_property(gobject, PROP_WAIT_FOR_PRODUCER,
@@ -436,6 +437,6 @@ static void gst_varslot_src_class_init(GstVarslotSrcClass *klass)
 static void gst_varslot_src_init(GstVarslotSrc *self)
 {
     self->fd = -1;
-    self->socket_path = g_strdup("/tmp/varslot.sock");
+    self->socket_path = g_strdup(VSG_DEFAULT_SOCKET_PATH);
     gst_base_src_set_format(GST_BASE_SRC(self), GST_FORMAT_TIME);
 }
