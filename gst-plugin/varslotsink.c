@@ -396,19 +396,19 @@ static void describe(GstVarslotSink *self, GstBuffer *buf, vsg_message *m)
     }
 }
 
-/* Sends one buffer to one client, waiting for room in its socket while still reading acks.
- * Takes buf; *sent says whether the client got it (it may have gone away instead). */
-static GstFlowReturn send_to(GstVarslotSink *self, Client *c, GstBuffer *buf, gboolean *sent)
+/* Sends m to c, waiting for room in its socket while servicing every socket. *sent: c got it
+ * (FALSE: c went away meanwhile). Not GST_FLOW_OK: flushing while waiting. */
+static GstFlowReturn send_waiting(GstVarslotSink *self, Client *c, const vsg_message *m,
+                                  gboolean *sent)
 {
-    vsg_message m;
-    describe(self, buf, &m);
     *sent = FALSE;
     for (;;) {
-        int rc = vsg_send(c->fd, &m);
-        if (rc == 1)
-            break;
+        int rc = vsg_send(c->fd, m);
+        if (rc == 1) {
+            *sent = TRUE;
+            return GST_FLOW_OK;
+        }
         if (rc < 0) {
-            gst_buffer_unref(buf);
             client_remove(self, c, "send failed");
             return GST_FLOW_OK; /* the stream goes on for the others */
         }
@@ -417,24 +417,32 @@ static GstFlowReturn send_to(GstVarslotSink *self, Client *c, GstBuffer *buf, gb
         gst_poll_fd_ctl_write(self->poll, &c->pfd, FALSE);
         /* Every socket, not only c's: one left unread would wake the poll again at once. */
         service(self);
-        if (!g_list_find(self->clients, c)) {
-            gst_buffer_unref(buf);
+        if (!g_list_find(self->clients, c))
             return GST_FLOW_OK;
-        }
         if (!woke) {
             GstFlowReturn ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
-            if (ret != GST_FLOW_OK) {
-                gst_buffer_unref(buf);
+            if (ret != GST_FLOW_OK)
                 return ret;
-            }
         }
+    }
+}
+
+/* Sends one buffer to one client. Takes buf; *sent says whether the client got it (it may
+ * have gone away instead); then we hold buf until the client settles it. */
+static GstFlowReturn send_to(GstVarslotSink *self, Client *c, GstBuffer *buf, gboolean *sent)
+{
+    vsg_message m;
+    describe(self, buf, &m);
+    GstFlowReturn ret = send_waiting(self, c, &m, sent);
+    if (!*sent) {
+        gst_buffer_unref(buf);
+        return ret;
     }
     PendingBuffer *p = g_new0(PendingBuffer, 1);
     p->seq = self->seq;
     p->buffer = buf;
     g_queue_push_tail(&c->pending, p);
-    *sent = TRUE;
-    return GST_FLOW_OK;
+    return ret;
 }
 
 static GstFlowReturn wait_for_client(GstVarslotSink *self)
@@ -548,13 +556,20 @@ static gboolean set_caps(GstBaseSink *bsink, GstCaps *caps)
     return TRUE;
 }
 
+/* EOS reaches every client even behind a full socket (small buffers at a high rate fill it):
+ * a consumer that missed it would see the producer vanish instead. */
 static void broadcast_eos(GstVarslotSink *self)
 {
     vsg_message m;
     vsg_init_header(&m.h, VSG_EOS, sizeof m.h);
-    for (GList *l = self->clients; l; l = l->next)
-        if (vsg_send(((Client *)l->data)->fd, &m) != 1)
-            GST_WARNING_OBJECT(self, "cannot send EOS to a client");
+    GList *targets = g_list_copy(self->clients); /* clients may go away while we wait */
+    for (GList *l = targets; l; l = l->next) {
+        gboolean sent;
+        if (g_list_find(self->clients, l->data) &&
+            send_waiting(self, l->data, &m, &sent) != GST_FLOW_OK)
+            break; /* flushing */
+    }
+    g_list_free(targets);
 }
 
 static gboolean anything_pending(GstVarslotSink *self)
