@@ -355,6 +355,7 @@ bool vsp_routed_resize_in_place(void *p, size_t size)
     if (left || (privatized && is_privatized(p, &ps)))
         return false; /* not a slot of ours to resize */
     if (size > UINT32_MAX || vs_pool_ref_of(pool(), p, &ref) != VS_OK ||
+        vs_pool_slot_data(pool(), &ref) != p || /* inside a block: not one realloc knows */
         vs_pool_slot_info(pool(), ref.class_idx, ref.slot_idx, &info) != VS_OK ||
         vs_pool_set_size(pool(), ref, (uint32_t)size) != VS_OK)
         return false;
@@ -367,8 +368,8 @@ bool vsp_routed_resize_in_place(void *p, size_t size)
 uint64_t vsp_routed_handle_of(const void *p)
 {
     vs_slot_ref ref;
-    if (vs_pool_ref_of(pool(), p, &ref) != VS_OK)
-        return 0;
+    if (vs_pool_ref_of(pool(), p, &ref) != VS_OK || vs_pool_slot_data(pool(), &ref) != p)
+        return 0; /* not the start of a routed block */
     vs_pool_handed_over(pool(), ref);
     return vs_slot_ref_pack(ref);
 }
