@@ -368,10 +368,6 @@ static int validate_header(const vs__seg_header *h, size_t file_size, size_t *po
                                                     : "segment format is older than this library");
         return VS_EVERSION;
     }
-    if (h->flags & ~VS_SEGMENT_REMOVE_WHEN_UNUSED) {
-        vs__set_detail("segment uses flags this library does not know");
-        return VS_EVERSION;
-    }
     if (h->header_size != sizeof *h) {
         vs__set_detail("segment header size does not match this version");
         return VS_ECORRUPT;
@@ -379,6 +375,11 @@ static int validate_header(const vs__seg_header *h, size_t file_size, size_t *po
     if (h->checksum != header_checksum(h)) {
         vs__set_detail("segment header checksum mismatch (scribbled over?)");
         return VS_ECORRUPT;
+    }
+    /* After the checksum: a scribbled field is corruption, not a newer format. */
+    if (h->flags & ~VS_SEGMENT_REMOVE_WHEN_UNUSED) {
+        vs__set_detail("segment uses flags this library does not know");
+        return VS_EVERSION;
     }
     if (h->total_size != file_size) {
         vs__set_detail("segment size in the header differs from the file size (truncated?)");
