@@ -67,10 +67,13 @@ static inline bool maybe_routed(size_t size)
                         vsp_cfg.ncallers);
 }
 
+/* The cheap tests first: inside the shim, or before the constructor, the caller lookup
+ * (_dl_find_object) would be thrown away. */
 static bool may_route(size_t size, const void *caller, uint32_t *tag)
 {
-    return vsp_wants_route(size, caller, tag) && !vsp_busy &&
-           atomic_load_explicit(&routing_open, memory_order_relaxed);
+    *tag = 0;
+    return !vsp_busy && atomic_load_explicit(&routing_open, memory_order_relaxed) &&
+           vsp_wants_route(size, caller, tag);
 }
 
 /* errno's address is fixed per thread: keep it, rather than ask libc on every free. */
