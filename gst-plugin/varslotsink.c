@@ -300,7 +300,10 @@ static gboolean ensure_segment(GstVarslotSink *self, GstCaps *caps)
         g_clear_error(&err);
         return FALSE;
     }
-    self->allocator = gst_varslot_allocator_new(self->segment);
+    GstAllocator *allocator = gst_varslot_allocator_new(self->segment);
+    GST_OBJECT_LOCK(self); /* the fallbacks getter reads it from any thread */
+    self->allocator = allocator;
+    GST_OBJECT_UNLOCK(self);
     return TRUE;
 }
 
@@ -639,7 +642,10 @@ static gboolean stop(GstBaseSink *bsink)
     }
     g_clear_pointer(&self->poll, gst_poll_free);
     gst_clear_caps(&self->caps);
-    gst_clear_object(&self->allocator);
+    GST_OBJECT_LOCK(self);
+    GstAllocator *allocator = g_steal_pointer(&self->allocator);
+    GST_OBJECT_UNLOCK(self);
+    gst_clear_object(&allocator);
     g_clear_pointer(&self->segment, gst_varslot_segment_unref);
     return TRUE;
 }
