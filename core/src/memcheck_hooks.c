@@ -100,8 +100,12 @@ static void drop_region(struct vg_region *r)
 
 void vs__vg_setup(vs_pool *pool, bool fresh)
 {
-    vs__on_valgrind = RUNNING_ON_VALGRIND ? 1 : 0;
-    if (!vs__on_valgrind)
+    /* Written only when it changes (once, under Valgrind): other threads read it on every
+     * allocate and free. */
+    int on = RUNNING_ON_VALGRIND ? 1 : 0;
+    if (on != __atomic_load_n(&vs__on_valgrind, __ATOMIC_RELAXED))
+        __atomic_store_n(&vs__on_valgrind, on, __ATOMIC_RELAXED);
+    if (!on)
         return;
     uintptr_t base = (uintptr_t)pool->base + pool->base_offset;
     size_t slots = pool_slots(pool);
@@ -161,7 +165,8 @@ void vs__vg_held(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t 
     uint8_t *p = slot_addr(cls, idx);
     if (flip_held(pool, cls, idx, true)) {
         if (taken)
-            return; /* handed between two peers of this process: still the same block */
+            return; /* never left this process (a transfer between two peers sharing this
+                     * mapping, or a handle of a block not handed over): the same block */
         VALGRIND_FREELIKE_BLOCK(p, 0); /* reclaimed earlier without a free: a new block now */
     }
     VALGRIND_MALLOCLIKE_BLOCK(p, size, 0, 0);

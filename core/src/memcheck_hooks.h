@@ -1,7 +1,7 @@
 /* Telling Valgrind's memcheck about slots, so its leak check and invalid-access reports
  * cover them as they cover heap blocks: a slot this process holds is a block the size that
  * was asked for, everything else in the slot arrays is off limits here. Outside Valgrind
- * every hook is one load of a flag (set at each init/attach, always to the same value). */
+ * every hook is one load of a flag, written once (at the first init/attach under Valgrind). */
 #ifndef VARSLOT_MEMCHECK_H
 #define VARSLOT_MEMCHECK_H
 
