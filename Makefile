@@ -1,7 +1,7 @@
 # varslot: the one build entry.
 #   make          libvarslot (static + shared) and the varslot CLI, into build/
-#   make check    every test: core suites plain, under ASan+UBSan, TSan and memcheck; CLI,
-#                 preload shim, GStreamer plugin and Valgrind integration tests
+#   make check    every test: the protocol model (spin), core suites plain, under ASan+UBSan,
+#                 TSan and memcheck; CLI, preload shim, GStreamer plugin and Valgrind tests
 #   make demo     the cross-process demo
 #   make bench    benchmarks, printed as ratios against anchors measured in the same run
 
@@ -41,7 +41,7 @@ DEMO   := $(B)/bin/varslot-demo
 DEPS_STAMP := $(B)/.deps-ok
 
 .PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload check-gst \
-        check-memcheck
+        check-memcheck check-model
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -104,11 +104,12 @@ $(DEMO): scripts/demo/varslot-demo.c $(LIB_A) $(CORE_HDRS)
 
 # ---- tests: one binary per build flavour (plain, asan, tsan) ----
 # GoogleTest is compiled from Debian's source package with the flavour's flags, so the
-# sanitizers see all of it.
+# sanitizers see all of it. The core is built with its debug tier (VS_DEBUG: internal
+# assertions, core/src/debug.h) in every test flavour; the release library is not.
 define flavour
 $(B)/$(1)/obj/core/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
-	$(CC) $(CFLAGS) $(2) $(CORE_CFLAGS) -c $$< -o $$@
+	$(CC) $(CFLAGS) $(2) $(CORE_CFLAGS) -DVS_DEBUG -c $$< -o $$@
 $(B)/$(1)/obj/tests/%.o: tests/core/%.cpp $(TEST_HDRS) $(CORE_HDRS) | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	$(CXX) $(CXXFLAGS) $(2) $(TEST_CXXFLAGS) -c $$< -o $$@
@@ -133,8 +134,12 @@ TESTS_PLAIN := $(B)/plain/tests/core_tests
 TESTS_ASAN  := $(B)/asan/tests/core_tests
 TESTS_TSAN  := $(B)/tsan/tests/core_tests
 
-check: check-core check-asan check-tsan check-cli check-preload check-gst check-memcheck
+check: check-model check-core check-asan check-tsan check-cli check-preload check-gst check-memcheck
 	@echo "make check: all suites passed"
+
+# The protocol model (core/model/): every property exhaustively with spin, every mutant caught.
+check-model: $(DEPS_STAMP)
+	timeout 600 core/model/check
 
 # Every suite runs under a timeout: a hang is a failure, not a stuck CI job.
 check-core: $(TESTS_PLAIN) all

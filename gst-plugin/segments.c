@@ -42,12 +42,20 @@ static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize fr
     opts.classes = classes;
     opts.class_count = creation_classes(frame_size, classes);
     opts.flags = VS_SEGMENT_REMOVE_WHEN_UNUSED;
-    int rc = vs_segment_create(&s->seg, name, &opts);
-    gboolean created = rc == VS_OK;
-    if (rc == VS_EEXIST)
-        rc = vs_segment_open(&s->seg, name);
-    if (rc == VS_OK && (rc = vs_segment_join(&s->seg, &s->peer)) != VS_OK)
-        vs_segment_close(&s->seg);
+    int rc;
+    gboolean created;
+    /* The last peer of the segment of that name may be leaving as we come, and remove it
+     * under us (we then cannot join it: VS_ESTALE): open again, a new one if need be. */
+    for (int attempt = 0;; attempt++) {
+        rc = vs_segment_create(&s->seg, name, &opts);
+        created = rc == VS_OK;
+        if (rc == VS_EEXIST)
+            rc = vs_segment_open(&s->seg, name);
+        if (rc == VS_OK && (rc = vs_segment_join(&s->seg, &s->peer)) != VS_OK)
+            vs_segment_close(&s->seg);
+        if ((rc != VS_ENOENT && rc != VS_ESTALE) || attempt == 8)
+            break;
+    }
     if (rc != VS_OK) {
         g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ_WRITE,
                     "varslot segment %s: %s (%s)", name, vs_strerror(rc), vs_last_detail());

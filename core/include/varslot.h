@@ -48,6 +48,8 @@ typedef struct vs_class_config { uint32_t slot_size; uint32_t slot_count; } vs_c
 typedef struct vs_slot_ref {
     uint8_t class_idx;
     uint8_t extent_idx; /* always 0: extents are not implemented */
+    /* The slot's index in its class, plus slot_count times its lap: how many times the
+     * slot's 32-bit generation has wrapped (0 for its first 2^32 - 1 allocations). */
     uint32_t slot_idx;
     uint32_t generation; /* 1 on a slot's first allocation, +1 on each one after */
 } vs_slot_ref;
@@ -58,11 +60,14 @@ typedef struct vs_layout {
     vs_class_offsets class_offsets[VS_MAX_CLASSES];
 } vs_layout;
 
-enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1 };
+/* RETIRED: the slot used up its generations (see "Handles" in the README) and is never handed
+ * out again, so that no stale handle can ever match it. */
+enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1, VS_SLOT_RETIRED = 2 };
 typedef struct vs_slot_info {
     uint32_t state;      /* enum vs_slot_state; any other value means the word was scribbled on */
     uint8_t owner;       /* peer id, 0 when free */
     uint32_t generation;
+    uint32_t lap;        /* times the generation wrapped */
     uint32_t tag;        /* caller-defined label, see vs_pool_set_tag */
     uint32_t size;       /* bytes requested when the slot was allocated */
 } vs_slot_info;
@@ -100,6 +105,8 @@ struct vs_pool_class {
     void *header;        /* the class header in the segment (search hint lives there) */
     uint32_t bitmap_words;
     uint32_t index_base; /* slots of the classes before this one: a pool-wide slot number */
+    uint32_t laps;       /* how many times a slot's generation may wrap before it retires */
+    uint32_t ref_span;   /* slot_count x laps: refs' slot_idx is below this */
 };
 struct vs_pool {
     uint8_t *base;       /* region base */
@@ -124,12 +131,19 @@ struct vs_segment {
     vs_pool pool;
     void *map;           /* mapped address */
     size_t map_len;
-    int fd;
+    int fd;              /* the description the segment is mapped from; it carries no lock */
+    int lock_fd;         /* never mapped: liveness probes, and the creating/reaping/removing locks */
+    int live_fd;         /* never mapped: holds this peer's liveness lock while joined, else -1 */
     uint8_t peer_id;     /* 0 until joined */
     bool at_creator_address; /* raw pointers are portable to peers mapped at the same place */
-    uint32_t max_peers;
-    int reaping;         /* one reaper at a time per vs_segment (threads share its locks) */
+    uint32_t max_peers;  /* as validated at open: never re-read from the segment */
     uint32_t flags;      /* VS_SEGMENT_*, as validated at open */
+    int reaping;         /* one reaper at a time per vs_segment (threads share its locks) */
+    int joining;         /* one joiner at a time per vs_segment; the others wait for its id */
+    uint64_t file_dev;   /* the file it was opened as: descriptors reopened later must be it */
+    uint64_t file_ino;
+    int32_t owner_pid;   /* the process that opened the lock descriptions: a fork child */
+    uint32_t owner_epoch; /* sees it is not that process and takes descriptions of its own */
     uint64_t last_auto_reap_ns;
     char name[256];
 };
@@ -180,18 +194,39 @@ VS_API int vs_parse_size(const char *s, uint64_t *out);
  * says what is wrong. Neither function allocates. */
 VS_API int vs_parse_classes(const char *spec, vs_class_config *out, size_t *n, const char **why);
 
-/* ---- segment ---- */
+/* ---- segment ----
+ * Threads: vs_segment_join, vs_segment_reap, vs_segment_peer_info, vs_segment_pool and
+ * vs_segment_max_peers may be called by any number of threads at once, on one vs_segment,
+ * together with the pool calls (threads joining one vs_segment at once all get the one peer
+ * id it joins as). vs_segment_leave and vs_segment_close end what other threads rely on:
+ * call them when no other thread uses that vs_segment (and for leave: no longer allocates
+ * with its peer id). create/open initialise a vs_segment nobody else uses yet.
+ *
+ * fork: a child needs nothing. Its inherited vs_segment keeps its mapping, and at its first
+ * segment call takes descriptors of its own and forgets the parent's peer id (join again
+ * to allocate as a peer); the parent's liveness and reaping locks are closed in the child as
+ * it forks (pthread_atfork), so a parent killed later is seen dead whatever its children do.
+ * A child that forks without fork()'s handlers (a raw clone) keeps them until its first
+ * segment call or vs_segment_after_fork_child. */
 VS_API int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_options *opts); /* "/x" = POSIX shm, else a file path */
 VS_API int vs_segment_open(vs_segment *seg, const char *name);
 VS_API int vs_segment_open_or_create(vs_segment *seg, const char *name, const vs_segment_options *opts);
+/* VS_ESTALE: the segment's name was removed since it was opened (nobody may join it now):
+ * close it and open the name again. */
 VS_API int vs_segment_join(vs_segment *seg, uint8_t *peer_id);
 VS_API int vs_segment_leave(vs_segment *seg);
 VS_API int vs_segment_reap(vs_segment *seg, unsigned *reaped);
 VS_API vs_pool *vs_segment_pool(vs_segment *seg);
+/* Leaves (if joined here), then, for a VS_SEGMENT_REMOVE_WHEN_UNUSED segment whose last peer
+ * this was, removes the name, never while another peer is joined or joining, and only if the
+ * name still names this segment. */
 VS_API void vs_segment_close(vs_segment *seg);
+/* Removes the name of a varslot segment (never another kind of file, nor one still being
+ * created: VS_EPERM, VS_EBUSY). Peers that have it mapped keep using it; no one can join it
+ * from then on. */
 VS_API int vs_segment_unlink(const char *name);
-/* In a fork child: take a private descriptor (so the parent's liveness lock is not shared)
- * and forget the parent's peer id; join again to allocate as a peer of its own. */
+/* In a fork child: what the first segment call does anyway (see above), now. VS_ESTALE if
+ * the descriptors cannot be reopened (no /proc, and the name now names another file). */
 VS_API int vs_segment_after_fork_child(vs_segment *seg);
 
 enum vs_peer_state { VS_PEER_FREE = 0, VS_PEER_ALIVE = 1, VS_PEER_REAPING = 2 };

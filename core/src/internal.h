@@ -15,9 +15,10 @@
 /* ---- the slot word: the only truth about who owns a slot ----
  * bits  0..31 generation (of the current or the last allocation)
  * bits 32..39 owner peer (0 when free)
- * bits 40..47 state (enum vs_slot_state)
- * bits 48..63 tag of the allocating thread (0 when free): lets free() keep a slot in the
- *             thread-local cache only when the thread that allocated it frees it. */
+ * bits 40..43 state (enum vs_slot_state)
+ * bits 44..63 lap: how many times the generation wrapped. A ref names the slot as
+ *             slot_idx = lap * slot_count + index, so a handle from 2^32 allocations ago
+ *             no longer matches; a slot whose laps run out retires (see vs__class_laps). */
 typedef struct vs__slot_meta {
     _Atomic uint64_t word;
     _Atomic uint32_t tag;  /* caller-defined label; informational, written after the claim */
@@ -25,16 +26,27 @@ typedef struct vs__slot_meta {
 } vs__slot_meta;
 _Static_assert(sizeof(vs__slot_meta) == 16, "16 bytes of metadata per slot");
 
+#define VS__LAP_BITS 20
 static inline uint32_t vs__word_gen(uint64_t w) { return (uint32_t)w; }
 static inline uint8_t vs__word_owner(uint64_t w) { return (uint8_t)(w >> 32); }
-static inline uint8_t vs__word_state(uint64_t w) { return (uint8_t)(w >> 40); }
-static inline uint16_t vs__word_thread(uint64_t w) { return (uint16_t)(w >> 48); }
-static inline uint64_t vs__word_make(uint32_t gen, uint8_t owner, uint8_t state, uint16_t thread)
+static inline uint8_t vs__word_state(uint64_t w) { return (uint8_t)(w >> 40) & 15u; }
+static inline uint32_t vs__word_lap(uint64_t w) { return (uint32_t)(w >> 44); }
+static inline uint64_t vs__word_make(uint32_t gen, uint8_t owner, uint8_t state, uint32_t lap)
 {
-    return (uint64_t)gen | (uint64_t)owner << 32 | (uint64_t)state << 40 | (uint64_t)thread << 48;
+    return (uint64_t)gen | (uint64_t)owner << 32 | (uint64_t)(state & 15u) << 40 | (uint64_t)lap << 44;
 }
-/* Generation 0 is never handed out, so a zeroed handle never matches a slot. */
-static inline uint32_t vs__next_gen(uint32_t gen) { return gen + 1 ? gen + 1 : 1; }
+/* The same word with another owner and state: generation and lap stay. */
+static inline uint64_t vs__word_with(uint64_t w, uint8_t owner, uint8_t state)
+{
+    return vs__word_make(vs__word_gen(w), owner, state, vs__word_lap(w));
+}
+/* How many laps a class's slots get: as many as its refs can tell apart in the handle's 24
+ * slot bits, at most 2^20. A slot's generations last (laps x 2^32 - 1) allocations. */
+static inline uint32_t vs__class_laps(uint32_t slot_count)
+{
+    uint32_t laps = VS_MAX_SLOTS_PER_CLASS / slot_count;
+    return laps < (1u << VS__LAP_BITS) ? laps : 1u << VS__LAP_BITS;
+}
 
 /* ---- class header: 64 bytes per class at the start of the pool ---- */
 #define VS__CLASS_MAGIC 0x4c435356u /* "VSCL" */
@@ -65,33 +77,46 @@ int vs__layout_compute(const vs_class_config *configs, size_t n, vs__class_layou
                        size_t *total, const char **why);
 
 /* ---- the pool's hot paths ---- */
+/* The class and slot a ref names, with the lap its slot_idx carries; NULL when the ref is out
+ * of this pool's range. */
 static inline const struct vs_pool_class *vs__pool_class(const vs_pool *pool, vs_slot_ref ref,
-                                                         uint32_t *idx)
+                                                         uint32_t *idx, uint32_t *lap)
 {
     if (VS__UNLIKELY(ref.class_idx >= pool->class_count || ref.extent_idx != 0))
         return NULL;
     const struct vs_pool_class *cls = &pool->classes[ref.class_idx];
-    if (VS__UNLIKELY(ref.slot_idx >= cls->slot_count))
+    if (VS__LIKELY(ref.slot_idx < cls->slot_count)) {
+        *idx = ref.slot_idx;
+        *lap = 0;
+        return cls;
+    }
+    if (ref.slot_idx >= cls->ref_span) /* past its class's last lap */
         return NULL;
-    *idx = ref.slot_idx;
+    *idx = ref.slot_idx % cls->slot_count;
+    *lap = ref.slot_idx / cls->slot_count;
     return cls;
 }
 static inline vs__slot_meta *vs__meta(const struct vs_pool_class *cls, uint32_t idx)
 {
     return (vs__slot_meta *)cls->meta + idx;
 }
-/* The slot word a ref names, or NULL when the ref is out of this pool's range. */
+/* The slot word a ref names (and its index and lap), or NULL when the ref is out of range. */
 static inline vs__slot_meta *vs__ref_meta(const vs_pool *pool, vs_slot_ref ref,
-                                          const struct vs_pool_class **cls)
+                                          const struct vs_pool_class **cls, uint32_t *idx,
+                                          uint32_t *lap)
 {
-    uint32_t idx;
-    *cls = pool ? vs__pool_class(pool, ref, &idx) : NULL;
-    return *cls ? vs__meta(*cls, idx) : NULL;
+    *cls = pool ? vs__pool_class(pool, ref, idx, lap) : NULL;
+    return *cls ? vs__meta(*cls, *idx) : NULL;
 }
-/* Whether a slot word says "allocated, at this generation": what a live ref must see. */
-static inline bool vs__word_is_live(uint64_t w, uint32_t gen)
+/* Whether a slot word says "allocated, at this generation and lap": what a live ref must see. */
+static inline bool vs__word_is_live(uint64_t w, uint32_t gen, uint32_t lap)
 {
-    return vs__word_state(w) == VS_SLOT_ALLOCATED && vs__word_gen(w) == gen;
+    return (w & ~((uint64_t)0xff << 32)) == vs__word_make(gen, 0, VS_SLOT_ALLOCATED, lap);
+}
+/* The slot_idx a ref carries for slot idx on lap lap. */
+static inline uint32_t vs__ref_slot_idx(const struct vs_pool_class *cls, uint32_t idx, uint32_t lap)
+{
+    return idx + lap * cls->slot_count;
 }
 static inline _Atomic uint64_t *vs__bitmap(const struct vs_pool_class *cls)
 {

@@ -1,66 +1,116 @@
-/* Joining and leaving the peer table. A peer's liveness is an OFD lock on its byte, taken
- * before its entry turns ALIVE and dropped by the kernel when the process dies; so an ALIVE
- * entry whose byte is unlocked belongs to a dead peer, never to one still joining. */
+/* Joining and leaving the peer table. A peer's liveness is an OFD lock on its byte, held by a
+ * description of its own (seg->live_fd), taken before its entry turns ALIVE and dropped by
+ * the kernel when the process dies; so an ALIVE entry whose byte no description holds belongs
+ * to a dead peer, never to one still joining. Probes go through another description
+ * (seg->lock_fd), so this process's own peer reads as live to its own threads too. */
 #include "segment.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Claims a FREE entry for this process, under the JOIN lock (shared): a last peer out that is
+ * deciding to remove the segment's name holds it exclusively, so either it sees us or we see
+ * its decision (the segment retired). */
+static int claim_entry(vs_segment *seg, int live_fd, uint8_t *out)
+{
+    if (vs__lock_byte_wait(live_fd, VS__LOCK_JOIN, true, 1000) != 0) {
+        vs__set_detail("the segment's name was being removed for a second; try again");
+        return VS_EBUSY;
+    }
+    int rc = VS_EFULL;
+    if (atomic_load_explicit(&vs__header(seg)->retired, memory_order_acquire)) {
+        vs__set_detail("the segment was removed after it was opened: open it again");
+        rc = VS_ESTALE;
+    }
+    for (uint32_t id = 1; rc == VS_EFULL && id <= seg->max_peers; id++) {
+        vs__peer *p = vs__peer_entry(seg, (uint8_t)id);
+        uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
+        if (vs__peer_state(s) != VS_PEER_FREE)
+            continue;
+        if (vs__lock_byte(live_fd, VS__LOCK_LIVE(id)) != 0)
+            continue; /* another joiner is taking it */
+        /* model: join_cas. Locked first: a reaper probing in between sees a live peer. */
+        if (!atomic_compare_exchange_strong_explicit(
+                &p->state, &s, vs__peer_make(VS_PEER_ALIVE, vs__peer_epoch(s) + 1),
+                memory_order_acq_rel, memory_order_acquire)) {
+            vs__unlock_byte(live_fd, VS__LOCK_LIVE(id));
+            continue;
+        }
+        atomic_store_explicit(&p->pid, getpid(), memory_order_relaxed);
+        atomic_store_explicit(&p->joined_unix_ns, vs__now_ns(CLOCK_REALTIME), memory_order_relaxed);
+        *out = (uint8_t)id;
+        rc = VS_OK;
+    }
+    if (rc == VS_EFULL)
+        vs__set_detail("every peer entry is taken by a live process");
+    vs__unlock_byte(live_fd, VS__LOCK_JOIN);
+    return rc;
+}
+
+static int join_once(vs_segment *seg)
+{
+    unsigned reaped;
+    vs_segment_reap(seg, &reaped); /* make room from the dead first */
+    vs__proc_id opener;
+    int live_fd = vs__lock_fd_open(seg, &opener);
+    if (live_fd < 0)
+        return vs__errno_status(errno, "cannot open a descriptor for the liveness lock");
+    uint8_t id = 0;
+    int rc = claim_entry(seg, live_fd, &id);
+    if (rc != VS_OK) {
+        vs__lock_fd_close(live_fd, opener);
+        return rc;
+    }
+    seg->live_fd = live_fd;
+    __atomic_store_n(&seg->peer_id, id, __ATOMIC_RELEASE);
+    return VS_OK;
+}
 
 int vs_segment_join(vs_segment *seg, uint8_t *peer_id)
 {
     if (!seg || !seg->map)
         return VS_EINVAL;
-    if (seg->peer_id) {
-        if (peer_id)
-            *peer_id = seg->peer_id;
-        return VS_OK;
-    }
-    unsigned reaped;
-    vs_segment_reap(seg, &reaped); /* make room from the dead first */
-    for (uint32_t id = 1; id <= seg->max_peers; id++) {
-        vs__peer *p = vs__peer_entry(seg, (uint8_t)id);
-        uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
-        if (vs__peer_state(s) != VS_PEER_FREE)
-            continue;
-        if (vs__lock_byte(seg->fd, VS__LOCK_LIVE(id)) != 0)
-            continue; /* another joiner is taking it */
-        if (!atomic_compare_exchange_strong_explicit(
-                &p->state, &s, vs__peer_make(VS_PEER_ALIVE, vs__peer_epoch(s) + 1),
-                memory_order_acq_rel, memory_order_acquire)) {
-            vs__unlock_byte(seg->fd, VS__LOCK_LIVE(id));
-            continue;
+    int rc = vs__segment_adopt(seg);
+    if (rc != VS_OK)
+        return rc;
+    /* Threads joining one vs_segment together: one joins, the others get its id. */
+    while (!__atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE)) {
+        if (vs__flag_try(&seg->joining)) {
+            if (!__atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE))
+                rc = join_once(seg);
+            vs__flag_release(&seg->joining);
+            break;
         }
-        atomic_store_explicit(&p->pid, getpid(), memory_order_relaxed);
-        atomic_store_explicit(&p->joined_unix_ns, vs__now_ns(CLOCK_REALTIME), memory_order_relaxed);
-        seg->peer_id = (uint8_t)id;
-        if (peer_id)
-            *peer_id = (uint8_t)id;
-        return VS_OK;
+        sched_yield();
     }
-    vs__set_detail("every peer entry is taken by a live process");
-    return VS_EFULL;
+    if (rc == VS_OK && peer_id)
+        *peer_id = seg->peer_id;
+    return rc;
 }
 
 int vs_segment_leave(vs_segment *seg)
 {
     if (!seg || !seg->map)
         return VS_EINVAL;
+    int rc = vs__segment_adopt(seg);
     uint8_t id = seg->peer_id;
-    if (!id)
-        return VS_ENOTJOINED;
+    if (rc != VS_OK || !id)
+        return rc != VS_OK ? rc : VS_ENOTJOINED;
     /* Our slots go back first: once the entry is FREE the id can be reused, and a slot still
      * marked with it would then look like the new peer's. */
     vs_pool_reclaim_peer_slots(&seg->pool, id);
     vs__peer *p = vs__peer_entry(seg, id);
     atomic_store_explicit(&p->pid, 0, memory_order_relaxed);
     uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
-    if (vs__peer_state(s) == VS_PEER_ALIVE)
+    if (vs__peer_state(s) == VS_PEER_ALIVE) /* model: leave_cas */
         atomic_compare_exchange_strong_explicit(&p->state, &s,
                                                 vs__peer_make(VS_PEER_FREE, vs__peer_epoch(s) + 1),
                                                 memory_order_acq_rel, memory_order_acquire);
-    vs__unlock_byte(seg->fd, VS__LOCK_LIVE(id));
-    seg->peer_id = 0;
+    vs__lock_fd_close(seg->live_fd, vs__segment_owner(seg)); /* drops the liveness lock */
+    seg->live_fd = -1;
+    __atomic_store_n(&seg->peer_id, 0, __ATOMIC_RELEASE);
     return VS_OK;
 }
 
@@ -68,6 +118,9 @@ int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out)
 {
     if (!seg || !seg->map || !out || peer_id == 0 || peer_id > seg->max_peers)
         return VS_EINVAL;
+    int rc = vs__segment_adopt(seg);
+    if (rc != VS_OK)
+        return rc;
     vs__peer *p = vs__peer_entry(seg, peer_id);
     uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
     out->id = peer_id;
@@ -75,7 +128,6 @@ int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out)
     out->pid = atomic_load_explicit(&p->pid, memory_order_relaxed);
     out->joined_unix_ns = atomic_load_explicit(&p->joined_unix_ns, memory_order_relaxed);
     /* An error probing the lock counts as live, as it does for the reaper. */
-    out->live = peer_id == seg->peer_id ||
-                vs__byte_locked_elsewhere(seg->fd, VS__LOCK_LIVE(peer_id)) != 0;
+    out->live = vs__byte_locked_elsewhere(seg->lock_fd, VS__LOCK_LIVE(peer_id)) != 0;
     return VS_OK;
 }

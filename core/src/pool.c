@@ -1,6 +1,7 @@
 /* The slot pool: init/attach, allocate, free, transfer and slot access.
  * Every ownership change is one CAS on the slot word. The bitmap (set bit = probably free)
  * and the thread cache only say where to try: a crash can leave them stale, never wrong. */
+#include "debug.h"
 #include "memcheck_hooks.h"
 #include "slot_cache.h"
 
@@ -16,17 +17,11 @@ _Static_assert(offsetof(vs_slot_ref, slot_idx) == 4 && offsetof(vs_slot_ref, gen
 static _Atomic uint32_t vs__attach_counter;
 static _Atomic uint32_t vs__thread_counter;
 
-uint16_t vs__thread_tag_init(void)
+uint16_t vs__thread_ordinal_init(void)
 {
-    /* Distinct per thread in this process and unlikely to collide with another process's:
-     * a collision only sends a free to the thread cache where the bitmap would do. */
     uint32_t n = atomic_fetch_add_explicit(&vs__thread_counter, 1, memory_order_relaxed);
-    uint32_t h = ((uint32_t)getpid() * 0x9E3779B1u) ^ (n * 0x85EBCA6Bu);
-    h ^= h >> 16;
-    uint16_t t = (uint16_t)h;
-    vs__tc.ordinal = (uint16_t)n;
-    vs__tc.thread_tag = t ? t : 1;
-    return vs__tc.thread_tag;
+    vs__tc.ordinal = (uint16_t)(n % 65535u + 1u);
+    return vs__tc.ordinal;
 }
 
 /* ---- setting up ---- */
@@ -64,6 +59,8 @@ static int setup(vs_pool *pool, vs_region region, size_t base_offset,
         c->data_from_meta = classes[i].data_offset - classes[i].meta_offset;
         c->header = pbase + i * sizeof(vs__class_header);
         c->bitmap_words = classes[i].bitmap_words;
+        c->laps = vs__class_laps(configs[i].slot_count);
+        c->ref_span = configs[i].slot_count * c->laps;
     }
     return VS_OK;
 }
@@ -77,12 +74,8 @@ int vs_pool_init(vs_pool *pool, vs_region region, size_t base_offset,
         return rc;
     for (size_t i = 0; i < n; i++) {
         const struct vs_pool_class *c = &pool->classes[i];
-        vs__slot_meta *meta = c->meta;
-        for (uint32_t s = 0; s < c->slot_count; s++) {
-            atomic_init(&meta[s].word, vs__word_make(0, 0, VS_SLOT_FREE, 0));
-            atomic_init(&meta[s].tag, 0);
-            atomic_init(&meta[s].size, 0);
-        }
+        /* Every word FREE at generation 0 (never handed out), lap 0; side fields 0. */
+        memset(c->meta, 0, (size_t)c->slot_count * sizeof(vs__slot_meta));
         _Atomic uint64_t *bm = vs__bitmap(c);
         for (uint32_t w = 0; w < c->bitmap_words; w++) {
             uint32_t bits = c->slot_count - w * 64;
@@ -164,24 +157,41 @@ unsigned vs_pool_republish_free(const vs_pool *pool)
 
 /* ---- allocation ---- */
 
-/* The claim: FREE(gen) -> ALLOCATED(gen+1, owner) in one CAS. Nothing else makes a slot yours. */
+/* The claim: FREE(gen) -> ALLOCATED(gen+1, owner) in one CAS. Nothing else makes a slot yours.
+ * When the generation wraps the lap moves on; a slot out of laps retires instead. */
 static inline bool claim(const struct vs_pool_class *cls, uint8_t class_idx, uint32_t idx,
-                         uint32_t size, uint8_t owner, uint16_t thread, vs_slot_ref *out)
+                         uint32_t size, uint8_t owner, vs_slot_ref *out)
 {
+    vs__assert(idx < cls->slot_count);
     vs__slot_meta *m = vs__meta(cls, idx);
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
     while (vs__word_state(w) == VS_SLOT_FREE) {
-        uint32_t gen = vs__next_gen(vs__word_gen(w));
-        if (atomic_compare_exchange_weak_explicit(&m->word, &w,
-                                                  vs__word_make(gen, owner, VS_SLOT_ALLOCATED, thread),
-                                                  memory_order_acquire, memory_order_relaxed)) {
+        uint32_t gen = vs__word_gen(w) + 1, lap = vs__word_lap(w);
+        if (VS__UNLIKELY(gen == 0)) {
+            gen = 1;
+            lap++;
+        }
+        if (VS__UNLIKELY(lap >= cls->laps)) {
+            /* model: retire. Its next ref would repeat one handed out before (or a scribbled
+             * lap names none this class can express). */
+            if (atomic_compare_exchange_weak_explicit(&m->word, &w, vs__word_with(w, 0, VS_SLOT_RETIRED),
+                                                      memory_order_relaxed, memory_order_relaxed))
+                return false;
+            continue;
+        }
+        uint64_t claimed = vs__word_make(gen, owner, VS_SLOT_ALLOCATED, lap);
+        /* model: claim_cas */
+        if (atomic_compare_exchange_weak_explicit(&m->word, &w, claimed, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+            vs__assert(gen != 0 && lap < cls->laps);
             atomic_store_explicit(&m->size, size, memory_order_relaxed);
             atomic_store_explicit(&m->tag, 0, memory_order_relaxed);
+            vs__tc_remember(&vs__tc, class_idx, idx);
             /* Two whole stores, not four small ones: callers pass the ref on by value, and
              * a load spanning several smaller stores stalls (no store forwarding). Measured:
              * 31 -> 23 ns per allocate+free pair. */
-            uint64_t head = class_idx | (uint64_t)idx << 32; /* extent_idx 0, padding 0 */
-            memcpy(out, &head, sizeof head);
+            uint64_t head = class_idx | (uint64_t)vs__ref_slot_idx(cls, idx, lap) << 32;
+            memcpy(out, &head, sizeof head); /* extent_idx 0, padding 0 */
             memcpy(&out->generation, &gen, sizeof gen);
             return true;
         }
@@ -194,7 +204,7 @@ static inline bool claim_cached(struct vs__thread_cache *tc, const struct vs_poo
 {
     while (tc->count[c]) {
         uint32_t idx = tc->idx[c][--tc->count[c]];
-        if (idx < cls->slot_count && claim(cls, c, idx, size, owner, tc->thread_tag, out))
+        if (idx < cls->slot_count && claim(cls, c, idx, size, owner, out))
             return true;
     }
     return false;
@@ -205,13 +215,13 @@ static inline bool claim_cached(struct vs__thread_cache *tc, const struct vs_poo
  * cores. Peer 1's first thread starts at bit 0, so a fresh pool hands out slot 0 first. */
 static inline unsigned search_rotation(uint8_t owner, uint16_t ordinal)
 {
-    return ((unsigned)(owner - 1) * 5u + ordinal * 3u) * 4u & 63u;
+    return ((unsigned)(owner - 1) * 5u + (ordinal - 1u) * 3u) * 4u & 63u;
 }
 
 static bool claim_from_bitmap(const struct vs_pool_class *cls, uint8_t c, uint32_t size,
-                              uint8_t owner, uint16_t thread, vs_slot_ref *out)
+                              uint8_t owner, vs_slot_ref *out)
 {
-    unsigned rot = search_rotation(owner, vs__tc.ordinal);
+    unsigned rot = search_rotation(owner, vs__thread_ordinal());
     _Atomic uint64_t *bm = vs__bitmap(cls);
     _Atomic uint32_t *hint = &((vs__class_header *)cls->header)->search_hint;
     uint32_t words = cls->bitmap_words;
@@ -229,7 +239,7 @@ static bool claim_from_bitmap(const struct vs_pool_class *cls, uint8_t c, uint32
             if (!(prev & bit))
                 continue; /* another allocator took this candidate */
             uint32_t idx = wi * 64 + b;
-            if (idx < cls->slot_count && claim(cls, c, idx, size, owner, thread, out)) {
+            if (idx < cls->slot_count && claim(cls, c, idx, size, owner, out)) {
                 if (wi != start)
                     atomic_store_explicit(hint, wi, memory_order_relaxed);
                 return true;
@@ -251,26 +261,29 @@ static bool allocate_from(const vs_pool *pool, uint8_t first, uint32_t size, uin
                           vs_slot_ref *out)
 {
     struct vs__thread_cache *tc = vs__tc_for(pool);
-    uint16_t thread = vs__thread_tag();
     for (uint8_t c = first; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
         if (c < VS__TC_CLASSES && claim_cached(tc, cls, c, size, owner, out))
             return true;
-        if (claim_from_bitmap(cls, c, size, owner, thread, out))
+        if (claim_from_bitmap(cls, c, size, owner, out))
             return true;
         /* Smallest fitting class first: slots other threads parked in their caches (or left
          * there when they exited) still count before we fall through to a larger class. */
         _Atomic uint32_t *parked = &((vs__class_header *)cls->header)->parked;
         if (atomic_load_explicit(parked, memory_order_relaxed) &&
-            atomic_exchange_explicit(parked, 0, memory_order_acquire) &&
-            vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
-            return true;
+            atomic_exchange_explicit(parked, 0, memory_order_acquire)) {
+            vs__republish_class(cls);
+            if (claim_from_bitmap(cls, c, size, owner, out))
+                return true;
+        }
     }
     /* Every fitting bitmap looked empty: free slots may be parked in other threads' caches
-     * or left unpublished by a peer that died mid-operation. The slot words know. */
+     * or left unpublished by a peer that died mid-operation. The slot words know. Search
+     * again even if this scan set no bit: another thread's may have (model: alloc_progress). */
     for (uint8_t c = first; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
-        if (vs__republish_class(cls) && claim_from_bitmap(cls, c, size, owner, thread, out))
+        vs__republish_class(cls);
+        if (claim_from_bitmap(cls, c, size, owner, out))
             return true;
     }
     return false;
@@ -298,61 +311,63 @@ bool vs_pool_allocate(const vs_pool *pool, uint32_t size, uint8_t owner_peer, vs
     bool ok = (VS__LIKELY(first < VS__TC_CLASSES && tc->count[first] && tc->pool_id == pool->attach_id) &&
                claim_cached(tc, &pool->classes[first], first, size, owner_peer, out)) ||
               allocate_slow(pool, first, size, owner_peer, out);
-    if (ok) /* a new block for memcheck, the size that was asked for */
-        VS__VG(vs__vg_held(pool, &pool->classes[out->class_idx], out->slot_idx, size, false));
+    if (ok) { /* a new block for memcheck, the size that was asked for */
+        const struct vs_pool_class *cls = &pool->classes[out->class_idx];
+        VS__VG(vs__vg_held(pool, cls, out->slot_idx % cls->slot_count, size, false));
+    }
     return ok;
 }
 
 /* ---- release and ownership ---- */
 
 /* Why ref's slot may not be freed (owner < 0: by anyone holding a live ref), or VS_OK. */
-static inline int free_refused(uint64_t w, vs_slot_ref ref, int owner)
+static inline int free_refused(uint64_t w, vs_slot_ref ref, uint32_t lap, int owner)
 {
-    if (!vs__word_is_live(w, ref.generation))
+    if (!vs__word_is_live(w, ref.generation, lap))
         return VS_EDOUBLEFREE; /* already freed, or freed and reused: a stale ref */
     if (owner >= 0 && vs__word_owner(w) != owner)
         return VS_EPERM; /* given away (or reaped and reused): not ours to free */
     return VS_OK;
 }
 
-/* ALLOCATED(gen) -> FREE(gen) in one CAS; *old gets the word it replaced. The index does not
- * know yet. */
+/* ALLOCATED(gen) -> FREE(gen) in one CAS. The index does not know yet. */
 static inline int free_word(const vs_pool *pool, const struct vs_pool_class *cls,
-                            vs__slot_meta *m, vs_slot_ref ref, int owner, uint64_t *old)
+                            vs__slot_meta *m, vs_slot_ref ref, uint32_t idx, uint32_t lap,
+                            int owner)
 {
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
     int rc;
     /* Memcheck hears before the CAS: once the slot is free another thread may claim it and
      * announce its own block there. (Two racing frees both tell it: memcheck reports the
      * double free; a slot given away meanwhile has left this process either way.) */
-    VS__VG(if (free_refused(w, ref, owner) == VS_OK) vs__vg_released(pool, cls, ref.slot_idx));
+    VS__VG(if (free_refused(w, ref, lap, owner) == VS_OK) vs__vg_released(pool, cls, idx));
     do {
-        if ((rc = free_refused(w, ref, owner)) != VS_OK)
+        if ((rc = free_refused(w, ref, lap, owner)) != VS_OK)
             return rc;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &m->word, &w, vs__word_make(ref.generation, 0, VS_SLOT_FREE, 0), memory_order_release,
-        memory_order_relaxed));
-    *old = w;
+        /* model: free_cas */
+    } while (!atomic_compare_exchange_weak_explicit(&m->word, &w, vs__word_with(w, 0, VS_SLOT_FREE),
+                                                    memory_order_release, memory_order_relaxed));
+    vs__assert(vs__word_state(w) == VS_SLOT_ALLOCATED && vs__word_gen(w) != 0);
     return VS_OK;
 }
 
 int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
 {
     const struct vs_pool_class *cls;
-    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    uint32_t idx, lap;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls, &idx, &lap);
     if (VS__UNLIKELY(!m))
         return VS_EINVAL;
-    uint64_t w;
-    int rc = free_word(pool, cls, m, ref, -1, &w);
+    int rc = free_word(pool, cls, m, ref, idx, lap, -1);
     if (rc != VS_OK)
         return rc;
-    /* The slot is free; now only the index needs to hear of it. */
-    uint32_t idx = ref.slot_idx;
+    /* The slot is free; now only the index needs to hear of it. A slot this thread allocated
+     * a moment ago stays with it (warm, LIFO); any other goes back to the shared bitmap. */
     struct vs__thread_cache *tc = &vs__tc;
     uint8_t c = ref.class_idx;
-    if (c < VS__TC_CLASSES && vs__word_thread(w) == tc->thread_tag && tc->thread_tag &&
-        tc->pool_id == pool->attach_id && tc->count[c] < VS__TC_DEPTH) {
-        tc->idx[c][tc->count[c]++] = idx;
+    if (c < VS__TC_CLASSES && tc->pool_id == pool->attach_id && tc->count[c] < VS__TC_DEPTH &&
+        vs__tc_forget(tc, vs__tc_key(c, idx))) {
+        tc->idx[c][tc->count[c]++] = idx; /* model: cache_push */
         _Atomic uint32_t *parked = &((vs__class_header *)cls->header)->parked;
         if (!atomic_load_explicit(parked, memory_order_relaxed)) /* read first: keep the line shared */
             atomic_store_explicit(parked, 1, memory_order_release);
@@ -365,13 +380,13 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
 int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owner)
 {
     const struct vs_pool_class *cls;
-    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    uint32_t idx, lap;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls, &idx, &lap);
     if (!m)
         return VS_EINVAL;
-    uint64_t w;
-    int rc = free_word(pool, cls, m, ref, owner, &w);
+    int rc = free_word(pool, cls, m, ref, idx, lap, owner);
     if (rc == VS_OK)
-        vs__publish_free(cls, ref.slot_idx);
+        vs__publish_free(cls, idx);
     return rc;
 }
 
@@ -384,28 +399,30 @@ void vs_pool_detach(vs_pool *pool)
 void vs_pool_handed_over(const vs_pool *pool, vs_slot_ref ref)
 {
     const struct vs_pool_class *cls;
-    VS__VG(if (vs__ref_meta(pool, ref, &cls)) vs__vg_released(pool, cls, ref.slot_idx));
+    uint32_t idx, lap;
+    VS__VG(if (vs__ref_meta(pool, ref, &cls, &idx, &lap)) vs__vg_released(pool, cls, idx));
 }
 
 int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, uint8_t to_peer)
 {
     const struct vs_pool_class *cls;
-    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    uint32_t idx, lap;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls, &idx, &lap);
     if (!m)
         return VS_EINVAL;
     uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
     do {
-        if (!vs__word_is_live(w, ref.generation))
+        if (!vs__word_is_live(w, ref.generation, lap))
             return VS_ESTALE;
         if (vs__word_owner(w) != from_peer)
             return VS_EPERM;
-        /* Thread tag cleared: the receiver's free goes to the shared bitmap. */
-    } while (!atomic_compare_exchange_weak_explicit(
-        &m->word, &w, vs__word_make(ref.generation, to_peer, VS_SLOT_ALLOCATED, 0),
-        memory_order_acq_rel, memory_order_acquire));
+        /* model: transfer_cas */
+    } while (!atomic_compare_exchange_weak_explicit(&m->word, &w,
+                                                    vs__word_with(w, to_peer, VS_SLOT_ALLOCATED),
+                                                    memory_order_acq_rel, memory_order_acquire));
     /* The receiver takes the handle: the slot becomes its block (in a segment, if it is us). */
     VS__VG(if (!pool->segment || pool->segment->peer_id == to_peer) vs__vg_held(
-               pool, cls, ref.slot_idx, atomic_load_explicit(&m->size, memory_order_relaxed), true));
+               pool, cls, idx, atomic_load_explicit(&m->size, memory_order_relaxed), true));
     return VS_OK;
 }
 
@@ -420,9 +437,10 @@ void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id)
             uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
             bool freed = false;
             while (vs__word_state(w) == VS_SLOT_ALLOCATED && vs__word_owner(w) == peer_id) {
-                if (atomic_compare_exchange_weak_explicit(
-                        &m->word, &w, vs__word_make(vs__word_gen(w), 0, VS_SLOT_FREE, 0),
-                        memory_order_acq_rel, memory_order_relaxed)) {
+                /* model: reclaim_cas */
+                if (atomic_compare_exchange_weak_explicit(&m->word, &w,
+                                                          vs__word_with(w, 0, VS_SLOT_FREE),
+                                                          memory_order_acq_rel, memory_order_relaxed)) {
                     freed = true;
                     break;
                 }
@@ -438,10 +456,11 @@ void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id)
 void *vs_pool_slot_data(const vs_pool *pool, const vs_slot_ref *ref)
 {
     const struct vs_pool_class *cls;
-    vs__slot_meta *m = ref ? vs__ref_meta(pool, *ref, &cls) : NULL;
-    if (!m || !vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref->generation))
+    uint32_t idx, lap;
+    vs__slot_meta *m = ref ? vs__ref_meta(pool, *ref, &cls, &idx, &lap) : NULL;
+    if (!m || !vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref->generation, lap))
         return NULL;
-    return vs_pool_class_data(cls) + (size_t)ref->slot_idx * cls->stride;
+    return vs_pool_class_data(cls) + (size_t)idx * cls->stride;
 }
 
 int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
@@ -458,11 +477,12 @@ int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
         if ((p - lo) % cls->stride >= cls->slot_size)
             return VS_EINVAL; /* in the padding between slots */
         uint64_t w = atomic_load_explicit(&vs__meta(cls, idx)->word, memory_order_acquire);
-        if (vs__word_state(w) != VS_SLOT_ALLOCATED)
+        uint32_t lap = vs__word_lap(w);
+        if (vs__word_state(w) != VS_SLOT_ALLOCATED || lap >= cls->laps)
             return VS_ESTALE;
         out->class_idx = (uint8_t)c;
         out->extent_idx = 0;
-        out->slot_idx = idx;
+        out->slot_idx = vs__ref_slot_idx(cls, idx, lap);
         out->generation = vs__word_gen(w);
         return VS_OK;
     }
@@ -473,10 +493,11 @@ int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
 static int set_live_field(const vs_pool *pool, vs_slot_ref ref, size_t field, uint32_t value)
 {
     const struct vs_pool_class *cls;
-    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    uint32_t idx, lap;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls, &idx, &lap);
     if (!m)
         return VS_EINVAL;
-    if (!vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref.generation))
+    if (!vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref.generation, lap))
         return VS_ESTALE;
     atomic_store_explicit((_Atomic uint32_t *)((uint8_t *)m + field), value, memory_order_relaxed);
     return VS_OK;
@@ -492,24 +513,28 @@ int vs_pool_set_size(const vs_pool *pool, vs_slot_ref ref, uint32_t size)
     if (pool && ref.class_idx < pool->class_count && size > pool->classes[ref.class_idx].slot_size)
         return VS_EINVAL;
     const struct vs_pool_class *cls;
-    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls);
+    uint32_t idx = 0, lap;
+    vs__slot_meta *m = vs__ref_meta(pool, ref, &cls, &idx, &lap);
     uint32_t old = m ? atomic_load_explicit(&m->size, memory_order_relaxed) : 0;
     int rc = set_live_field(pool, ref, offsetof(vs__slot_meta, size), size);
     if (rc == VS_OK)
-        VS__VG(vs__vg_resized(pool, cls, ref.slot_idx, old, size));
+        VS__VG(vs__vg_resized(pool, cls, idx, old, size));
     return rc;
 }
 
+/* slot_idx as a ref carries it (a lap's worth of slot_count may be added). */
 int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out)
 {
     if (!pool || !out || class_idx >= pool->class_count ||
-        slot_idx >= pool->classes[class_idx].slot_count)
+        slot_idx >= pool->classes[class_idx].ref_span)
         return VS_EINVAL;
-    vs__slot_meta *m = vs__meta(&pool->classes[class_idx], slot_idx);
+    const struct vs_pool_class *cls = &pool->classes[class_idx];
+    vs__slot_meta *m = vs__meta(cls, slot_idx % cls->slot_count);
     uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
     out->state = vs__word_state(w);
     out->owner = vs__word_owner(w);
     out->generation = vs__word_gen(w);
+    out->lap = vs__word_lap(w);
     out->tag = atomic_load_explicit(&m->tag, memory_order_relaxed);
     out->size = atomic_load_explicit(&m->size, memory_order_relaxed);
     return VS_OK;

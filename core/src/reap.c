@@ -1,7 +1,9 @@
 /* Returning a dead peer's slots. A reaper owns a dead entry while it holds that entry's reap
  * lock, so two reapers never reap one entry at once and a reaper that dies mid-reap is taken
- * over by the next. Reaping only CASes slot words that still name the dead peer, then
- * rebuilds the free bitmap from the slot words: idempotent, so a half-done reap is harmless. */
+ * over by the next. Liveness is probed through seg->lock_fd, a description no peer's lock is
+ * on, so a peer of this very process (another thread's join) reads as live. Reaping only
+ * CASes slot words that still name the dead peer, then rebuilds the free bitmap from the slot
+ * words: idempotent, so a half-done reap is harmless. */
 #include "segment.h"
 
 #include <time.h>
@@ -14,9 +16,9 @@ static bool reap_one(vs_segment *seg, uint8_t id)
     uint8_t st = vs__peer_state(s);
     if (st != VS_PEER_ALIVE && st != VS_PEER_REAPING)
         return false;
-    if (vs__byte_locked_elsewhere(seg->fd, VS__LOCK_LIVE(id)) != 0)
+    if (vs__byte_locked_elsewhere(seg->lock_fd, VS__LOCK_LIVE(id)) != 0)
         return false; /* alive (or we cannot tell: never reap on doubt) */
-    if (vs__lock_byte(seg->fd, VS__LOCK_REAP(id)) != 0)
+    if (vs__lock_byte(seg->lock_fd, VS__LOCK_REAP(id)) != 0)
         return false; /* another reaper is on it */
     bool reaped = false;
     /* Look again now that the entry is ours to reap: it may have been freed and re-joined
@@ -24,7 +26,7 @@ static bool reap_one(vs_segment *seg, uint8_t id)
     s = atomic_load_explicit(&p->state, memory_order_acquire);
     st = vs__peer_state(s);
     if ((st == VS_PEER_ALIVE || st == VS_PEER_REAPING) &&
-        vs__byte_locked_elsewhere(seg->fd, VS__LOCK_LIVE(id)) == 0) {
+        vs__byte_locked_elsewhere(seg->lock_fd, VS__LOCK_LIVE(id)) == 0) {
         if (st == VS_PEER_ALIVE &&
             !atomic_compare_exchange_strong_explicit(&p->state, &s,
                                                      vs__peer_make(VS_PEER_REAPING, vs__peer_epoch(s)),
@@ -44,7 +46,7 @@ static bool reap_one(vs_segment *seg, uint8_t id)
         }
     }
 out:
-    vs__unlock_byte(seg->fd, VS__LOCK_REAP(id));
+    vs__unlock_byte(seg->lock_fd, VS__LOCK_REAP(id));
     return reaped;
 }
 
@@ -55,13 +57,16 @@ int vs_segment_reap(vs_segment *seg, unsigned *reaped)
         *reaped = 0;
     if (!seg || !seg->map)
         return VS_EINVAL;
+    int rc = vs__segment_adopt(seg);
+    if (rc != VS_OK)
+        return rc;
     /* Threads of one process share the segment's locks, so they take turns here instead. */
-    if (__atomic_exchange_n(&seg->reaping, 1, __ATOMIC_ACQUIRE))
+    if (!vs__flag_try(&seg->reaping))
         return VS_OK;
     for (uint32_t id = 1; id <= seg->max_peers; id++)
-        if (id != seg->peer_id && reap_one(seg, (uint8_t)id))
+        if (id != __atomic_load_n(&seg->peer_id, __ATOMIC_RELAXED) && reap_one(seg, (uint8_t)id))
             n++;
-    __atomic_store_n(&seg->reaping, 0, __ATOMIC_RELEASE);
+    vs__flag_release(&seg->reaping);
     if (reaped)
         *reaped = n;
     return VS_OK;

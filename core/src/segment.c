@@ -19,38 +19,6 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-/* ---- locks ---- */
-
-static int ofd_lock(int fd, off_t off, short type, int cmd, struct flock *fl)
-{
-    memset(fl, 0, sizeof *fl);
-    fl->l_type = type;
-    fl->l_whence = SEEK_SET;
-    fl->l_start = off;
-    fl->l_len = 1;
-    return fcntl(fd, cmd, fl);
-}
-
-int vs__lock_byte(int fd, off_t off)
-{
-    struct flock fl;
-    return ofd_lock(fd, off, F_WRLCK, F_OFD_SETLK, &fl);
-}
-
-int vs__unlock_byte(int fd, off_t off)
-{
-    struct flock fl;
-    return ofd_lock(fd, off, F_UNLCK, F_OFD_SETLK, &fl);
-}
-
-int vs__byte_locked_elsewhere(int fd, off_t off)
-{
-    struct flock fl;
-    if (ofd_lock(fd, off, F_WRLCK, F_OFD_GETLK, &fl) != 0)
-        return -1;
-    return fl.l_type != F_UNLCK;
-}
-
 /* ---- geometry and header ---- */
 
 int vs__segment_geometry(uint32_t max_peers, const vs_class_config *configs, size_t n,
@@ -82,9 +50,9 @@ static uint64_t header_checksum(const vs__seg_header *h)
 
 /* ---- names and descriptors ---- */
 
-static bool is_shm_name(const char *name) { return name[0] == '/' && !strchr(name + 1, '/'); }
+bool vs__is_shm_name(const char *name) { return name[0] == '/' && !strchr(name + 1, '/'); }
 
-static int check_name(const char *name)
+int vs__check_name(const char *name)
 {
     if (!name || !name[0] || strlen(name) >= sizeof(((vs_segment *)0)->name)) {
         vs__set_detail("segment name is empty or longer than 255 bytes");
@@ -93,7 +61,7 @@ static int check_name(const char *name)
     return VS_OK;
 }
 
-static int errno_status(int e, const char *what)
+int vs__errno_status(int e, const char *what)
 {
     switch (e) {
     case ENOENT: vs__set_detail("no segment of that name"); return VS_ENOENT;
@@ -107,34 +75,11 @@ static int errno_status(int e, const char *what)
     }
 }
 
-static int open_name(const char *name, int flags, mode_t mode)
+int vs__open_name(const char *name, int flags, mode_t mode)
 {
-    if (is_shm_name(name))
+    if (vs__is_shm_name(name))
         return shm_open(name, flags, mode); /* glibc adds O_NOFOLLOW | O_CLOEXEC */
     return open(name, flags | O_NOFOLLOW | O_CLOEXEC, mode);
-}
-
-/* Removes only what looks like ours: a varslot magic, or no magic yet (a creation that never
- * finished), so a typo cannot delete someone's file or another program's shm object. */
-int vs_segment_unlink(const char *name)
-{
-    int rc = check_name(name);
-    if (rc != VS_OK)
-        return rc;
-    int fd = open_name(name, O_RDONLY | O_NONBLOCK, 0);
-    if (fd < 0)
-        return errno_status(errno, "cannot open the segment");
-    struct stat st;
-    uint64_t magic = 0;
-    ssize_t got = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? pread(fd, &magic, sizeof magic, 0) : -1;
-    close(fd);
-    if (got < 0 || (magic != VS__SEG_MAGIC && magic != 0) || (got > 0 && got < (ssize_t)sizeof magic)) {
-        vs__set_detail("not a varslot segment: refusing to remove it");
-        return VS_EPERM;
-    }
-    if ((is_shm_name(name) ? shm_unlink(name) : unlink(name)) != 0)
-        return errno_status(errno, "unlink failed");
-    return VS_OK;
 }
 
 /* ---- mapping ---- */
@@ -184,21 +129,88 @@ static uint64_t random_id(void)
 static void segment_reset(vs_segment *seg)
 {
     memset(seg, 0, sizeof *seg);
-    seg->fd = -1;
+    seg->fd = seg->lock_fd = seg->live_fd = -1;
 }
 
-static int finish_attach(vs_segment *seg, const char *name, int fd, void *map, size_t len,
+/* Gives up a half-made vs_segment: its mapping and descriptions. */
+static void segment_discard(vs_segment *seg, void *map, size_t len)
+{
+    if (map)
+        munmap(map, len);
+    vs__lock_fd_close(seg->live_fd, vs__segment_owner(seg));
+    vs__lock_fd_close(seg->lock_fd, vs__segment_owner(seg));
+    if (seg->fd >= 0)
+        close(seg->fd);
+    segment_reset(seg);
+}
+
+/* The data description and the name are set; now the description that carries locks. */
+static int open_lock_fd(vs_segment *seg)
+{
+    vs__proc_id me;
+    seg->lock_fd = vs__lock_fd_open(seg, &me);
+    if (seg->lock_fd < 0)
+        return vs__errno_status(errno, "cannot open a second descriptor of the segment for its locks");
+    seg->owner_pid = me.pid;
+    seg->owner_epoch = me.epoch;
+    return VS_OK;
+}
+
+/* Everything that bounds a loop or an access comes from h, the private copy this process
+ * validated, never again from the shared header. */
+static int finish_attach(vs_segment *seg, const vs__seg_header *h, void *map, size_t len,
                          bool at_creator)
 {
-    strcpy(seg->name, name);
-    seg->fd = fd;
     seg->map = map;
     seg->map_len = len;
     seg->at_creator_address = at_creator;
-    seg->max_peers = vs__header(seg)->max_peers;
-    seg->flags = vs__header(seg)->flags;
+    seg->max_peers = h->max_peers;
+    seg->flags = h->flags;
     seg->pool.segment = seg;
     return VS_OK;
+}
+
+/* The directory a name's file lives in, and the file's path. */
+static void name_dir(const char *name, char *dir, size_t size)
+{
+    if (vs__is_shm_name(name)) {
+        snprintf(dir, size, "/dev/shm");
+        return;
+    }
+    const char *slash = strrchr(name, '/');
+    if (!slash)
+        snprintf(dir, size, ".");
+    else if (slash == name)
+        snprintf(dir, size, "/");
+    else
+        snprintf(dir, size, "%.*s", (int)(slash - name), name);
+}
+
+/* An unnamed file in the name's directory (-1: the name exists, errno EEXIST, or unnamed
+ * files cannot be made and linked here). */
+static int create_unnamed(const char *name, mode_t mode)
+{
+    char dir[VS__PATH_MAX], path[VS__PATH_MAX];
+    vs__name_path(name, path, sizeof path);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        errno = EEXIST; /* saves building one; linkat is what decides */
+        return -1;
+    }
+    if (access("/proc/self/fd", X_OK) != 0) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    name_dir(name, dir, sizeof dir);
+    return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+}
+
+static int link_name(int fd, const char *name)
+{
+    char proc[32], path[VS__PATH_MAX];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    vs__name_path(name, path, sizeof path);
+    return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
 }
 
 int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_options *opts)
@@ -207,7 +219,7 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
     if (!seg)
         return VS_EINVAL;
     segment_reset(seg);
-    int rc = check_name(name);
+    int rc = vs__check_name(name);
     if (rc != VS_OK)
         return rc;
     vs_segment_options o = opts ? *opts : (vs_segment_options){0};
@@ -247,13 +259,40 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
         return VS_EINVAL;
     }
 
-    int fd = open_name(name, O_RDWR | O_CREAT | O_EXCL, (mode_t)o.mode);
-    if (fd < 0)
-        return errno_status(errno, "cannot create the segment file");
+    /* Built in an unnamed file that gets the name only once complete (linkat fails if the
+     * name is taken): nobody ever sees a half-made segment, and a creator killed midway
+     * leaves nothing behind. Where that cannot be done (no O_TMPFILE, no /proc to link
+     * through), a named file with the creating magic and lock. */
+    int fd = create_unnamed(name, (mode_t)o.mode);
+    bool unnamed = fd >= 0;
+    if (!unnamed && errno == EEXIST)
+        return vs__errno_status(errno, "cannot create the segment file");
+    if (!unnamed && (fd = vs__open_name(name, O_RDWR | O_CREAT | O_EXCL, (mode_t)o.mode)) < 0)
+        return vs__errno_status(errno, "cannot create the segment file");
+    seg->fd = fd;
+    strcpy(seg->name, name);
     void *map = NULL;
-    /* Openers seeing no magic yet wait while this lock is held. */
-    if (vs__lock_byte(fd, VS__LOCK_CREATING) != 0 || fchmod(fd, (mode_t)o.mode) != 0) {
-        rc = errno_status(errno, "cannot lock or chmod the new segment");
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        rc = vs__errno_status(errno, "fstat failed");
+        goto fail;
+    }
+    seg->file_dev = st.st_dev;
+    seg->file_ino = st.st_ino;
+    if (!unnamed) {
+        /* Openers that find the creating magic wait while this lock is held;
+         * vs_segment_unlink refuses to remove the file meanwhile. */
+        uint64_t creating = VS__SEG_MAGIC_CREATING;
+        if ((rc = open_lock_fd(seg)) != VS_OK)
+            goto fail;
+        if (vs__lock_byte(seg->lock_fd, VS__LOCK_CREATING) != 0 ||
+            pwrite(fd, &creating, sizeof creating, 0) != sizeof creating) {
+            rc = vs__errno_status(errno, "cannot lock or write the new segment");
+            goto fail;
+        }
+    }
+    if (fchmod(fd, (mode_t)o.mode) != 0) {
+        rc = vs__errno_status(errno, "cannot chmod the new segment");
         goto fail;
     }
     struct statvfs vfs;
@@ -263,13 +302,13 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
         goto fail;
     }
     if (ftruncate(fd, (off_t)total) != 0) {
-        rc = errno_status(errno, "cannot size the segment file");
+        rc = vs__errno_status(errno, "cannot size the segment file");
         goto fail;
     }
     for (int attempt = 0; attempt < vs__preferred_attempts && !map; attempt++)
         map = map_at(fd, total, preferred_address(name, attempt));
     if (!map && !(map = map_at(fd, total, 0))) {
-        rc = errno_status(errno, "cannot map the segment");
+        rc = vs__errno_status(errno, "cannot map the segment");
         goto fail;
     }
 
@@ -295,31 +334,41 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
         vs__set_detail("pool initialisation failed");
         goto fail;
     }
+    vs__seg_header valid = *h; /* ours: nobody else may write the header before the magic */
     atomic_store_explicit(&h->magic, VS__SEG_MAGIC, memory_order_release);
-    vs__unlock_byte(fd, VS__LOCK_CREATING);
-    return finish_attach(seg, name, fd, map, total, true);
+    if (unnamed) {
+        if (link_name(fd, name) != 0) {
+            rc = vs__errno_status(errno, "cannot give the new segment its name");
+            goto fail;
+        }
+        if ((rc = open_lock_fd(seg)) != VS_OK)
+            goto fail;
+    } else {
+        vs__unlock_byte(seg->lock_fd, VS__LOCK_CREATING);
+    }
+    vs__segment_sweep_removed(name); /* a segment of this name whose remover died midway */
+    return finish_attach(seg, &valid, map, total, true);
 
 fail:
+    /* Nobody else removes a file while its creator holds VS__LOCK_CREATING, but a name is only
+     * ever removed for the file it was checked to name. */
+    if (vs__name_still_names(seg->name, seg->file_dev, seg->file_ino))
+        (vs__is_shm_name(name) ? shm_unlink : unlink)(name);
     if (map)
-        munmap(map, total);
-    if (is_shm_name(name))
-        shm_unlink(name);
-    else
-        unlink(name);
-    close(fd);
-    segment_reset(seg);
+        vs_pool_detach(&seg->pool);
+    segment_discard(seg, map, total);
     return rc;
 }
 
 /* ---- opening ---- */
 
 /* Reads and validates the header without mapping (a truncated file cannot SIGBUS a pread). */
-static int read_header(int fd, vs__seg_header *h, size_t *file_size)
+static int read_header(int fd, int lock_probe, vs__seg_header *h, size_t *file_size)
 {
     for (int waited_ms = 0;; waited_ms++) {
         struct stat st;
         if (fstat(fd, &st) != 0)
-            return errno_status(errno, "fstat failed");
+            return vs__errno_status(errno, "fstat failed");
         if (!S_ISREG(st.st_mode)) {
             vs__set_detail("not a regular file");
             return VS_ECORRUPT;
@@ -331,17 +380,14 @@ static int read_header(int fd, vs__seg_header *h, size_t *file_size)
         memset(h, 0, sizeof *h);
         ssize_t got = pread(fd, h, sizeof *h, 0);
         if (got < 0)
-            return errno_status(errno, "cannot read the segment header");
+            return vs__errno_status(errno, "cannot read the segment header");
         uint64_t magic = atomic_load_explicit(&h->magic, memory_order_relaxed);
-        if (got > 0 && (size_t)got < sizeof h->magic) {
-            vs__set_detail("not a varslot segment (shorter than a magic number)");
+        if ((got > 0 && (size_t)got < sizeof h->magic) ||
+            (got > 0 && magic != VS__SEG_MAGIC && magic != VS__SEG_MAGIC_CREATING)) {
+            vs__set_detail("not a varslot segment (bad magic)");
             return VS_ECORRUPT;
         }
-        if ((size_t)got >= sizeof h->magic && magic != 0) {
-            if (magic != VS__SEG_MAGIC) {
-                vs__set_detail("not a varslot segment (bad magic)");
-                return VS_ECORRUPT;
-            }
+        if (magic == VS__SEG_MAGIC) {
             if ((size_t)got < sizeof *h) {
                 vs__set_detail("segment file is truncated (shorter than its header)");
                 return VS_ECORRUPT;
@@ -349,9 +395,9 @@ static int read_header(int fd, vs__seg_header *h, size_t *file_size)
             *file_size = (size_t)st.st_size;
             return VS_OK;
         }
-        /* No magic yet: a creator at work holds the creation lock; give it time. A creator
-         * between open(O_EXCL) and taking the lock gets a few milliseconds of grace. */
-        int creating = vs__byte_locked_elsewhere(fd, VS__LOCK_CREATING);
+        /* Empty, or still being created: a creator at work holds the creation lock; give it
+         * time. A creator between open(O_EXCL) and taking the lock gets a few milliseconds. */
+        int creating = vs__byte_locked_elsewhere(lock_probe, VS__LOCK_CREATING);
         if (creating == 1 ? waited_ms >= 2000 : waited_ms >= 5) {
             vs__set_detail(creating == 1 ? "segment is still being created"
                                          : "segment was never completed (its creator died?) or is empty");
@@ -407,16 +453,24 @@ int vs_segment_open(vs_segment *seg, const char *name)
     if (!seg)
         return VS_EINVAL;
     segment_reset(seg);
-    int rc = check_name(name);
+    int rc = vs__check_name(name);
     if (rc != VS_OK)
         return rc;
-    int fd = open_name(name, O_RDWR, 0);
+    int fd = vs__open_name(name, O_RDWR, 0);
     if (fd < 0)
-        return errno_status(errno, "cannot open the segment");
+        return vs__errno_status(errno, "cannot open the segment");
+    seg->fd = fd;
+    strcpy(seg->name, name);
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        seg->file_dev = st.st_dev;
+        seg->file_ino = st.st_ino;
+    }
     vs__seg_header h;
     size_t file_size = 0, pool_offset = 0;
     void *map = NULL;
-    if ((rc = read_header(fd, &h, &file_size)) != VS_OK ||
+    if ((rc = open_lock_fd(seg)) != VS_OK ||
+        (rc = read_header(fd, seg->lock_fd, &h, &file_size)) != VS_OK ||
         (rc = validate_header(&h, file_size, &pool_offset)) != VS_OK)
         goto fail;
     uintptr_t want = (uintptr_t)h.map_addr;
@@ -424,7 +478,7 @@ int vs_segment_open(vs_segment *seg, const char *name)
     map = sane ? map_at(fd, file_size, want) : NULL;
     bool at_creator = map != NULL;
     if (!map && !(map = map_at(fd, file_size, 0))) {
-        rc = errno_status(errno, "cannot map the segment");
+        rc = vs__errno_status(errno, "cannot map the segment");
         goto fail;
     }
     rc = vs_pool_attach(&seg->pool, (vs_region){map, file_size}, pool_offset, h.classes,
@@ -433,12 +487,17 @@ int vs_segment_open(vs_segment *seg, const char *name)
         vs__set_detail("pool class headers are corrupt");
         goto fail;
     }
-    return finish_attach(seg, name, fd, map, file_size, at_creator);
+    if (atomic_load_explicit(&((vs__seg_header *)map)->retired, memory_order_acquire)) {
+        /* Its name is going or gone; if its remover died before the unlink, finish for it. */
+        vs_pool_detach(&seg->pool);
+        vs__segment_finish_removal(seg);
+        vs__set_detail("the segment was removed while it was being opened");
+        rc = VS_ENOENT;
+        goto fail;
+    }
+    return finish_attach(seg, &h, map, file_size, at_creator);
 fail:
-    if (map)
-        munmap(map, file_size);
-    close(fd);
-    segment_reset(seg);
+    segment_discard(seg, map, file_size);
     return rc;
 }
 
@@ -462,68 +521,21 @@ vs_pool *vs_segment_pool(vs_segment *seg) { return seg && seg->map ? &seg->pool 
 
 uint32_t vs_segment_max_peers(const vs_segment *seg) { return seg && seg->map ? seg->max_peers : 0; }
 
-static bool any_peer_joined(vs_segment *seg)
-{
-    for (uint32_t id = 1; id <= seg->max_peers; id++) {
-        vs_peer_info info;
-        if (vs_segment_peer_info(seg, (uint8_t)id, &info) == VS_OK && info.state != VS_PEER_FREE &&
-            info.live)
-            return true;
-    }
-    return false;
-}
-
-/* Whether seg's name still names the file we have open: another process may have removed it
- * and created a new segment under the same name meanwhile, which is not ours to remove. */
-static bool name_still_ours(const vs_segment *seg)
-{
-    char path[sizeof seg->name + sizeof "/dev/shm"] = "";
-    if (is_shm_name(seg->name))
-        strcpy(path, "/dev/shm");
-    strcat(path, seg->name);
-    struct stat open_file, named;
-    return fstat(seg->fd, &open_file) == 0 && lstat(path, &named) == 0 &&
-           open_file.st_dev == named.st_dev && open_file.st_ino == named.st_ino;
-}
-
 void vs_segment_close(vs_segment *seg)
 {
     if (!seg || !seg->map)
         return;
-    bool was_peer = seg->peer_id != 0;
+    /* In a fork child that never joined, adopting forgets the parent's id: closing must not
+     * take the live parent's slots or entry with it. */
+    bool was_peer = vs__segment_adopt(seg) == VS_OK && seg->peer_id != 0;
     if (was_peer)
         vs_segment_leave(seg);
     /* Leave first, then look: of two peers leaving together, at least one sees nobody. Only
      * a peer removes: an inspector (varslot stat) must not, even between create and join. */
-    bool remove = was_peer && (seg->flags & VS_SEGMENT_REMOVE_WHEN_UNUSED) && !any_peer_joined(seg) &&
-                  name_still_ours(seg);
-    char name[sizeof seg->name];
-    strcpy(name, seg->name);
+    if (was_peer && (seg->flags & VS_SEGMENT_REMOVE_WHEN_UNUSED))
+        vs__segment_remove_if_unused(seg);
     vs_pool_detach(&seg->pool);
-    munmap(seg->map, seg->map_len);
-    close(seg->fd); /* drops every OFD lock this segment held */
-    segment_reset(seg);
-    if (remove)
-        vs_segment_unlink(name);
-}
-
-int vs_segment_after_fork_child(vs_segment *seg)
-{
-    if (!seg || !seg->map)
-        return VS_EINVAL;
-    /* A new open file description of the same file: the inherited one shares the parent's
-     * liveness lock, which must die with the parent, not with us. */
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", seg->fd);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        fd = open_name(seg->name, O_RDWR, 0);
-    if (fd < 0)
-        return errno_status(errno, "cannot reopen the segment after fork");
-    close(seg->fd);
-    seg->fd = fd;
-    seg->peer_id = 0;
-    seg->reaping = 0;
-    vs__tc.thread_tag = 0; /* the parent's tag would steer our frees into our own cache */
-    return VS_OK;
+    void *map = seg->map;
+    seg->map = NULL;
+    segment_discard(seg, map, seg->map_len); /* closing drops every lock this segment held */
 }

@@ -8,7 +8,10 @@
 #include <sys/types.h>
 
 #define VS__SEG_MAGIC 0x00544f4c53524156ull /* "VARSLOT\0" */
-#define VS__SEG_VERSION 2u /* 2: flags in the header */
+/* Written first by a creator (before the file has a size): a file with this magic and no
+ * creator holding VS__LOCK_CREATING is an unfinished segment whose creator died. */
+#define VS__SEG_MAGIC_CREATING 0x3f544f4c53524156ull /* "VARSLOT?" */
+#define VS__SEG_VERSION 3u /* 3: laps in the slot word, 32-byte slot meta, retired flag */
 #define VS__PAGE 4096u
 
 /* Page 0 of the segment. Everything from version to classes is immutable after creation and
@@ -32,8 +35,9 @@ typedef struct vs__seg_header {
     uint64_t pool_size;
     vs_class_config classes[VS_MAX_CLASSES];
     uint64_t checksum;        /* FNV-1a over version .. classes */
-    /* mutable statistics */
+    /* mutable */
     _Atomic uint64_t peers_reaped;
+    _Atomic uint32_t retired; /* set once the name is removed: joining is refused from then on */
 } vs__seg_header;
 _Static_assert(sizeof(vs__seg_header) <= VS__PAGE, "the header fits in one page");
 
@@ -53,18 +57,69 @@ static inline uint64_t vs__peer_make(uint8_t state, uint64_t epoch) { return sta
 
 /* Byte offsets of the segment file used as OFD lock targets (advisory: they overlap the
  * header, the data there is never touched by the locks). The kernel drops a process's locks
- * when it dies, whatever its pid namespace, with no pid-reuse race. */
+ * when it dies, whatever its pid namespace, with no pid-reuse race. Locks are taken only on
+ * descriptions that are never mapped (seg->lock_fd, seg->live_fd), see locks.c. */
 #define VS__LOCK_CREATING 0            /* held by the creator until the magic is written */
 #define VS__LOCK_LIVE(id) ((off_t)(id))        /* held by peer id while it is joined */
 #define VS__LOCK_REAP(id) ((off_t)(256 + (id))) /* held by whoever is reaping peer id */
+#define VS__LOCK_JOIN 512 /* shared while joining; exclusive while removing the name */
 
 /* Non-blocking lock/unlock of one byte; 0 on success, -1 with errno (EAGAIN: taken). */
 int vs__lock_byte(int fd, off_t off);
+int vs__lock_byte_shared(int fd, off_t off);
 int vs__unlock_byte(int fd, off_t off);
 /* 1 if another open file description holds a lock on the byte, 0 if not, -1 on error. */
 int vs__byte_locked_elsewhere(int fd, off_t off);
 
+/* A process, as fork children tell themselves from their parent. */
+typedef struct vs__proc_id { int32_t pid; uint32_t epoch; } vs__proc_id;
+vs__proc_id vs__self(void);
+bool vs__proc_is_self(vs__proc_id p);
+
+/* A new open file description of the file seg was opened as (-1, errno ESTALE: it cannot be
+ * reached any more, its name now naming another file). */
+int vs__reopen(const vs_segment *seg, int flags);
+/* A description to carry locks: never mapped, closed in fork children (registered with no
+ * fork in between). Of the file seg was opened as, or of a name. -1 with errno. */
+int vs__lock_fd_open(const vs_segment *seg, vs__proc_id *opener);
+int vs__lock_fd_open_name(const char *name, vs__proc_id *opener);
+/* Closes it if opener's registration still stands (a fork child's handler closed it else). */
+void vs__lock_fd_close(int fd, vs__proc_id opener);
+/* Called first by every vs_segment_* call that uses the lock descriptions: a vs_segment
+ * inherited through fork gets descriptions of its own and forgets its parent's peer id. */
+int vs__segment_adopt(vs_segment *seg);
+/* A per-vs_segment flag one thread holds at a time (seg->joining, seg->reaping); a fork child
+ * that inherited it set takes it over. */
+bool vs__flag_try(int *flag);
+void vs__flag_take(int *flag);
+void vs__flag_release(int *flag);
+/* Takes a lock byte, retrying while another process holds it, for up to max_ms. */
+int vs__lock_byte_wait(int fd, off_t off, bool shared, int max_ms);
+
+/* Names: "/x" is a POSIX shm object, anything else a file path. */
+int vs__open_name(const char *name, int flags, mode_t mode);
+bool vs__is_shm_name(const char *name);
+int vs__check_name(const char *name);
+/* A vs_status for errno, with a detail for vs_last_detail. */
+int vs__errno_status(int e, const char *what);
+#define VS__PATH_MAX (sizeof ((vs_segment *)0)->name + sizeof "/dev/shm")
+/* The path a name stands for ("/x": /dev/shm/x). */
+void vs__name_path(const char *name, char *path, size_t size);
+/* Whether name still names the file (dev, ino). */
+bool vs__name_still_names(const char *name, uint64_t dev, uint64_t ino);
+/* remove.c: the last peer out of a VS_SEGMENT_REMOVE_WHEN_UNUSED segment; an opener that
+ * found a segment retired but still named (its remover died before the unlink); a creator
+ * clearing what a remover that died after its rename left under the private name. */
+void vs__segment_remove_if_unused(vs_segment *seg);
+void vs__segment_finish_removal(vs_segment *seg);
+void vs__segment_sweep_removed(const char *name);
+
 static inline vs__seg_header *vs__header(const vs_segment *seg) { return seg->map; }
+static inline vs__proc_id vs__segment_owner(const vs_segment *seg)
+{
+    return (vs__proc_id){__atomic_load_n(&seg->owner_pid, __ATOMIC_ACQUIRE),
+                         __atomic_load_n(&seg->owner_epoch, __ATOMIC_ACQUIRE)};
+}
 static inline vs__peer *vs__peer_entry(const vs_segment *seg, uint8_t id)
 {
     return (vs__peer *)((uint8_t *)seg->map + VS__PAGE) + (id - 1);

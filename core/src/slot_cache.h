@@ -10,14 +10,22 @@
 
 #define VS__TC_CLASSES 16 /* classes above this index are never cached */
 #define VS__TC_DEPTH 8
+#define VS__TC_RECENT 8   /* slots this thread allocated last: a free of one of them is cached */
 
 struct vs__thread_cache {
     uint32_t pool_id;    /* vs_pool.attach_id the entries belong to */
-    uint16_t thread_tag; /* stamped into slot words this thread allocates; 0 = not yet set */
-    uint16_t ordinal;    /* this thread's number in its process, from 0 */
+    uint16_t ordinal;    /* this thread's number in its process, from 1; 0 = not yet set */
+    uint8_t recent_next;
     uint8_t count[VS__TC_CLASSES];
+    uint32_t recent[VS__TC_RECENT]; /* vs__tc_key of the slots allocated last; 0 = none */
     uint32_t idx[VS__TC_CLASSES][VS__TC_DEPTH];
 };
+
+/* One word naming a slot of a cached class (class < 16, index < 2^24), never 0. */
+static inline uint32_t vs__tc_key(uint8_t class_idx, uint32_t idx)
+{
+    return 1u << 31 | (uint32_t)class_idx << 24 | idx;
+}
 
 #ifdef VS_TLS_INITIAL_EXEC /* the preload build: no __tls_get_addr (it may call malloc) */
 #define VS__TLS __thread __attribute__((tls_model("initial-exec")))
@@ -26,12 +34,36 @@ struct vs__thread_cache {
 #endif
 extern VS__TLS struct vs__thread_cache vs__tc;
 
-uint16_t vs__thread_tag_init(void);
+uint16_t vs__thread_ordinal_init(void);
 
-static inline uint16_t vs__thread_tag(void)
+static inline uint16_t vs__thread_ordinal(void)
 {
-    uint16_t t = vs__tc.thread_tag;
-    return VS__LIKELY(t) ? t : vs__thread_tag_init();
+    uint16_t o = vs__tc.ordinal;
+    return VS__LIKELY(o) ? o : vs__thread_ordinal_init();
+}
+
+/* This thread allocated the slot: a free of it by this thread soon after goes to the cache. */
+static inline void vs__tc_remember(struct vs__thread_cache *tc, uint8_t class_idx, uint32_t idx)
+{
+    if (class_idx < VS__TC_CLASSES)
+        tc->recent[tc->recent_next++ % VS__TC_RECENT] = vs__tc_key(class_idx, idx);
+}
+
+/* Whether this thread allocated the slot among its last few allocations (and forgets it):
+ * the test free() uses to keep a slot in this thread's cache. A hint, as the cache is. */
+static inline bool vs__tc_forget(struct vs__thread_cache *tc, uint32_t key)
+{
+    unsigned last = (tc->recent_next - 1u) % VS__TC_RECENT;
+    if (VS__LIKELY(tc->recent[last] == key)) {
+        tc->recent[last] = 0;
+        return true;
+    }
+    for (unsigned i = 0; i < VS__TC_RECENT; i++)
+        if (tc->recent[i] == key) {
+            tc->recent[i] = 0;
+            return true;
+        }
+    return false;
 }
 
 /* The cache for this pool, emptied first if it held another pool's slots. */
@@ -41,6 +73,8 @@ static inline struct vs__thread_cache *vs__tc_for(const vs_pool *pool)
     if (VS__UNLIKELY(tc->pool_id != pool->attach_id)) {
         for (int i = 0; i < VS__TC_CLASSES; i++)
             tc->count[i] = 0;
+        for (int i = 0; i < VS__TC_RECENT; i++)
+            tc->recent[i] = 0;
         tc->pool_id = pool->attach_id;
     }
     return tc;

@@ -1,8 +1,13 @@
-/* Human-readable text for every vs_status, and the clocks the core reads. */
+/* Human-readable text for every vs_status, the clocks the core reads, and the debug tier's
+ * assertion failure. */
+#include "debug.h"
 #include "segment.h"
 #include "slot_cache.h"
 
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *vs_strerror(int status)
 {
@@ -18,9 +23,9 @@ const char *vs_strerror(int status)
     case VS_EPERM: return "not permitted (another user's segment, a symlink, or not the slot's owner)";
     case VS_EFULL: return "no free peer entry in the segment";
     case VS_ESYS: return "system call failed (see errno)";
-    case VS_ESTALE: return "stale handle: the slot has been freed or reused";
+    case VS_ESTALE: return "stale: the slot was freed or reused, or the segment removed since it was opened";
     case VS_ENOTJOINED: return "this process has not joined the segment as a peer";
-    case VS_EBUSY: return "segment is still being created by another process";
+    case VS_EBUSY: return "segment is busy: still being created, or its name being removed";
     default: return "unknown varslot status";
     }
 }
@@ -37,3 +42,19 @@ static VS__TLS const char *vs__detail;
 void vs__set_detail(const char *why) { vs__detail = why; }
 
 const char *vs_last_detail(void) { return vs__detail ? vs__detail : "no detail recorded"; }
+
+#ifdef VS_DEBUG
+void vs__assert_fail(const char *cond, const char *file, int line, const char *func)
+{
+    /* No stdio: this may run inside malloc (the preload shim). */
+    char num[12], *p = num + sizeof num;
+    *--p = '\0';
+    do
+        *--p = (char)('0' + line % 10);
+    while (line /= 10);
+    const char *parts[] = {"varslot: internal assertion failed: ", cond, " (", func, ", ", file, ":", p, ")\n"};
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
+        (void)!write(2, parts[i], strlen(parts[i]));
+    abort();
+}
+#endif

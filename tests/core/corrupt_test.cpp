@@ -203,6 +203,11 @@ TEST(Corrupt, ScribblingOverLiveMetadataNeverCrashesAPeer)
                     vs_pool_republish_free(pool);
                 }
             }
+            // A slot whose word the scribbler changed could not be freed: under memcheck it
+            // is still this process's block, with no pointer to it. Closing forgets such
+            // blocks (they are the scribbler's doing, not a leak here), so the verdict does
+            // not depend on which bytes were hit.
+            vs_segment_close(&s);
             return 0;
         }));
     const vs_pool *pool = seg.pool();
@@ -232,4 +237,29 @@ TEST(Corrupt, ScribblingOverLiveMetadataNeverCrashesAPeer)
     if (vs_pool_allocate(vs_segment_pool(&late), 1, 0, &r))
         vs_pool_free(vs_segment_pool(&late), r);
     vs_segment_close(&late);
+}
+
+// What made ScribblingOverLiveMetadataNeverCrashesAPeer flaky under memcheck, made certain: a
+// peer whose free is refused because a scribbler changed the slot word still closes cleanly.
+// (Under check-memcheck the child's exit status is 9 if memcheck counts the slot as leaked.)
+TEST(Corrupt, AFreeRefusedAfterAScribbleIsNoLeakOfThePeer)
+{
+    TestSegment seg("refused");
+    std::string name = seg.name;
+    pid_t pid = spawn([&] {
+        vs_segment s;
+        uint8_t id;
+        vs_slot_ref r;
+        if (vs_segment_open(&s, name.c_str()) != VS_OK || vs_segment_join(&s, &id) != VS_OK ||
+            !vs_pool_allocate(vs_segment_pool(&s), 100, id, &r))
+            return 2;
+        // The scribbler: the word now says another generation.
+        auto *word = static_cast<uint64_t *>(s.pool.classes[r.class_idx].meta) + 2 * (r.slot_idx % 8);
+        __atomic_fetch_add(word, 1, __ATOMIC_RELAXED);
+        if (vs_pool_free(vs_segment_pool(&s), r) != VS_EDOUBLEFREE)
+            return 3;
+        vs_segment_close(&s);
+        return 0;
+    });
+    EXPECT_EQ(wait_child(pid), 0);
 }

@@ -55,7 +55,7 @@ int victim(const std::string &name, int to_survivor, int joined, unsigned seed)
 // The live peer: keeps four slots of its own with known bytes, consumes handed-over frames
 // (taking ownership first), and works the pool itself between messages. Exits 0 only if
 // nothing it held ever changed and every frame it took was intact.
-int survivor(const std::string &name, int from_victims, int report)
+int survivor(const std::string &name, int from_victims, int report, int ready)
 {
     vs_segment s;
     uint8_t id;
@@ -68,6 +68,8 @@ int survivor(const std::string &name, int from_victims, int report)
             return 3;
         memset(vs_pool_slot_data(pool, &keep[k]), 0x40 + k, 4096);
     }
+    if (write(ready, "r", 1) != 1) // victims start now: they could fill the pool first
+        return 13;
     auto keep_intact = [&] {
         for (int k = 0; k < 4; k++) {
             auto *d = static_cast<const uint8_t *>(vs_pool_slot_data(pool, &keep[k]));
@@ -155,15 +157,20 @@ void expect_every_slot_free_once(TestSegment &seg)
 TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
 {
     TestSegment seg("kill", kKillClasses, 2);
-    int msgs[2], report[2];
+    int msgs[2], report[2], ready[2];
     ASSERT_EQ(pipe(msgs), 0);
     ASSERT_EQ(pipe(report), 0);
+    ASSERT_EQ(pipe(ready), 0);
     pid_t live = spawn([&] {
         close(msgs[1]);
         close(report[0]);
-        return survivor(seg.name, msgs[0], report[1]);
+        return survivor(seg.name, msgs[0], report[1], ready[1]);
     });
     close(report[1]);
+    char c;
+    ASSERT_EQ(read(ready[0], &c, 1), 1) << "the survivor did not start: " << wait_child(live);
+    close(ready[0]);
+    close(ready[1]);
     std::mt19937 rng(20261126);
     const int kKills = (int)scaled(1000);
     int died_by_kill = 0;
@@ -199,9 +206,10 @@ TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
     close(msgs[1]); // the survivor sees EOF once it has drained the messages
     close(msgs[0]);
     uint64_t counts[3] = {0, 0, 0};
-    ASSERT_EQ(read(report[0], counts, sizeof counts), (ssize_t)sizeof counts);
+    ssize_t got = read(report[0], counts, sizeof counts);
     close(report[0]);
-    EXPECT_EQ(wait_child(live), 0) << "the live peer lost a slot or saw foreign bytes";
+    ASSERT_EQ(wait_child(live), 0) << "the live peer lost a slot or saw foreign bytes";
+    ASSERT_EQ(got, (ssize_t)sizeof counts);
     unsigned n = 0;
     ASSERT_EQ(vs_segment_reap(&seg.seg, &n), VS_OK); // the last victim was never reaped by a join
     EXPECT_EQ(died_by_kill, kKills);

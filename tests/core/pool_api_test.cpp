@@ -196,8 +196,11 @@ TEST(Handle, AHandleFromAnotherGenerationIsRejectedEverywhere)
 TEST(BadRefs, OutOfRangeRefsAreInvalidNotCrashes)
 {
     HeapPool p;
-    vs_slot_ref bad[] = {{3, 0, 0, 1}, {255, 0, 0, 1}, {0, 1, 0, 1}, {0, 0, 8, 1},
-                         {2, 0, 2, 1}, {0, 0, UINT32_MAX, 1}};
+    // Past every lap of its class (slot_count x 2^20 for these small classes), another
+    // extent, another class: out of range. (slot_idx 8 of an 8-slot class is slot 0 on its
+    // second lap: a ref of the right shape, stale here; see the Laps tests.)
+    vs_slot_ref bad[] = {{3, 0, 0, 1}, {255, 0, 0, 1}, {0, 1, 0, 1}, {0, 0, 8u << 20, 1},
+                         {2, 0, 2u << 20, 1}, {0, 0, UINT32_MAX, 1}};
     for (auto r : bad) {
         EXPECT_EQ(vs_pool_free(p.get(), r), VS_EINVAL);
         EXPECT_EQ(vs_pool_slot_data(p.get(), &r), nullptr);
@@ -206,7 +209,7 @@ TEST(BadRefs, OutOfRangeRefsAreInvalidNotCrashes)
     }
     vs_slot_info info;
     EXPECT_EQ(vs_pool_slot_info(p.get(), 3, 0, &info), VS_EINVAL);
-    EXPECT_EQ(vs_pool_slot_info(p.get(), 0, 8, &info), VS_EINVAL);
+    EXPECT_EQ(vs_pool_slot_info(p.get(), 0, 8u << 20, &info), VS_EINVAL);
     EXPECT_EQ(vs_pool_slot_info(p.get(), 0, 0, nullptr), VS_EINVAL);
     EXPECT_EQ(vs_pool_slot_info(nullptr, 0, 0, &info), VS_EINVAL);
     EXPECT_EQ(vs_pool_slot_data(p.get(), nullptr), nullptr);
@@ -317,21 +320,22 @@ TEST(Status, EveryCodeHasItsOwnText)
 TEST(Republish, RecoversSlotsThatLeftTheIndex)
 {
     HeapPool p;
-    // Allocate everything, then free through a second attachment whose thread cache is this
-    // thread's too: the frees land in the bitmap or the cache; either way all 14 come back.
+    // Allocate everything and free it all: the slots this thread allocated last stay in its
+    // cache, the others (the first class's) go to the bitmap.
     std::vector<vs_slot_ref> held;
     ASSERT_EQ(drain_count(p.get(), 1, &held), 14u);
     for (auto &r : held)
         ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
     // Wipe the bitmap words as a crashed peer could leave them (cleared, never set).
-    vs_layout l;
-    ASSERT_EQ(vs_pool_layout(kRefClasses, 3, &l), VS_OK);
     for (int c = 0; c < 3; c++)
-        memset(static_cast<uint8_t *>(p.mem) + l.class_offsets[c].meta_offset +
-                   ((16 * kRefClasses[c].slot_count + 63) & ~63u),
-               0, 8);
-    std::vector<vs_slot_ref> again;
-    EXPECT_EQ(drain_count(p.get(), 1, &again), 14u); // the slot words are the truth
+        memset(p->classes[c].bitmap, 0, 8);
+    // The slot words are the truth: before saying "full", allocation finds all 14 again.
+    std::set<std::pair<int, uint32_t>> seen;
+    vs_slot_ref r;
+    while (seen.size() < 20 && vs_pool_allocate(p.get(), 1, 1, &r))
+        seen.insert({r.class_idx, r.slot_idx});
+    EXPECT_EQ(seen.size(), 14u);
+    EXPECT_FALSE(vs_pool_allocate(p.get(), 1, 1, &r));
 }
 
 TEST(Parse, SizesAndClasses)
@@ -361,5 +365,109 @@ TEST(Parse, SizesAndClasses)
         why = nullptr;
         EXPECT_EQ(vs_parse_classes(bad, c, &n, &why), VS_EINVAL) << bad;
         EXPECT_NE(why, nullptr) << bad;
+    }
+}
+
+// ---- generation wrap: laps and retirement ----
+
+namespace {
+// Sets a free slot's word as 2^32 allocations of it would leave it (the slot word's layout in
+// core/src/internal.h: generation 32 | owner 8 | state 4 | lap 20; 16 bytes of meta per slot).
+void set_free_word(const vs_pool *pool, int c, uint32_t idx, uint32_t gen, uint32_t lap)
+{
+    auto *word = reinterpret_cast<uint64_t *>(static_cast<uint8_t *>(pool->classes[c].meta) + 16 * idx);
+    __atomic_store_n(word, (uint64_t)gen | (uint64_t)lap << 44, __ATOMIC_RELEASE);
+}
+} // namespace
+
+TEST(Laps, AHandleFromBeforeTheGenerationWrappedStaysStale)
+{
+    const vs_class_config one[1] = {{4096, 1}};
+    HeapPool p(one, 1);
+    vs_slot_ref first;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 1, 1, &first));
+    ASSERT_EQ(first.generation, 1u);
+    uint64_t old_handle = vs_slot_ref_pack(first);
+    void *data = vs_pool_slot_data(p.get(), &first);
+    ASSERT_EQ(vs_pool_free(p.get(), first), VS_OK);
+    // 2^32 - 2 allocations later: the last generation of lap 0, then the wrap.
+    set_free_word(p.get(), 0, 0, UINT32_MAX - 1, 0);
+    vs_slot_ref last, wrapped;
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 1, 1, &last));
+    EXPECT_EQ(last.generation, UINT32_MAX);
+    EXPECT_EQ(last.slot_idx, 0u);
+    ASSERT_EQ(vs_pool_free(p.get(), last), VS_OK);
+    ASSERT_TRUE(vs_pool_allocate(p.get(), 1, 1, &wrapped));
+    EXPECT_EQ(wrapped.generation, 1u) << "generation 0 is never handed out";
+    EXPECT_EQ(wrapped.slot_idx, 1u) << "the second lap of slot 0 of a 1-slot class";
+    EXPECT_EQ(vs_pool_slot_data(p.get(), &wrapped), data);
+    // The handle from the first allocation has the same generation, and names lap 0: stale.
+    vs_slot_ref old = vs_slot_ref_unpack(old_handle);
+    EXPECT_EQ(old.generation, wrapped.generation);
+    EXPECT_EQ(vs_pool_slot_data(p.get(), &old), nullptr);
+    EXPECT_EQ(vs_pool_free(p.get(), old), VS_EDOUBLEFREE);
+    EXPECT_EQ(vs_pool_transfer(p.get(), old, 1, 2), VS_ESTALE);
+    EXPECT_EQ(vs_pool_set_tag(p.get(), old, 7), VS_ESTALE);
+    // The new ref works everywhere a ref does, handle included.
+    vs_slot_ref back = vs_slot_ref_unpack(vs_slot_ref_pack(wrapped));
+    EXPECT_EQ(back.slot_idx, wrapped.slot_idx);
+    vs_slot_ref found;
+    ASSERT_EQ(vs_pool_ref_of(p.get(), data, &found), VS_OK);
+    EXPECT_EQ(found.slot_idx, wrapped.slot_idx);
+    EXPECT_EQ(found.generation, wrapped.generation);
+    vs_slot_info info;
+    ASSERT_EQ(vs_pool_slot_info(p.get(), 0, wrapped.slot_idx, &info), VS_OK);
+    EXPECT_EQ(info.lap, 1u);
+    EXPECT_EQ(info.owner, 1);
+    ASSERT_EQ(vs_pool_transfer(p.get(), back, 1, 2), VS_OK);
+    EXPECT_EQ(vs_pool_free_owned(p.get(), back, 2), VS_OK);
+    EXPECT_EQ(vs_pool_free(p.get(), back), VS_EDOUBLEFREE);
+}
+
+TEST(Laps, ASlotOutOfLapsRetiresInsteadOfRepeatingAHandle)
+{
+    // 8 slots: 2^20 laps each (2^24 / 8 would allow more; the word holds 20 bits of lap).
+    HeapPool p;
+    const uint32_t laps = 1u << 20;
+    set_free_word(p.get(), 0, 3, UINT32_MAX, laps - 1); // slot 3's last generation was used
+    std::vector<vs_slot_ref> got;
+    EXPECT_EQ(drain_count(p.get(), 1, &got), 13u) << "slot 3 of class 0 is never handed out";
+    for (auto &r : got)
+        EXPECT_FALSE(r.class_idx == 0 && r.slot_idx % 8 == 3);
+    vs_slot_info info;
+    ASSERT_EQ(vs_pool_slot_info(p.get(), 0, 3, &info), VS_OK);
+    EXPECT_EQ(info.state, (uint32_t)VS_SLOT_RETIRED);
+    for (auto &r : got)
+        ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+    vs_pool_republish_free(p.get());
+    EXPECT_FALSE(*static_cast<uint64_t *>(p->classes[0].bitmap) & 1u << 3)
+        << "a retired slot is not published as free";
+    // A slot in its last lap still runs to the end of it: laps x (2^32 - 1) allocations.
+    set_free_word(p.get(), 0, 5, UINT32_MAX - 1, laps - 1);
+    vs_slot_ref r;
+    bool found = false;
+    while (vs_pool_allocate(p.get(), 1, 1, &r) && r.class_idx == 0)
+        if (r.slot_idx % 8 == 5) {
+            found = true;
+            EXPECT_EQ(r.slot_idx, (laps - 1) * 8 + 5);
+            EXPECT_EQ(r.generation, UINT32_MAX);
+            vs_slot_ref back = vs_slot_ref_unpack(vs_slot_ref_pack(r));
+            EXPECT_NE(vs_pool_slot_data(p.get(), &back), nullptr) << "the highest ref still packs";
+            break;
+        }
+    EXPECT_TRUE(found);
+}
+
+TEST(Laps, AScribbledLapNeverMakesARefOutOfRange)
+{
+    HeapPool p;
+    set_free_word(p.get(), 1, 0, 5, (1u << 20) - 1 + 1); // lap bits all set past the class's laps
+    set_free_word(p.get(), 2, 1, 0, 0xfffff);
+    std::vector<vs_slot_ref> got;
+    drain_count(p.get(), 1, &got);
+    for (auto &r : got) {
+        EXPECT_LT(r.slot_idx, vs_pool_slot_count(p.get(), r.class_idx) << 20);
+        EXPECT_NE(vs_slot_ref_pack(r), 0u);
+        EXPECT_NE(vs_pool_slot_data(p.get(), &r), nullptr);
     }
 }

@@ -212,26 +212,39 @@ TEST(Segment, JoinLeaveAndPeerInfo)
     vs_segment_close(&c);
 }
 
-TEST(Segment, ClosingWithoutLeavingIsReapedLikeADeath)
+TEST(Segment, ExitingWithoutLeavingIsReapedLikeADeath)
 {
     TestSegment a("close");
-    vs_segment b;
-    ASSERT_EQ(vs_segment_open(&b, a.name.c_str()), VS_OK);
-    uint8_t ib;
-    ASSERT_EQ(vs_segment_join(&b, &ib), VS_OK);
-    vs_slot_ref r;
-    ASSERT_TRUE(vs_pool_allocate(vs_segment_pool(&b), 10, ib, &r));
-    // Simulate a death: drop the descriptor (and with it the liveness lock) without leaving.
-    // (vs_pool_detach is process-local: under Valgrind, memcheck forgets b's blocks.)
-    close(b.fd);
-    vs_pool_detach(vs_segment_pool(&b));
-    munmap(b.map, b.map_len);
+    std::string name = a.name;
+    int ready[2];
+    ASSERT_EQ(pipe(ready), 0);
+    // A peer that exits without leaving: the kernel drops its liveness lock, nothing else.
+    pid_t pid = spawn([&] {
+        vs_segment b;
+        uint8_t ib;
+        vs_slot_ref r;
+        if (vs_segment_open(&b, name.c_str()) != VS_OK || vs_segment_join(&b, &ib) != VS_OK ||
+            !vs_pool_allocate(vs_segment_pool(&b), 10, ib, &r))
+            return 2;
+        uint64_t h = vs_slot_ref_pack(r);
+        if (write(ready[1], &h, sizeof h) != sizeof h)
+            return 3;
+        vs_pool_detach(vs_segment_pool(&b)); // under Valgrind: memcheck forgets b's blocks
+        return 0;
+    });
+    uint64_t h = 0;
+    ASSERT_EQ(read(ready[0], &h, sizeof h), (ssize_t)sizeof h);
+    ASSERT_EQ(wait_child(pid), 0);
+    vs_slot_ref r = vs_slot_ref_unpack(h);
+    EXPECT_NE(vs_pool_slot_data(a.pool(), &r), nullptr);
     unsigned n = 0;
     ASSERT_EQ(vs_segment_reap(&a.seg, &n), VS_OK);
     EXPECT_EQ(n, 1u);
     EXPECT_EQ(vs_pool_slot_data(a.pool(), &r), nullptr);
     ASSERT_EQ(vs_segment_reap(&a.seg, &n), VS_OK);
     EXPECT_EQ(n, 0u);
+    close(ready[0]);
+    close(ready[1]);
 }
 
 TEST(Segment, ReapingNeverTouchesALivePeer)
