@@ -8,9 +8,9 @@
  *
  * One scenario per run (-D SCENARIO_x), each checking its own property:
  *   FORK     a parent thread joins while another forks at any moment of that; the parent
- *            then dies: while the child lives on (having adopted its segment and joined),
- *            the parent's entry and slot are reaped (fork_parent_reaped). (A reaper killed
- *            mid-reap is the REAP scenario's.)
+ *            then dies, and the child may die at any step too: while the child lives on
+ *            (having adopted its segment and joined), the parent's entry and slot are reaped
+ *            (fork_parent_reaped). (A reaper killed mid-reap is the REAP scenario's.)
  *   THREADS  one process: a thread joins, holds a slot, leaves and joins again while another
  *            thread reaps: it never reaps its own process's live peer (own_peer_live).
  *   REAP     a peer dies holding a slot; two reapers (either may die mid-reap) and a joiner
@@ -88,9 +88,10 @@ bool fork_handler_done;
 
 inline open_desc(i, d) { d_step { d = nd; nd++; refs[d] = 1; ino[d] = i } }
 
-/* The kernel drops one hold on d; with the last one, its locks go. */
-inline drop(d) {
-    d_step {
+/* The kernel drops one hold on d; with the last one, its locks go. (drop_held: the same,
+ * inside a d_step the caller has opened, e.g. with the fd table entry that held it.) */
+inline drop(d) { d_step { drop_held(d) } }
+inline drop_held(d) {
         if
         :: d != 0 ->
             refs[d]--;
@@ -108,7 +109,6 @@ inline drop(d) {
             fi
         :: else -> skip
         fi
-    }
 }
 
 /* F_OFD_SETLK F_WRLCK on one byte: fails if another description holds it. */
@@ -385,10 +385,13 @@ end_parent:
 proctype Child() {
     byte datad = p_datad, lockd, mylockd, mylived, got, id, st, ep, k, s, d;
     bool ok;
+    {
     /* locks.c in_child: close every description an ancestor registered */
     d = 1;
     do
-    :: d < ND -> if :: registered[d] && inherited[d] > 0 -> inherited[d]--; drop(d) :: else -> skip fi; d++
+    :: d < ND ->                                    /* close(): the fd and its hold go as one */
+        if :: registered[d] && inherited[d] > 0 -> d_step { inherited[d]--; drop_held(d) } :: else -> skip fi;
+        d++
     :: else -> break
     od;
     fork_handler_done = true;
@@ -405,6 +408,17 @@ proctype Child() {
     child_done = true;
 end_child:
     false
+    } unless {
+        doom[CHILD] ->
+            alive[CHILD] = false;
+            d = 1;
+            do
+            :: d < ND -> do :: inherited[d] > 0 -> d_step { inherited[d]--; drop_held(d) } :: else -> break od; d++
+            :: else -> break
+            od;
+            drop(mylockd); drop(mylived);
+            child_done = true
+    }
 }
 
 proctype Parent() {
@@ -425,7 +439,7 @@ proctype Parent() {
             od;
             d = 0; forked = true; forking = false
         };
-        run Child();
+        run Child(); run Killer(CHILD);
 end_forked:
         false
     } unless {
@@ -434,7 +448,7 @@ end_forked:
             /* the kernel tears the process down: every hold of both threads goes */
             d = 1;
             do
-            :: d < ND -> do :: holds[d] > 0 -> holds[d]--; drop(d) :: else -> break od; d++
+            :: d < ND -> do :: holds[d] > 0 -> d_step { holds[d]--; drop_held(d) } :: else -> break od; d++
             :: else -> break
             od;
             gone[PARENT] = true
