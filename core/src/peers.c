@@ -3,6 +3,7 @@
  * the kernel when the process dies; so an ALIVE entry whose byte no description holds belongs
  * to a dead peer, never to one still joining. Probes go through another description
  * (seg->lock_fd), so this process's own peer reads as live to its own threads too. */
+#include "debug.h"
 #include "segment.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ static int claim_entry(vs_segment *seg, int live_fd, uint8_t *out)
             vs__unlock_byte(live_fd, VS__LOCK_LIVE(id));
             continue;
         }
+        vs__assert(id >= 1 && id <= seg->max_peers && vs__peer_state(s) == VS_PEER_FREE);
         atomic_store_explicit(&p->pid, getpid(), memory_order_relaxed);
         atomic_store_explicit(&p->joined_unix_ns, vs__now_ns(CLOCK_REALTIME), memory_order_relaxed);
         *out = (uint8_t)id;

@@ -121,6 +121,7 @@ int vs_pool_attach(vs_pool *pool, vs_region region, size_t base_offset,
 
 void vs__publish_free(const struct vs_pool_class *cls, uint32_t idx)
 {
+    vs__assert(idx < cls->slot_count);
     uint32_t w = idx / 64;
     atomic_fetch_or_explicit(&vs__bitmap(cls)[w], 1ull << (idx % 64), memory_order_release);
     _Atomic uint32_t *hint = &((vs__class_header *)cls->header)->search_hint;
@@ -420,6 +421,7 @@ int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, ui
     } while (!atomic_compare_exchange_weak_explicit(&m->word, &w,
                                                     vs__word_with(w, to_peer, VS_SLOT_ALLOCATED),
                                                     memory_order_acq_rel, memory_order_acquire));
+    vs__assert(vs__word_gen(w) == ref.generation && ref.generation != 0 && idx < cls->slot_count);
     /* The receiver takes the handle: the slot becomes its block (in a segment, if it is us). */
     VS__VG(if (!pool->segment || pool->segment->peer_id == to_peer) vs__vg_held(
                pool, cls, idx, atomic_load_explicit(&m->size, memory_order_relaxed), true));
@@ -441,6 +443,7 @@ void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id)
                 if (atomic_compare_exchange_weak_explicit(&m->word, &w,
                                                           vs__word_with(w, 0, VS_SLOT_FREE),
                                                           memory_order_acq_rel, memory_order_relaxed)) {
+                    vs__assert(vs__word_owner(w) == peer_id && vs__word_state(w) == VS_SLOT_ALLOCATED);
                     freed = true;
                     break;
                 }

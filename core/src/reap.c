@@ -4,6 +4,7 @@
  * on, so a peer of this very process (another thread's join) reads as live. Reaping only
  * CASes slot words that still name the dead peer, then rebuilds the free bitmap from the slot
  * words: idempotent, so a half-done reap is harmless. */
+#include "debug.h"
 #include "segment.h"
 
 #include <time.h>
@@ -33,6 +34,7 @@ static bool reap_one(vs_segment *seg, uint8_t id)
                                                      memory_order_acq_rel, memory_order_acquire))
             goto out; /* nobody else may change a dead ALIVE entry: a scribbler did */
         s = vs__peer_make(VS_PEER_REAPING, vs__peer_epoch(s));
+        vs__assert(id >= 1 && id <= seg->max_peers && id != __atomic_load_n(&seg->peer_id, __ATOMIC_RELAXED));
         vs_pool_reclaim_peer_slots(&seg->pool, id);
         /* A peer killed between the two steps of an allocate or a free left a free slot
          * out of the bitmap: the slot words are the truth, republish from them. */
