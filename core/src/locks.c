@@ -72,12 +72,19 @@ bool vs__proc_is_self(vs__proc_id p)
 
 /* ---- flags that a fork child may inherit set ---- */
 
-/* A flag holds the pid of the thread's process that set it, 0 when clear. Threads of this
+/* A flag holds a token of the process whose thread set it, 0 when clear. Threads of this
  * process wait for each other; a flag set by another process was copied into this one by
- * fork, and no thread of that process runs here: it is taken over. */
+ * fork, and no thread of that process runs here: it is taken over. The token is the pid and
+ * the fork epoch, so a child that gets its parent's pid number (pid 1 of a new namespace)
+ * is still told apart. */
+static int process_token(void)
+{
+    return (int)((unsigned)getpid() << 8 | (__atomic_load_n(&fork_epoch, __ATOMIC_RELAXED) & 255u));
+}
+
 bool vs__flag_try(int *flag)
 {
-    int me = getpid(), cur = 0;
+    int me = process_token(), cur = 0;
     if (__atomic_compare_exchange_n(flag, &cur, me, false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return true;
     return cur != me &&
