@@ -7,25 +7,28 @@
  * `unless`): the kernel then drops every hold it had.
  *
  * One scenario per run (-D SCENARIO_x), each checking its own property:
- *   FORK     a parent thread joins while another forks at any moment of that; the parent
- *            then dies, and the child may die at any step too: while the child lives on
- *            (having adopted its segment and joined), the parent's entry and slot are reaped
- *            (fork_parent_reaped). (A reaper killed mid-reap is the REAP scenario's.)
+ *   FORK     a parent thread joins while another forks at any moment of that (its lock
+ *            descriptions opened outside the registry, redone if a fork overlapped); the
+ *            parent then dies: while the child lives on (having adopted its segment and
+ *            joined), the parent's entry and slot are reaped (fork_parent_reaped). With
+ *            -DLATE_HANDLER another library's fork handler adopts and joins in the child
+ *            before ours runs (fork_late_handler). (A reaper killed mid-reap is REAP's.)
  *   THREADS  one process: a thread joins, holds a slot, leaves and joins again while another
  *            thread reaps: it never reaps its own process's live peer (own_peer_live).
  *   REAP     a peer dies holding a slot; two reapers (either may die mid-reap) and a joiner
  *            race: no live peer's entry or slot is ever reaped, and the dead peer's are
  *            reaped in the end (live_not_reaped).
- *   REMOVE   two peers of a remove-when-unused segment leave while a third opens and joins
- *            (creating a new segment if the name is gone), and someone may remove the name
- *            by hand: no name is removed while a peer is joined to its file, no join succeeds
- *            on a removed file, and no remover removes a file it did not decide about
- *            (remove_safe).
+ *   REMOVE   two peers of a remove-when-unused segment leave (one may die at any step) while a
+ *            third opens and joins (creating a new segment if the name is gone), and someone
+ *            may remove the name by hand: no name is removed while a peer is joined to its
+ *            file, no join succeeds on a file varslot removed (a joiner checks, under JOIN
+ *            shared, that the name still names its file), and no remover removes a file it
+ *            did not decide about (remove_safe).
  * Mutants (-D MUTANT_x) break one rule each; check says which property must catch it.
  *
  * Bounds: 2 peer ids, at most 2 segment files, epochs mod 4, one slot per actor. Every rule
  * of the code is per entry (one state word, one LIVE byte, one REAP byte) or per file (the
- * JOIN byte, the retired flag, the name), so two ids and two files are the smallest instance
+ * JOIN byte, the name), so two ids and two files are the smallest instance
  * in which an id is freed and re-taken by another process and a name moves to another file.
  * What is not here: the slot-word protocol itself (slots.pml) and scribbled memory.
  */
@@ -74,7 +77,6 @@ bool gone[NP];       /* ... and the kernel has torn p down (dropped all its hold
 /* ---- the segment files ---- */
 byte state[NE];      /* peer entry: state ... */
 byte epoch[NE];      /* ... and epoch, one CAS word in the code */
-bool retired[NINO + 1];
 bool removed[NINO + 1]; /* ghost: varslot removed the file's name */
 byte slot_owner[NS]; /* the slot word's owner peer id; 0 = free */
 byte slot_ino[NS];
@@ -86,7 +88,8 @@ bool fork_handler_done;
 
 #define HELD_BY_LIVE(p) ((p) != 0 && alive[p])
 
-inline open_desc(i, d) { d_step { d = nd; nd++; refs[d] = 1; ino[d] = i } }
+inline open_desc(i, d) { d_step { open_desc_held(i, d) } }
+inline open_desc_held(i, d) { d = nd; nd++; refs[d] = 1; ino[d] = i }
 
 /* The kernel drops one hold on d; with the last one, its locks go. (drop_held: the same,
  * inside a d_step the caller has opened, e.g. with the fd table entry that held it.) */
@@ -230,7 +233,7 @@ inline reap_all(i, lockd, me) {
 }
 
 /* peers.c join_once + claim_entry: a new description for the liveness lock; JOIN shared; the
- * retired check; for a FREE entry, LIVE(id) first, then the CAS FREE -> ALIVE; then
+ * check that the name still names the file; for a FREE entry, LIVE(id) first, then the CAS FREE -> ALIVE; then
  * seg->peer_id. got: the id joined, 0 if none. */
 inline join(i, me, lived, got) {
     open_desc(i, lived);
@@ -241,7 +244,11 @@ inline join(i, me, lived, got) {
     try_join_shared(i, lived, ok);
 #endif
     if
-    :: ok && !retired[i] ->
+#ifdef MUTANT_NO_JOINER_NAME_CHECK
+    :: ok ->
+#else
+    :: ok && name == i ->         /* vs__name_still_names, under JOIN shared: else VS_ESTALE */
+#endif
         id = 1;
         do
         :: id <= NID && got == 0 ->
@@ -256,7 +263,7 @@ inline join(i, me, lived, got) {
                         :: state[E(i, id)] == FREE && epoch[E(i, id)] == ep ->
                             state[E(i, id)] = ALIVE; epoch[E(i, id)] = (ep + 1) % 4;
                             entry_holder[E(i, id)] = me; got = id;
-                            assert(!retired[i] && !removed[i])   /* remove_safe: never on a removed file */
+                            assert(!removed[i])   /* remove_safe: never a join on a removed file */
                         :: else -> skip
                         fi
                     };
@@ -314,33 +321,58 @@ byte self_id;        /* THREADS: seg->peer_id, shared by the process's threads *
 /* The parent is one process with two threads: one joins (and so opens and registers its
  * liveness description, and holds the join flag), the other forks at any moment of that.
  * The kernel gives the child a hold on every description the parent holds (fds and
- * mappings); the fork handler (locks.c in_child) closes those in the registry. */
+ * mappings). In the child, the fork handler (fork.c in_child) closes the registered
+ * descriptions that existed at the fork; another library's fork handler may have adopted the
+ * segment and joined before ours runs, or after. */
 #ifdef SCENARIO_FORK
 #define PARENT 1
 #define CHILD 2
 #define CHECK 3
 byte holds[ND];        /* the parent's holds on each description (fds + mappings) */
-bool registered[ND];   /* in the registry the fork handler closes */
-byte inherited[ND];    /* the child's holds, from fork */
+byte child_holds[ND];  /* the child's: from fork, and its own */
+bool parent_reg[ND];   /* in the parent's registry of lock descriptions */
+bool child_reg[ND];    /* in the child's (a copy at fork, then its own) */
+bool at_fork[ND];      /* registered when the fork began: what the child's handler closes */
 byte joining_flag;     /* seg->joining: 0, or the process (PARENT/CHILD) whose thread holds it */
-bool forked, parent_joined, child_done;
-byte p_datad, p_lockd;
-
-/* locks.c lock_fd_open: open and register with the registry held, which fork() waits for;
- * (the mutant opens, then registers, and a fork can come in between). */
-inline open_lock_desc(i, d) {
-#ifdef MUTANT_REGISTER_AFTER_OPEN
-    atomic { !forking -> open_desc(i, d); holds[d]++ };
-    atomic { !forking -> registered[d] = true }
+bool forking;          /* fork() under way: the registry is held, fork_seq is odd */
+byte fork_count;
+bool forked, child_done;
+byte p_datad, p_lockd, p_lived, forked_lived;
+/* The child is not killed: its death only drops holds, never takes one, so it cannot keep a
+ * dead parent's lock alive (-DKILL_CHILD kills it anyway: 18 million states, no error). */
+#ifdef KILL_CHILD
+#define CHILD_KILLER run Killer(CHILD)
 #else
-    atomic { !forking -> open_desc(i, d); holds[d]++; registered[d] = true }
+#define CHILD_KILLER skip
 #endif
+
+/* fork.c lock_fd_open: open outside the registry (the open may block), then register, unless
+ * a fork overlapped the open (fork_seq moved): then close it and open again; the child may hold
+ * the first one, which never carries a lock. (The mutant registers it anyway.) */
+inline open_lock_desc(i, d) {
+    do
+    :: atomic { !forking -> seq = fork_count };
+       open_desc(i, d); holds[d]++;
+       atomic {
+           !forking ->
+#ifdef MUTANT_REGISTER_AFTER_OPEN
+           overlapped = false;
+#else
+           overlapped = fork_count != seq;
+#endif
+           if :: !overlapped -> parent_reg[d] = true :: else -> skip fi
+       };
+       if
+       :: !overlapped -> break
+       :: else -> d_step { holds[d]--; drop_held(d) }
+       fi
+    od;
+    seq = 0; overlapped = false
 }
-bool forking;
 
 proctype ParentJoiner() {
-    byte lockd = p_lockd, datad = p_datad, lived, got, id, st, ep, k, s;
-    bool ok;
+    byte lockd = p_lockd, datad = p_datad, lived, got, id, st, ep, k, s, seq;
+    bool ok, overlapped;
     {
         atomic { joining_flag == 0 -> joining_flag = PARENT };   /* vs_segment_join's flag */
         open_lock_desc(1, lived);
@@ -375,36 +407,65 @@ proctype ParentJoiner() {
         fi;
         skip;
         d_step { join_sh[lived] = false };
+        if :: got != 0 -> p_lived = lived :: else -> skip fi;   /* seg->live_fd */
         joining_flag = 0;
-        if :: got != 0 -> parent_joined = true; take_slot(0, 1, got, PARENT) :: else -> skip fi;
+        if :: got != 0 -> take_slot(0, 1, got, PARENT) :: else -> skip fi;
 end_parent:
         false
     } unless { doom[PARENT] }
 }
 
-proctype Child() {
-    byte datad = p_datad, lockd, mylockd, mylived, got, id, st, ep, k, s, d;
-    bool ok;
-    {
-    /* locks.c in_child: close every description an ancestor registered */
+/* fork.c vs__lock_fd_close: closes d only if this process's registry still has it. */
+inline close_registered(d) {
+    if
+    :: d != 0 && child_reg[d] -> d_step { child_reg[d] = false; child_holds[d]--; drop_held(d) }
+    :: else -> skip
+    fi
+}
+
+/* fork.c in_child: closes what was registered when the fork began (the mutant: everything
+ * registered, the child's own new descriptions too, as "not opened by this process and
+ * epoch" did once another library's handler had used the segment before ours ran). */
+inline in_child() {
     d = 1;
     do
-    :: d < ND ->                                    /* close(): the fd and its hold go as one */
-        if :: registered[d] && inherited[d] > 0 -> d_step { inherited[d]--; drop_held(d) } :: else -> skip fi;
+    :: d < ND ->
+#ifdef MUTANT_HANDLER_CLOSES_NEW
+        if :: child_reg[d] -> close_registered(d) :: else -> skip fi;
+#else
+        if :: child_reg[d] && at_fork[d] -> close_registered(d) :: else -> skip fi;
+#endif
         d++
     :: else -> break
     od;
-    fork_handler_done = true;
+    d = 0
+}
+
+proctype Child() {
+    byte datad = p_datad, lockd, c_lockd, c_lived, mylockd, mylived, got, id, st, ep, k, s, d;
+    bool ok, handler_first;
+    {
+    c_lockd = p_lockd; c_lived = forked_lived;         /* seg->lock_fd, seg->live_fd as copied */
+#ifdef LATE_HANDLER
+    handler_first = false;  /* another library's fork handler adopts and joins before ours */
+#else
+    handler_first = true;
+#endif
+    if :: handler_first -> in_child() :: else -> skip fi;
     /* vs__segment_adopt: under the join flag, which a parent's thread may have held */
 #ifdef MUTANT_FLAG_NOT_TAKEN_OVER
     atomic { joining_flag == 0 -> joining_flag = CHILD };
 #else
     atomic { joining_flag == 0 || joining_flag == PARENT -> joining_flag = CHILD };
 #endif
-    open_desc(1, mylockd);
+    close_registered(c_lived);                          /* the parent's: if still registered */
+    close_registered(c_lockd);
+    d_step { open_desc_held(1, mylockd); child_holds[mylockd] = 1; child_reg[mylockd] = true };
     joining_flag = 0;
     join(1, CHILD, mylived, got);
+    if :: got != 0 -> d_step { child_holds[mylived] = 1; child_reg[mylived] = true } :: else -> skip fi;
     if :: got != 0 -> take_slot(1, 1, got, CHILD) :: else -> skip fi;
+    if :: !handler_first -> in_child() :: else -> skip fi;
     child_done = true;
 end_child:
     false
@@ -413,33 +474,37 @@ end_child:
             alive[CHILD] = false;
             d = 1;
             do
-            :: d < ND -> do :: inherited[d] > 0 -> d_step { inherited[d]--; drop_held(d) } :: else -> break od; d++
+            :: d < ND -> do :: child_holds[d] > 0 -> d_step { child_holds[d]--; drop_held(d) } :: else -> break od; d++
             :: else -> break
             od;
-            drop(mylockd); drop(mylived);
+            /* killed inside its join: the liveness description it opened there */
+            if :: mylived != 0 && child_holds[mylived] == 0 && refs[mylived] > 0 -> drop(mylived) :: else -> skip fi;
             child_done = true
     }
 }
-
 proctype Parent() {
-    byte datad, lockd, d, k;
+    byte datad, lockd, d, k, seq;
+    bool overlapped;
     {
         open_desc(1, datad);
         d_step { refs[datad]++; holds[datad] = 2 };           /* the fd and the mapping */
         open_lock_desc(1, lockd);
         p_datad = datad; p_lockd = lockd;
         run ParentJoiner();
-        /* fork(), at any moment of the joiner's work: the child holds whatever we hold */
+        /* fork(), at any moment of the joiner's work: the child holds whatever we hold and a
+         * copy of our registry; the fork handler's marks say what existed at the fork */
         atomic { forking = true };
         d_step {
             d = 1;
             do
-            :: d < ND -> inherited[d] = holds[d]; refs[d] = refs[d] + holds[d]; d++
+            :: d < ND ->
+                child_holds[d] = holds[d]; refs[d] = refs[d] + holds[d];
+                child_reg[d] = parent_reg[d]; at_fork[d] = parent_reg[d]; d++
             :: else -> break
             od;
-            d = 0; forked = true; forking = false
+            d = 0; forked_lived = p_lived; fork_count++; forked = true; forking = false
         };
-        run Child(); run Killer(CHILD);
+        run Child(); CHILD_KILLER
 end_forked:
         false
     } unless {
@@ -609,24 +674,19 @@ inline remove_if_unused(i, lockd, me) {
     try_join_excl(i, lockd, ok);
 #endif
     if
-    :: ok && !retired[i] ->
+    :: ok ->
         /* any_peer_joined: one F_OFD_GETLK over every LIVE byte */
         if
         :: !ELSEWHERE(LIVE, i, 1, lockd) && !ELSEWHERE(LIVE, i, 2, lockd) ->
-#ifndef MUTANT_NO_NAME_CHECK
+#ifdef MUTANT_NO_NAME_CHECK
+            atomic {                                      /* unlink(name) */
+                assert(name == i);                        /* remove_safe: only its own file */
+                assert(!HELD_BY_LIVE(entry_holder[E(i, 1)]) && !HELD_BY_LIVE(entry_holder[E(i, 2)]));
+                name = 0; removed[i] = true
+            }
+#else
             if
             :: name == i ->                               /* vs__name_still_names */
-#endif
-#ifndef MUTANT_RETIRED_AFTER_UNLINK
-                retired[i] = true;                        /* before the name goes */
-#endif
-#ifdef MUTANT_NO_NAME_CHECK
-                atomic {                                  /* unlink(name) */
-                    assert(name == i);                    /* remove_safe: only its own file */
-                    assert(!HELD_BY_LIVE(entry_holder[E(i, 1)]) && !HELD_BY_LIVE(entry_holder[E(i, 2)]));
-                    name = 0; removed[i] = true
-                }
-#else
                 atomic { tmp = name; name = 0 };          /* renameat2(name, private, NOREPLACE) */
                 if
                 :: tmp == i ->                            /* it is ours: unlink the private name */
@@ -636,10 +696,7 @@ inline remove_if_unused(i, lockd, me) {
                     atomic { if :: name == 0 -> name = tmp :: else -> orphaned = true fi }
                 :: else -> skip
                 fi;
-                tmp = 0;
-#ifdef MUTANT_RETIRED_AFTER_UNLINK
-                retired[i] = true;
-#endif
+                tmp = 0
             :: else -> skip
             fi
 #endif
@@ -654,25 +711,6 @@ inline remove_if_unused(i, lockd, me) {
 inline unlock_join_excl(i, d) { d_step { if :: join_excl[i] == d -> join_excl[i] = 0 :: else -> skip fi } }
 
 bool orphaned;
-
-/* segment.c: an opener that finds a retired file still named finishes its remover's work
- * (the remover died between its decision and the unlink): same lock, same name check. */
-inline finish_removal(i, lockd) {
-    try_join_excl(i, lockd, ok);
-    if
-    :: ok && name == i ->
-        atomic { tmp = name; name = 0 };
-        if
-        :: tmp == i -> removed[i] = true
-        :: tmp != i && tmp != 0 -> atomic { if :: name == 0 -> name = tmp :: else -> orphaned = true fi }
-        :: else -> skip
-        fi;
-        tmp = 0
-    :: else -> skip
-    fi;
-    unlock_join_excl(i, lockd);
-    ok = false
-}
 
 /* A peer of file 1 leaving: vs_segment_close = leave, then remove_if_unused. It may be
  * killed at any step: the kernel drops its descriptions and their locks. */
@@ -704,10 +742,7 @@ proctype Newcomer() {
         if
         :: f != 0 ->
             open_desc(f, lockd);
-            if
-            :: !retired[f] -> join(f, NEWCOMER, lived, got)
-            :: else -> finish_removal(f, lockd)           /* ENOENT: removed, try again */
-            fi;
+            join(f, NEWCOMER, lived, got);                /* VS_ESTALE if the name moved on */
             if :: got == 0 -> drop(lockd) :: else -> skip fi
         :: else -> skip
         fi;
@@ -715,7 +750,7 @@ proctype Newcomer() {
     :: else -> break
     od;
     if
-    :: got != 0 -> assert(!retired[f])                    /* remove_safe: joined a live segment */
+    :: got != 0 -> assert(!removed[f])                    /* remove_safe: joined a live segment */
     :: else -> skip
     fi;
     REACHED

@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Claims a FREE entry for this process, under the JOIN lock (shared): a last peer out that is
- * deciding to remove the segment's name holds it exclusively, so either it sees us or we see
- * its decision (the segment retired). */
+/* Claims a FREE entry for this process, under the JOIN lock (shared): a remover holds it
+ * exclusively from its decision to the unlink, so either it sees us joined, or we see that
+ * the name no longer names this segment (model: join, with its name check). */
 static int claim_entry(vs_segment *seg, int live_fd, uint8_t *out)
 {
     if (vs__lock_byte_wait(live_fd, VS__LOCK_JOIN, true, 1000) != 0) {
@@ -21,8 +21,9 @@ static int claim_entry(vs_segment *seg, int live_fd, uint8_t *out)
         return VS_EBUSY;
     }
     int rc = VS_EFULL;
-    if (atomic_load_explicit(&vs__header(seg)->retired, memory_order_acquire)) {
-        vs__set_detail("the segment was removed after it was opened: open it again");
+    if (!vs__name_still_names(seg->name, seg->file_dev, seg->file_ino)) {
+        vs__set_detail("the segment's name was removed (or names another segment) since it was "
+                       "opened: open it again");
         rc = VS_ESTALE;
     }
     for (uint32_t id = 1; rc == VS_EFULL && id <= seg->max_peers; id++) {

@@ -1,17 +1,21 @@
 /* Removing a segment's name: on request (vs_segment_unlink), or by the last peer out of a
  * VS_SEGMENT_REMOVE_WHEN_UNUSED segment. A remover holds the JOIN lock exclusively from its
- * decision to the unlink (joiners hold it shared), so nobody joins in between; it marks the
- * segment retired first, so a process that opened it just before can no longer join it; and
- * it removes the name only for the very file it decided about (remove_name_of). The model of
- * all this is core/model/peers.pml, SCENARIO_REMOVE. */
+ * decision to the unlink; a joiner holds it shared while it checks that the name still names
+ * its segment and claims an entry. So nobody joins a segment whose name is going or gone, and
+ * nobody removes a name a peer has joined under. The name goes by a rename to a private name
+ * that is unlinked only once checked to be the very file decided about. Files a remover or a
+ * creator killed midway leaves under a private name are swept by the next creator in that
+ * directory. The model of all this is core/model/peers.pml, SCENARIO_REMOVE. */
 #include "segment.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,7 +24,7 @@ void vs__name_path(const char *name, char *path, size_t size)
     snprintf(path, size, "%s%s", vs__is_shm_name(name) ? "/dev/shm" : "", name);
 }
 
-static bool path_is(const char *path, uint64_t dev, uint64_t ino)
+bool vs__name_path_is(const char *path, uint64_t dev, uint64_t ino)
 {
     struct stat st;
     return lstat(path, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
@@ -30,74 +34,94 @@ bool vs__name_still_names(const char *name, uint64_t dev, uint64_t ino)
 {
     char path[VS__PATH_MAX];
     vs__name_path(name, path, sizeof path);
-    return path_is(path, dev, ino);
+    return vs__name_path_is(path, dev, ino);
 }
 
-/* Where a name is moved while it is being removed: in its directory, short (any name fits),
- * and the same for every segment that had the name, so an orphan left there by a remover that
- * died can be found again. */
-static void private_path(const char *name, char *out, size_t size)
+/* ---- private names ---- */
+
+/* The directory part of a name's path, with its slash ("" for a bare relative name). */
+static int dir_len(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? (int)(slash - path + 1) : 0;
+}
+
+void vs__private_path(const char *name, const char *prefix, char *out, size_t size)
 {
     char path[VS__PATH_MAX];
+    uint64_t r = 0;
     vs__name_path(name, path, sizeof path);
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
-    const char *slash = strrchr(path, '/');
-    int dir_len = slash ? (int)(slash - path + 1) : 0;
-    snprintf(out, size, "%.*s.vsrm-%016llx", dir_len, path, (unsigned long long)h);
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r)
+        r = vs__now_ns(CLOCK_MONOTONIC) ^ (uint64_t)getpid() << 40; /* unique enough with O_EXCL */
+    snprintf(out, size, "%.*s%s%016llx", dir_len(path), path, prefix, (unsigned long long)r);
 }
 
-/* Removes a retired segment left under the private name by a remover that died between its
- * rename and its unlink (one whose remover still works holds its JOIN lock). */
-static void sweep_private(const char *priv)
+/* A file under a private name whose remover or creator died: ours, a varslot segment (or one
+ * being made), and nobody holds the lock its remover or creator held throughout. */
+static void sweep_one(int dfd, const char *entry, off_t held)
 {
-    int fd = open(priv, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    int fd = openat(dfd, entry, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return;
-    vs__seg_header h;
-    struct stat st;
+    uint64_t magic = 0;
+    struct stat st, now;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-        pread(fd, &h, sizeof h, 0) == sizeof h && h.magic == VS__SEG_MAGIC && h.retired &&
-        vs__byte_locked_elsewhere(fd, VS__LOCK_JOIN) == 0 && path_is(priv, st.st_dev, st.st_ino))
-        unlink(priv);
+        pread(fd, &magic, sizeof magic, 0) == sizeof magic &&
+        (magic == VS__SEG_MAGIC || magic == VS__SEG_MAGIC_CREATING) &&
+        vs__byte_locked_elsewhere(fd, held) == 0 && fstatat(dfd, entry, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+        unlinkat(dfd, entry, 0);
     close(fd);
 }
 
-void vs__segment_sweep_removed(const char *name)
+void vs__sweep_private_names(const char *name)
 {
-    char priv[VS__PATH_MAX + 32];
-    private_path(name, priv, sizeof priv);
-    sweep_private(priv);
+    char path[VS__PATH_MAX], dir[VS__PATH_MAX];
+    vs__name_path(name, path, sizeof path);
+    int len = dir_len(path);
+    snprintf(dir, sizeof dir, "%.*s", len ? len : 1, len ? path : ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    /* getdents64, not readdir: the core never calls malloc. */
+    char buf[4096];
+    long got;
+    while ((got = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+        for (long off = 0; off < got;) {
+            struct dirent64 *e = (struct dirent64 *)(buf + off);
+            off += e->d_reclen;
+            if (strncmp(e->d_name, VS__REMOVING, strlen(VS__REMOVING)) == 0)
+                sweep_one(dfd, e->d_name, VS__LOCK_JOIN);
+            else if (strncmp(e->d_name, VS__MAKING, strlen(VS__MAKING)) == 0)
+                sweep_one(dfd, e->d_name, VS__LOCK_CREATING);
+        }
+    }
+    close(dfd);
 }
 
 /* model: remove_name. Removes name if it names the file (dev, ino), and never another file:
- * the name first moves to the private name (one atomic rename), which is unlinked only once
- * it is checked to be that file; another file caught in between (someone removed the name by
- * hand and a new segment took it) is renamed back. 0: removed; 1: the name names another
- * file or none; -1: errno. */
+ * the name first moves to a private name (one atomic rename), which is unlinked only once it
+ * is checked to be that file; another file caught in between (someone removed the name by
+ * hand and a new segment took it) is renamed back. 0: removed; 1: the name names another file
+ * or none; -1: errno. */
 static int remove_name_of(const char *name, uint64_t dev, uint64_t ino)
 {
-    char path[VS__PATH_MAX], priv[VS__PATH_MAX + 32];
+    char path[VS__PATH_MAX], moved[VS__PATH_MAX + 32];
     vs__name_path(name, path, sizeof path);
-    private_path(name, priv, sizeof priv);
-    if (!path_is(path, dev, ino))
+    vs__private_path(name, VS__REMOVING, moved, sizeof moved);
+    if (!vs__name_path_is(path, dev, ino))
         return 1;
-    for (int waited_ms = 0; renameat2(AT_FDCWD, path, AT_FDCWD, priv, RENAME_NOREPLACE) != 0;
-         waited_ms++) {
+    if (renameat2(AT_FDCWD, path, AT_FDCWD, moved, RENAME_NOREPLACE) != 0) {
         if (errno == ENOENT)
             return 1;
-        if (errno == EINVAL || errno == ENOSYS) /* no RENAME_NOREPLACE here: checked, then unlinked */
-            return path_is(path, dev, ino) ? (unlink(path) == 0 ? 0 : -1) : 1;
-        if (errno != EEXIST || waited_ms >= 1000)
+        if (errno != EINVAL && errno != ENOSYS)
             return -1;
-        /* Another remover of this name is at work, or one died there: wait, or sweep. */
-        sweep_private(priv);
-        nanosleep(&(struct timespec){0, 1000000}, NULL);
+        /* A filesystem without RENAME_NOREPLACE: checked, then unlinked by name. */
+        return vs__name_path_is(path, dev, ino) ? (unlink(path) == 0 ? 0 : -1) : 1;
     }
-    if (path_is(priv, dev, ino))
-        return unlink(priv) == 0 ? 0 : -1;
-    if (renameat2(AT_FDCWD, priv, AT_FDCWD, path, RENAME_NOREPLACE) != 0)
+    if (vs__name_path_is(moved, dev, ino))
+        return unlink(moved) == 0 ? 0 : -1;
+    if (renameat2(AT_FDCWD, moved, AT_FDCWD, path, RENAME_NOREPLACE) != 0)
         vs__set_detail("a segment that took the name meanwhile was left under a private name");
     return 1;
 }
@@ -111,30 +135,11 @@ static bool any_peer_joined(const vs_segment *seg)
     return fcntl(seg->lock_fd, F_OFD_GETLK, &fl) != 0 || fl.l_type != F_UNLCK;
 }
 
-static _Atomic uint32_t *retired_flag(const vs_segment *seg) { return &vs__header(seg)->retired; }
-
-/* model: remove_if_unused. Retired before the name goes: a remover killed in between leaves a
- * named segment nobody can join, which the next opener removes (vs__segment_finish_removal).
- * A removal that fails for another reason takes the mark back. */
+/* model: remove_if_unused */
 void vs__segment_remove_if_unused(vs_segment *seg)
 {
     if (vs__lock_byte_wait(seg->lock_fd, VS__LOCK_JOIN, false, 100) != 0)
         return; /* a peer is joining: it will be the last out, and decide then */
-    if (!atomic_load_explicit(retired_flag(seg), memory_order_acquire) && !any_peer_joined(seg) &&
-        vs__name_still_names(seg->name, seg->file_dev, seg->file_ino)) {
-        atomic_store_explicit(retired_flag(seg), 1, memory_order_release);
-        if (remove_name_of(seg->name, seg->file_dev, seg->file_ino) < 0)
-            atomic_store_explicit(retired_flag(seg), 0, memory_order_release);
-    }
-    vs__unlock_byte(seg->lock_fd, VS__LOCK_JOIN);
-}
-
-/* model: finish_removal. seg is retired but still named: its remover died before the unlink.
- * (A scribbler can set the flag too: never remove a name while a peer is joined.) */
-void vs__segment_finish_removal(vs_segment *seg)
-{
-    if (vs__lock_byte_wait(seg->lock_fd, VS__LOCK_JOIN, false, 100) != 0)
-        return;
     if (!any_peer_joined(seg))
         remove_name_of(seg->name, seg->file_dev, seg->file_ino);
     vs__unlock_byte(seg->lock_fd, VS__LOCK_JOIN);
@@ -147,8 +152,7 @@ static int unlink_open_file(const char *name, int fd)
     struct stat st;
     uint64_t magic = 0;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-        pread(fd, &magic, sizeof magic, 0) != sizeof magic ||
-        (magic != VS__SEG_MAGIC && magic != VS__SEG_MAGIC_CREATING)) {
+        pread(fd, &magic, sizeof magic, 0) != sizeof magic || magic != VS__SEG_MAGIC) {
         vs__set_detail("not a varslot segment: refusing to remove it");
         return VS_EPERM;
     }
@@ -156,27 +160,13 @@ static int unlink_open_file(const char *name, int fd)
         vs__set_detail("segment is owned by another user");
         return VS_EPERM;
     }
-    if (magic == VS__SEG_MAGIC_CREATING && vs__byte_locked_elsewhere(fd, VS__LOCK_CREATING) != 0) {
-        vs__set_detail("the segment is still being created");
-        return VS_EBUSY;
-    }
     if (vs__lock_byte_wait(fd, VS__LOCK_JOIN, false, 1000) != 0) {
         vs__set_detail("peers kept joining the segment for a second; try again");
         return VS_EBUSY;
     }
-    /* Retired first, so that a process that opened it just before cannot join it now. One
-     * byte turns 0 -> 1: peers reading the field never see a torn value. */
-    const off_t retired_at = offsetof(vs__seg_header, retired);
-    uint8_t one = 1, zero = 0;
-    bool segment = pread(fd, &magic, sizeof magic, 0) == sizeof magic && magic == VS__SEG_MAGIC;
-    int rc;
-    if (segment && pwrite(fd, &one, 1, retired_at) != 1) {
-        rc = vs__errno_status(errno, "cannot mark the segment retired");
-    } else if ((rc = remove_name_of(name, st.st_dev, st.st_ino)) < 0) {
+    int rc = remove_name_of(name, st.st_dev, st.st_ino);
+    if (rc < 0)
         rc = vs__errno_status(errno, "cannot remove the name");
-        if (segment)
-            (void)!pwrite(fd, &zero, 1, retired_at);
-    }
     vs__unlock_byte(fd, VS__LOCK_JOIN);
     return rc;
 }

@@ -8,10 +8,10 @@
 #include <sys/types.h>
 
 #define VS__SEG_MAGIC 0x00544f4c53524156ull /* "VARSLOT\0" */
-/* Written first by a creator (before the file has a size): a file with this magic and no
- * creator holding VS__LOCK_CREATING is an unfinished segment whose creator died. */
+/* Written first by a creator building a segment under a private name: such a file whose
+ * creator no longer holds VS__LOCK_CREATING was left by a creator that died. */
 #define VS__SEG_MAGIC_CREATING 0x3f544f4c53524156ull /* "VARSLOT?" */
-#define VS__SEG_VERSION 3u /* 3: laps in the slot word, 32-byte slot meta, retired flag */
+#define VS__SEG_VERSION 3u /* 3: laps in the slot word */
 #define VS__PAGE 4096u
 
 /* Page 0 of the segment. Everything from version to classes is immutable after creation and
@@ -35,9 +35,8 @@ typedef struct vs__seg_header {
     uint64_t pool_size;
     vs_class_config classes[VS_MAX_CLASSES];
     uint64_t checksum;        /* FNV-1a over version .. classes */
-    /* mutable */
+    /* mutable statistics */
     _Atomic uint64_t peers_reaped;
-    _Atomic uint32_t retired; /* set once the name is removed: joining is refused from then on */
 } vs__seg_header;
 _Static_assert(sizeof(vs__seg_header) <= VS__PAGE, "the header fits in one page");
 
@@ -59,7 +58,7 @@ static inline uint64_t vs__peer_make(uint8_t state, uint64_t epoch) { return sta
  * header, the data there is never touched by the locks). The kernel drops a process's locks
  * when it dies, whatever its pid namespace, with no pid-reuse race. Locks are taken only on
  * descriptions that are never mapped (seg->lock_fd, seg->live_fd), see locks.c. */
-#define VS__LOCK_CREATING 0            /* held by the creator until the magic is written */
+#define VS__LOCK_CREATING 0            /* held by a creator until its segment has its name */
 #define VS__LOCK_LIVE(id) ((off_t)(id))        /* held by peer id while it is joined */
 #define VS__LOCK_REAP(id) ((off_t)(256 + (id))) /* held by whoever is reaping peer id */
 #define VS__LOCK_JOIN 512 /* shared while joining; exclusive while removing the name */
@@ -105,14 +104,18 @@ int vs__errno_status(int e, const char *what);
 #define VS__PATH_MAX (sizeof ((vs_segment *)0)->name + sizeof "/dev/shm")
 /* The path a name stands for ("/x": /dev/shm/x). */
 void vs__name_path(const char *name, char *path, size_t size);
-/* Whether name still names the file (dev, ino). */
+/* Whether name still names the file (dev, ino); the same for a path. */
 bool vs__name_still_names(const char *name, uint64_t dev, uint64_t ino);
-/* remove.c: the last peer out of a VS_SEGMENT_REMOVE_WHEN_UNUSED segment; an opener that
- * found a segment retired but still named (its remover died before the unlink); a creator
- * clearing what a remover that died after its rename left under the private name. */
+bool vs__name_path_is(const char *path, uint64_t dev, uint64_t ino);
+/* remove.c: the last peer out of a VS_SEGMENT_REMOVE_WHEN_UNUSED segment. */
 void vs__segment_remove_if_unused(vs_segment *seg);
-void vs__segment_finish_removal(vs_segment *seg);
-void vs__segment_sweep_removed(const char *name);
+/* Private names in a segment name's directory: a name being removed moves to
+ * VS__REMOVING<random>, a segment being built without O_TMPFILE is made as VS__MAKING<random>.
+ * vs__sweep_private_names removes those whose remover or creator died. */
+#define VS__REMOVING ".vsrm-"
+#define VS__MAKING ".vsmk-"
+void vs__private_path(const char *name, const char *prefix, char *out, size_t size);
+void vs__sweep_private_names(const char *name);
 
 static inline vs__seg_header *vs__header(const vs_segment *seg) { return seg->map; }
 static inline vs__proc_id vs__segment_owner(const vs_segment *seg)
@@ -124,6 +127,26 @@ static inline vs__peer *vs__peer_entry(const vs_segment *seg, uint8_t id)
 {
     return (vs__peer *)((uint8_t *)seg->map + VS__PAGE) + (id - 1);
 }
+
+/* segment.c, for create.c: setting up a vs_segment, and mapping it. */
+void vs__segment_reset(vs_segment *seg);
+/* Gives up a half-made vs_segment: its mapping and descriptors. */
+void vs__segment_discard(vs_segment *seg, void *map, size_t len);
+/* seg->fd, the name, and the identity of the file (device, inode). */
+int vs__segment_record_file(vs_segment *seg, int fd, const char *name);
+/* seg->lock_fd (from vs__lock_fd_open*: -1 with errno is an error) and its opener. */
+int vs__segment_take_lock_fd(vs_segment *seg, int lock_fd, vs__proc_id opener);
+/* Everything that bounds a loop or an access comes from h, the private copy this process
+ * validated (or wrote), never again from the shared header. */
+void vs__segment_finish_attach(vs_segment *seg, const vs__seg_header *h, void *map, size_t len,
+                               bool at_creator);
+extern const int vs__preferred_attempts;
+/* A per-name address in a range that programs rarely use, so every peer is likely to find it
+ * free and raw pointers stay portable. */
+uintptr_t vs__preferred_address(const char *name, int attempt);
+/* mmap, at addr exactly (MAP_FIXED_NOREPLACE) or anywhere (0); NULL with errno. */
+void *vs__map_at(int fd, size_t len, uintptr_t addr);
+uint64_t vs__header_checksum(const vs__seg_header *h);
 
 /* Geometry of a segment for these configs; VS_OK or VS_EINVAL. */
 int vs__segment_geometry(uint32_t max_peers, const vs_class_config *configs, size_t n,

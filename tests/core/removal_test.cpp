@@ -157,30 +157,3 @@ TEST(Removal, ACreatorKilledMidwayNeverBlocksTheName)
     }
     EXPECT_EQ(killed_inside, 0);
 }
-
-// One scribbled word (the retired flag, outside the header's checksum) made the next process
-// that merely opened the name remove it while a peer was joined: newcomers then created a
-// second segment under the name (split brain). A scribble may make opens fail, no more.
-TEST(Removal, AScribbledRetiredFlagNeverRemovesAJoinedSegmentsName)
-{
-    TestSegment seg("scribretired");
-    seg.join();
-    // The header's retired flag (vs__seg_header in core/src/segment.h: offset 624 of a
-    // 632-byte header, whose size the header records at offset 12).
-    auto *hdr = static_cast<uint8_t *>(seg.seg.map);
-    const size_t retired_at = 624;
-    uint32_t header_size;
-    memcpy(&header_size, hdr + 12, 4);
-    ASSERT_EQ(header_size, 632u) << "the header changed: update the offset";
-    uint32_t zero = 0;
-    ASSERT_EQ(memcmp(hdr + retired_at, &zero, 4), 0);
-    __atomic_store_n(reinterpret_cast<uint32_t *>(hdr + retired_at), 0xdeadu, __ATOMIC_RELEASE);
-    pid_t pid = spawn([&] {
-        vs_segment s;
-        vs_segment_open(&s, seg.name.c_str()); // refused, it says retired: that is all
-        return 0;
-    });
-    EXPECT_EQ(wait_child(pid), 0);
-    EXPECT_TRUE(exists(shm_path(seg.name))) << "an opener removed a joined segment's name";
-    __atomic_store_n(reinterpret_cast<uint32_t *>(hdr + retired_at), 0u, __ATOMIC_RELEASE);
-}
