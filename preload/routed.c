@@ -235,8 +235,10 @@ void vsp_fork_parent(void) { drop_snapshots(true); }
 
 void vsp_fork_child(void)
 {
+    /* JOINING: another thread of the parent was joining as it forked; that join is the
+     * parent's, and this child joins for itself at its first routed allocation. */
     int state = atomic_load(&seg_state);
-    if ((state != SEG_JOINED && state != SEG_MAPPED) || left)
+    if ((state != SEG_JOINED && state != SEG_MAPPED && state != SEG_JOINING) || left)
         return;
     vs_segment_after_fork_child(&seg); /* our own liveness; the parent's id is not ours */
     peer = 0;

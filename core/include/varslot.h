@@ -127,6 +127,8 @@ static inline uint8_t *vs_pool_class_data(const struct vs_pool_class *c)
     return (uint8_t *)c->meta + c->data_from_meta;
 }
 
+/* A segment as this process has it open. Its pool points back at it: do not move or copy
+ * a vs_segment between create/open and close. */
 struct vs_segment {
     vs_pool pool;
     void *map;           /* mapped address */

@@ -64,6 +64,7 @@ static int publish(int fd, const char *private, const char *name)
 
 int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_options *opts)
 {
+    VS__NO_CANCEL;
     static const vs_class_config defaults[VS_DEFAULT_CLASS_COUNT] = VS_DEFAULT_CLASSES_INIT;
     if (!seg)
         return VS_EINVAL;

@@ -329,6 +329,7 @@ int vs__segment_adopt(vs_segment *seg)
 
 int vs_segment_after_fork_child(vs_segment *seg)
 {
+    VS__NO_CANCEL;
     if (!seg || !seg->map)
         return VS_EINVAL;
     return vs__segment_adopt(seg);

@@ -73,6 +73,7 @@ static int join_once(vs_segment *seg)
 
 int vs_segment_join(vs_segment *seg, uint8_t *peer_id)
 {
+    VS__NO_CANCEL;
     if (!seg || !seg->map)
         return VS_EINVAL;
     int rc = vs__segment_adopt(seg);
@@ -95,6 +96,7 @@ int vs_segment_join(vs_segment *seg, uint8_t *peer_id)
 
 int vs_segment_leave(vs_segment *seg)
 {
+    VS__NO_CANCEL;
     if (!seg || !seg->map)
         return VS_EINVAL;
     int rc = vs__segment_adopt(seg);
@@ -119,6 +121,7 @@ int vs_segment_leave(vs_segment *seg)
 
 int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out)
 {
+    VS__NO_CANCEL;
     if (!seg || !seg->map || !out || peer_id == 0 || peer_id > seg->max_peers)
         return VS_EINVAL;
     int rc = vs__segment_adopt(seg);

@@ -54,6 +54,7 @@ out:
 
 int vs_segment_reap(vs_segment *seg, unsigned *reaped)
 {
+    VS__NO_CANCEL;
     unsigned n = 0;
     if (reaped)
         *reaped = 0;

@@ -173,6 +173,7 @@ static int unlink_open_file(const char *name, int fd)
 
 int vs_segment_unlink(const char *name)
 {
+    VS__NO_CANCEL;
     int rc = vs__check_name(name);
     if (rc != VS_OK)
         return rc;

@@ -248,6 +248,7 @@ static int validate_header(const vs__seg_header *h, size_t file_size, size_t *po
 
 int vs_segment_open(vs_segment *seg, const char *name)
 {
+    VS__NO_CANCEL;
     if (!seg)
         return VS_EINVAL;
     vs__segment_reset(seg);
@@ -309,6 +310,7 @@ uint32_t vs_segment_max_peers(const vs_segment *seg) { return seg && seg->map ? 
 
 void vs_segment_close(vs_segment *seg)
 {
+    VS__NO_CANCEL;
     if (!seg || !seg->map)
         return;
     /* In a fork child that never joined, adopting forgets the parent's id: closing must not

@@ -5,7 +5,20 @@
 
 #include "internal.h"
 
+#include <pthread.h>
 #include <sys/types.h>
+
+/* Segment calls hold flags and locks across cancellation points (open, close, nanosleep): a
+ * thread cancelled there would leave them held. VS__NO_CANCEL, first in such a call, holds
+ * cancellation off until the call returns. */
+static inline int vs__cancel_off(void)
+{
+    int old = PTHREAD_CANCEL_ENABLE;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    return old;
+}
+static inline void vs__cancel_restore(int *old) { pthread_setcancelstate(*old, NULL); }
+#define VS__NO_CANCEL int vs__cancel_was __attribute__((cleanup(vs__cancel_restore))) = vs__cancel_off()
 
 #define VS__SEG_MAGIC 0x00544f4c53524156ull /* "VARSLOT\0" */
 /* Written first by a creator building a segment under a private name: such a file whose
