@@ -1082,6 +1082,59 @@ TEST_F(Fork, ChildGetsAPrivateCopyOfRoutedBlocks)
     EXPECT_TRUE(view().released(h));
 }
 
+// A child forked while another thread's first routed allocation was still joining: that join
+// is the parent's, and the child joins for itself at its own first routed allocation (it
+// used to stay "joining" for good and never route).
+TEST_F(Fork, AChildForkedDuringAFirstJoinRoutesToo)
+{
+    static size_t len;
+    len = routed_size(view(), 1 << 20);
+    fflush(nullptr);
+    pid_t pid = fork(); // a process that has not joined yet: the shim re-arms a fork child
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        alarm(60);
+        // Hold the JOIN byte (offset 512 of the segment file, core/src/segment.h) as a remover
+        // would, so that the first join waits in it while we fork.
+        std::string path = std::string("/dev/shm") + getenv("VARSLOT_SEGMENT");
+        int hold = open(path.c_str(), O_RDWR | O_CLOEXEC);
+        struct flock fl = {};
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = 512;
+        fl.l_len = 1;
+        if (hold < 0 || fcntl(hold, F_OFD_SETLK, &fl) != 0)
+            _exit(2);
+        pthread_t t;
+        pthread_create(&t, nullptr, [](void *) -> void * { return malloc(opaque(len)); }, nullptr);
+        usleep(100000); // t is in its first join
+        pid_t g = fork();
+        if (g == 0) {
+            close(hold);
+            int routed = 0;
+            for (int i = 0; i < 20 && !routed; i++) {
+                void *p = malloc(opaque(len));
+                routed = owned(p);
+                free(p);
+                usleep(20000);
+            }
+            _exit(routed ? 0 : 3);
+        }
+        fl.l_type = F_UNLCK;
+        fcntl(hold, F_OFD_SETLK, &fl);
+        void *first = nullptr;
+        pthread_join(t, &first);
+        free(first);
+        int st = 0;
+        waitpid(g, &st, 0);
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 4);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << describe_status(status) << " (2: lock, 3: the grandchild never routed, 4: it died)";
+}
+
 // ---------------------------------------------------------------------------------------
 // threads
 
