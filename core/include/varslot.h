@@ -207,9 +207,12 @@ VS_API int vs_parse_classes(const char *spec, vs_class_config *out, size_t *n, c
  * fork: a child needs nothing. Its inherited vs_segment keeps its mapping, and at its first
  * segment call takes descriptors of its own and forgets the parent's peer id (join again
  * to allocate as a peer); the parent's liveness and reaping locks are closed in the child as
- * it forks (pthread_atfork), so a parent killed later is seen dead whatever its children do.
- * A child that forks without fork()'s handlers (a raw clone) keeps them until its first
- * segment call or vs_segment_after_fork_child. */
+ * it forks (pthread_atfork, registered when the library loads), so a parent killed later is
+ * seen dead whatever its children do. A program's fork handlers may use segments; a call
+ * from one that runs inside varslot's own fork steps (registered before varslot loaded)
+ * fails with VS_ESYS (EDEADLK) rather than wait for itself. A child that forks without
+ * fork()'s handlers (a raw clone) keeps the parent's locks until its first segment call or
+ * vs_segment_after_fork_child. Segment calls hold thread cancellation off while they run. */
 VS_API int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_options *opts); /* "/x" = POSIX shm, else a file path */
 VS_API int vs_segment_open(vs_segment *seg, const char *name);
 VS_API int vs_segment_open_or_create(vs_segment *seg, const char *name, const vs_segment_options *opts);
