@@ -1,4 +1,4 @@
-/* varslot: the peer lifecycle as the code does it (core/src/peers.c, reap.c, remove.c,
+/* varslot: the peer lifecycle as the code does it (core/src/peers.c, reap.c, remove.c, fork.c,
  * locks.c, segment.c). Kernel objects are modelled as the kernel keeps them: an open file
  * description lives while anything holds it (an fd in some process, or a mapping), and the
  * OFD locks on it die with it; a lock conflicts only with locks of other descriptions, and

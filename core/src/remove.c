@@ -56,18 +56,35 @@ void vs__private_path(const char *name, const char *prefix, char *out, size_t si
     snprintf(out, size, "%.*s%s%016llx", dir_len(path), path, prefix, (unsigned long long)r);
 }
 
-/* A file under a private name whose remover or creator died: ours, a varslot segment (or one
- * being made), and nobody holds the lock its remover or creator held throughout. */
+/* A creator opens its private file, then locks it, then writes the creating magic; a file
+ * still empty and unlocked this long after it was made is one whose creator died before its
+ * lock or its magic. One that is younger may be a creator between those steps (if it is swept
+ * all the same, that creator fails cleanly: its name is gone when it publishes). */
+#define VS__EMPTY_CREATING_GRACE_S 60
+
+/* Whether a file under a private name is ours and what a varslot remover or creator left: a
+ * segment, one being made, or (a creator's) still empty and past the grace time. */
+static bool left_by_varslot(int fd, const struct stat *st, off_t held)
+{
+    if (!S_ISREG(st->st_mode) || st->st_uid != geteuid())
+        return false;
+    uint64_t magic = 0;
+    if (pread(fd, &magic, sizeof magic, 0) == sizeof magic)
+        return magic == VS__SEG_MAGIC || magic == VS__SEG_MAGIC_CREATING;
+    return held == VS__LOCK_CREATING && st->st_size == 0 &&
+           (int64_t)(vs__now_ns(CLOCK_REALTIME) / 1000000000) - (int64_t)st->st_mtime >
+               VS__EMPTY_CREATING_GRACE_S;
+}
+
+/* A file under a private name whose remover or creator died: left by varslot (above), and
+ * nobody holds the lock its remover or creator held throughout. */
 static void sweep_one(int dfd, const char *entry, off_t held)
 {
     int fd = openat(dfd, entry, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return;
-    uint64_t magic = 0;
     struct stat st, now;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-        pread(fd, &magic, sizeof magic, 0) == sizeof magic &&
-        (magic == VS__SEG_MAGIC || magic == VS__SEG_MAGIC_CREATING) &&
+    if (fstat(fd, &st) == 0 && left_by_varslot(fd, &st, held) &&
         vs__byte_locked_elsewhere(fd, held) == 0 && fstatat(dfd, entry, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
         now.st_dev == st.st_dev && now.st_ino == st.st_ino)
         unlinkat(dfd, entry, 0);
