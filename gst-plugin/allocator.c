@@ -25,6 +25,7 @@ struct _GstVarslotAllocator {
     GstVarslotSegment *segment; /* NULL until first use for the registered allocator */
     guint wait_ms;
     gint fallbacks;             /* atomic */
+    gint64 starved_until;       /* atomic: g_get_monotonic_time() until which pools give back */
 };
 
 G_DEFINE_TYPE(GstVarslotAllocator, gst_varslot_allocator, GST_TYPE_ALLOCATOR)
@@ -55,6 +56,15 @@ guint64 gst_varslot_allocator_fallbacks(GstAllocator *allocator)
     return (guint64)g_atomic_int_get(&GST_VARSLOT_ALLOCATOR(allocator)->fallbacks);
 }
 
+/* How long after an allocation found no slot the pools keep giving buffers back. */
+#define STARVED_US (1000 * 1000)
+
+gboolean gst_varslot_allocator_starved(GstAllocator *allocator)
+{
+    GstVarslotAllocator *self = GST_VARSLOT_ALLOCATOR(allocator);
+    return g_get_monotonic_time() < __atomic_load_n(&self->starved_until, __ATOMIC_RELAXED);
+}
+
 /* ---- alloc and free ---- */
 
 /* Takes a slot of at least need bytes, waiting up to wait_ms for one to come free. */
@@ -68,8 +78,10 @@ static gboolean take_slot(GstVarslotAllocator *self, GstVarslotSegment *s, gsize
     for (guint tries = 0;; tries++) {
         if (vs_pool_allocate(pool, (guint32)need, s->peer, ref))
             return TRUE;
-        if (g_get_monotonic_time() >= deadline)
+        if (g_get_monotonic_time() >= deadline) {
+            __atomic_store_n(&self->starved_until, g_get_monotonic_time() + STARVED_US, __ATOMIC_RELAXED);
             return FALSE;
+        }
         g_usleep(tries < 10 ? 50 : 500); /* slots come back when consumers free them */
     }
 }

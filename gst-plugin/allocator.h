@@ -18,6 +18,9 @@ GstAllocator *gst_varslot_allocator_new(GstVarslotSegment *segment);
 GstVarslotSegment *gst_varslot_allocator_segment(GstAllocator *allocator, GError **error);
 /* How many allocations found every slot busy for wait-ms and came from system memory. */
 guint64 gst_varslot_allocator_fallbacks(GstAllocator *allocator);
+/* Whether an allocation found no slot within the last second: buffer pools then free the
+ * buffers they get back instead of keeping them idle, so their slots serve whoever waits. */
+gboolean gst_varslot_allocator_starved(GstAllocator *allocator);
 
 gboolean gst_is_varslot_memory(GstMemory *mem);
 /* The slot under a varslot memory (for a sub-memory: its parent's) and where mem's bytes

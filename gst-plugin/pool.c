@@ -32,12 +32,16 @@ static gboolean set_config(GstBufferPool *pool, GstStructure *config)
 }
 
 /* A slot that is not ours any more (handed to a consumer, taken, reaped) must not be reused:
- * the slot word decides, not what this process last believed. */
+ * the slot word decides, not what this process last believed. And while the segment is out
+ * of slots, an idle buffer would keep its slot from whoever waits for one (the sink's copies
+ * for its further consumers): it is freed instead of kept (a tagged buffer is not pooled). */
 static void release_buffer(GstBufferPool *pool, GstBuffer *buffer)
 {
+    GstVarslotBufferPool *self = GST_VARSLOT_BUFFER_POOL(pool);
+    gboolean give_back = gst_varslot_allocator_starved(self->allocator);
     for (guint i = 0; i < gst_buffer_n_memory(buffer); i++) {
         GstMemory *mem = gst_buffer_peek_memory(buffer, i);
-        if (gst_is_varslot_memory(mem) && !gst_varslot_memory_still_ours(mem))
+        if (gst_is_varslot_memory(mem) && (give_back || !gst_varslot_memory_still_ours(mem)))
             GST_BUFFER_FLAG_SET(buffer, GST_BUFFER_FLAG_TAG_MEMORY);
     }
     GST_BUFFER_POOL_CLASS(gst_varslot_buffer_pool_parent_class)->release_buffer(pool, buffer);

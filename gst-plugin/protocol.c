@@ -98,12 +98,52 @@ int vsg_listen(const char *path, GError **error)
     return fd;
 }
 
-int vsg_send(int fd, const vsg_message *m)
+int vsg_send_bytes(int fd, const void *bytes, size_t len, int passed)
 {
-    ssize_t n = send(fd, m, vsg_message_size(m), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n == (ssize_t)vsg_message_size(m))
+    struct iovec iov = {(void *)bytes, len};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (passed >= 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &passed, sizeof passed);
+    }
+    ssize_t n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == (ssize_t)len)
         return 1;
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) ? 0 : -1;
+}
+
+int vsg_send_with_fd(int fd, const vsg_message *m, int passed)
+{
+    return vsg_send_bytes(fd, m, vsg_message_size(m), passed);
+}
+
+int vsg_send(int fd, const vsg_message *m) { return vsg_send_with_fd(fd, m, -1); }
+
+gboolean vsg_peer_pid(int fd, pid_t *pid, uid_t *uid)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return FALSE;
+    if (cred.pid <= 0) { /* the peer is in a pid namespace we cannot see */
+        errno = ESRCH;
+        return FALSE;
+    }
+    *pid = cred.pid;
+    *uid = cred.uid;
+    return TRUE;
 }
 
 static size_t expected_size(uint16_t type)
@@ -140,18 +180,61 @@ static const char *validate(const vsg_message *m, size_t got)
     return NULL;
 }
 
-int vsg_recv(int fd, vsg_message *m, const char **why)
+/* The descriptors that came with a message: *passed gets the first, the rest are closed.
+ * How many there were. */
+static int take_passed_fds(struct msghdr *msg, int *passed)
 {
-    ssize_t n = recv(fd, m, sizeof *m, MSG_DONTWAIT | MSG_TRUNC);
+    int count = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (count++ == 0)
+                *passed = fd;
+            else
+                close(fd);
+        }
+    }
+    return count;
+}
+
+int vsg_recv(int fd, vsg_message *m, int *passed, const char **why)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+    } control;
+    struct iovec iov = {m, sizeof *m};
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return 0;
     if (n <= 0) {
         *why = n == 0 ? "connection closed" : g_strerror(errno);
         return -1;
     }
-    if ((size_t)n > sizeof *m) {
+    int got = -1;
+    int count = take_passed_fds(&msg, &got);
+    if ((size_t)n > sizeof *m)
         *why = "message larger than any valid one";
-        return -1;
+    else if (msg.msg_flags & MSG_CTRUNC)
+        *why = "too many descriptors passed";
+    else if (!(*why = validate(m, (size_t)n)) && (m->h.type == VSG_HELLO) != (count == 1))
+        *why = m->h.type == VSG_HELLO ? "greeting without its segment file" : "descriptor passed with a message";
+    else if (!*why && m->h.type == VSG_HELLO && !passed)
+        *why = "unexpected greeting";
+    if (*why || !passed) {
+        if (got >= 0)
+            close(got);
+        return *why ? -1 : 1;
     }
-    return (*why = validate(m, (size_t)n)) ? -1 : 1;
+    *passed = got;
+    return 1;
 }

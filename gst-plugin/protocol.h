@@ -1,6 +1,9 @@
 /* The wire between varslotsink and varslotsrc: fixed-width messages over a SOCK_SEQPACKET
  * unix socket (one message per packet, so no framing), never a pointer, only slot handles.
- * 1.22 has no meta serialisation: GstVideoMeta travels as its plain fields. */
+ * 1.22 has no meta serialisation: GstVideoMeta travels as its plain fields. The greeting
+ * carries the producer's segment file itself (SCM_RIGHTS) beside its name, so a consumer
+ * checks it opened the very file its producer has; who the producer is comes from the
+ * socket (SO_PEERCRED), never from the message. */
 #ifndef GST_VARSLOT_PROTOCOL_H
 #define GST_VARSLOT_PROTOCOL_H
 
@@ -11,14 +14,14 @@
 G_BEGIN_DECLS
 
 #define VSG_MAGIC 0x31475356u /* "VSG1" */
-#define VSG_VERSION 1
+#define VSG_VERSION 2 /* 2: the greeting carries the segment file */
 #define VSG_MAX_MEMORIES 8
 #define VSG_MAX_PLANES 4
 #define VSG_MAX_CAPS 8192
 #define VSG_DEFAULT_SOCKET_PATH "/tmp/varslot.sock" /* both elements' socket-path */
 
 enum vsg_type {
-    VSG_HELLO = 1,      /* sink -> src: who I am, which segment */
+    VSG_HELLO = 1,      /* sink -> src: my peer id, the segment (name, and its file by SCM_RIGHTS) */
     VSG_HELLO_REPLY,    /* src -> sink: my peer id */
     VSG_CAPS,           /* sink -> src: caps as a string */
     VSG_BUFFER,         /* sink -> src: slot handles and metadata */
@@ -101,9 +104,21 @@ int vsg_connect(const char *path, GError **error);
 
 /* Non-blocking send of one message: 1 sent, 0 would block, -1 peer gone or error. */
 int vsg_send(int fd, const vsg_message *m);
+/* The same, with the descriptor passed along (SCM_RIGHTS). */
+int vsg_send_with_fd(int fd, const vsg_message *m, int passed);
+/* Any bytes as one packet, with a descriptor (passed >= 0): what the above send, and what
+ * the tests' fuzzers send instead of a message. */
+int vsg_send_bytes(int fd, const void *bytes, size_t len, int passed);
 /* Non-blocking receive and validation: 1 a valid message, 0 nothing yet, -1 the peer closed
- * the connection or sent something malformed (*why says which). */
-int vsg_recv(int fd, vsg_message *m, const char **why);
+ * the connection or sent something malformed (*why says which). A greeting must come with
+ * exactly one descriptor, which *passed receives (close-on-exec; the caller closes it);
+ * descriptors with any other message are closed here. passed may be NULL where no greeting
+ * is expected (one then is refused). */
+int vsg_recv(int fd, vsg_message *m, int *passed, const char **why);
+
+/* The process at the other end of a connected unix socket (as the kernel saw it connect):
+ * FALSE with errno if it cannot be told. */
+gboolean vsg_peer_pid(int fd, pid_t *pid, uid_t *uid);
 
 G_END_DECLS
 #endif

@@ -2,10 +2,11 @@
  * and one consumer peer of a segment however many elements use it. The creator sizes a class
  * for the frames it will carry and marks the segment to be removed by the last peer to leave
  * it, so a clean shutdown leaves nothing in /dev/shm; a segment made beforehand (varslot
- * create) is left alone. */
+ * create) is left alone. A consumer never creates: it opens the file its producer passed. */
 #include "segments.h"
 
 #include <gst/gst.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
@@ -33,8 +34,15 @@ static gsize creation_classes(gsize frame_size, vs_class_config *classes)
     return n;
 }
 
+static gboolean same_file(int a, int b)
+{
+    struct stat sa, sb;
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Opens the segment of that name and joins it; a producer creates it if missing. */
 static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize frame_size,
-                                   GError **error)
+                                   gboolean may_create, GError **error)
 {
     GstVarslotSegment *s = g_new0(GstVarslotSegment, 1);
     vs_class_config classes[2];
@@ -43,17 +51,17 @@ static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize fr
     opts.class_count = creation_classes(frame_size, classes);
     opts.flags = VS_SEGMENT_REMOVE_WHEN_UNUSED;
     int rc;
-    gboolean created;
+    gboolean created = FALSE;
     /* The last peer of the segment of that name may be leaving as we come, and remove it
      * under us (we then cannot join it: VS_ESTALE): open again, a new one if need be. */
     for (int attempt = 0;; attempt++) {
-        rc = vs_segment_create(&s->seg, name, &opts);
+        rc = may_create ? vs_segment_create(&s->seg, name, &opts) : VS_EEXIST;
         created = rc == VS_OK;
         if (rc == VS_EEXIST)
             rc = vs_segment_open(&s->seg, name);
         if (rc == VS_OK && (rc = vs_segment_join(&s->seg, &s->peer)) != VS_OK)
             vs_segment_close(&s->seg);
-        if ((rc != VS_ENOENT && rc != VS_ESTALE) || attempt == 8)
+        if (!may_create || (rc != VS_ENOENT && rc != VS_ESTALE) || attempt == 8)
             break;
     }
     if (rc != VS_OK) {
@@ -69,8 +77,11 @@ static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize fr
     return s;
 }
 
-GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole role,
-                                            gsize frame_size, GError **error)
+/* The registry's segment of that name and role, or a new one. With file_fd (a consumer's):
+ * only that very file, opened, never created; an older segment of the same name stays with
+ * those who hold it, and the new one takes its place in the registry. */
+static GstVarslotSegment *registry_open(const gchar *name, GstVarslotRole role, gsize frame_size,
+                                        int file_fd, GError **error)
 {
     gchar *dflt = name ? NULL : gst_varslot_default_segment_name();
     const gchar *n = name ? name : dflt;
@@ -79,13 +90,32 @@ GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole ro
     if (!registry)
         registry = g_hash_table_new(g_str_hash, g_str_equal);
     GstVarslotSegment *s = g_hash_table_lookup(registry, key);
-    if (s)
+    if (s && file_fd >= 0 && !same_file(s->seg.fd, file_fd))
+        s = NULL;
+    if (s) {
         s->refcount++;
-    else if ((s = open_new(key, n, frame_size, error)))
-        g_hash_table_insert(registry, s->key, s);
+    } else if ((s = open_new(key, n, frame_size, file_fd < 0, error))) {
+        if (file_fd >= 0 && !same_file(s->seg.fd, file_fd)) {
+            g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ_WRITE,
+                        "varslot segment %s is not the file the producer passed", n);
+            vs_segment_close(&s->seg);
+            g_free(s->key);
+            g_free(s->name);
+            g_clear_pointer(&s, g_free);
+        } else {
+            g_hash_table_replace(registry, s->key, s);
+        }
+    }
     g_mutex_unlock(&registry_lock);
     g_free(key);
     g_free(dflt);
+    return s;
+}
+
+GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole role,
+                                            gsize frame_size, GError **error)
+{
+    GstVarslotSegment *s = registry_open(name, role, frame_size, -1, error);
     if (s && frame_size > gst_varslot_segment_largest_slot(s)) {
         g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
                     "varslot segment %s: its largest slot (%u bytes) cannot hold %" G_GSIZE_FORMAT
@@ -95,6 +125,11 @@ GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole ro
         return NULL;
     }
     return s;
+}
+
+GstVarslotSegment *gst_varslot_segment_open_consumer(const gchar *name, int file_fd, GError **error)
+{
+    return registry_open(name, GST_VARSLOT_ROLE_CONSUMER, 0, file_fd, error);
 }
 
 GstVarslotSegment *gst_varslot_segment_ref(GstVarslotSegment *s)
@@ -109,7 +144,7 @@ void gst_varslot_segment_unref(GstVarslotSegment *s)
 {
     g_mutex_lock(&registry_lock);
     gboolean last = --s->refcount == 0;
-    if (last)
+    if (last && g_hash_table_lookup(registry, s->key) == s) /* else a newer one took the key */
         g_hash_table_remove(registry, s->key);
     g_mutex_unlock(&registry_lock);
     if (!last)

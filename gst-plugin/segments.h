@@ -20,11 +20,14 @@ typedef struct {
  * handing a slot from a sink to a src in the same process is a real change of owner. */
 typedef enum { GST_VARSLOT_ROLE_PRODUCER, GST_VARSLOT_ROLE_CONSUMER } GstVarslotRole;
 
-/* Opens (or creates, with classes fit for frames of frame_size bytes) the named segment and
- * joins it. NULL name: $VARSLOT_SEGMENT, else /varslot-gst-UID. A segment created here is
- * removed by the last peer to leave it. */
+/* For a producer: opens (or creates, with classes fit for frames of frame_size bytes) the
+ * named segment and joins it. NULL name: $VARSLOT_SEGMENT, else /varslot-gst-UID. A segment
+ * created here is removed by the last peer to leave it. */
 GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole role,
                                             gsize frame_size, GError **error);
+/* For a consumer: opens (never creates) the named segment and joins it, and only if it is
+ * the very file the producer passed (file_fd): a name alone may name anything. */
+GstVarslotSegment *gst_varslot_segment_open_consumer(const gchar *name, int file_fd, GError **error);
 GstVarslotSegment *gst_varslot_segment_ref(GstVarslotSegment *s);
 void gst_varslot_segment_unref(GstVarslotSegment *s);
 const vs_pool *gst_varslot_segment_pool(GstVarslotSegment *s);

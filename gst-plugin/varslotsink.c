@@ -5,7 +5,13 @@
  * the slots (the slot words say so; the client's acks, in batches, confirm it and carry
  * refusals), and released at once if the client goes away. Every wait on the sockets is on
  * a GstPoll that unlock() flushes, and no lock is held across one; only the allocator's own
- * wait for a free slot (VARSLOT_GST_WAIT_MS) is not interruptible. */
+ * wait for a free slot (VARSLOT_GST_WAIT_MS) is not interruptible.
+ * Consumers are not trusted to keep up: one may hold at most client-max-pending buffers it
+ * has not taken (the sink waits for it, which slows the stream for all), and one that takes
+ * none of them, or leaves its socket full, for client-timeout is disconnected and its
+ * buffers settled: a slow consumer is waited for, a stuck one is not. A copy that finds no slot within client-timeout is skipped (buffers-skipped),
+ * and while slots are short the upstream pool frees the buffers it gets back instead of
+ * keeping them idle. So nothing a consumer does or fails to do wedges the sink. */
 #include "varslotsink.h"
 
 #include "allocator.h"
@@ -22,10 +28,12 @@ GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
 #define GST_CAT_DEFAULT gst_varslot_debug
 
 typedef struct {
+    guint64 id;       /* never reused: a Client's address may be, once it is freed */
     int fd;
     GstPollFD pfd;
     guint8 peer;      /* 0 until its HELLO_REPLY */
     GQueue pending;   /* PendingBuffer*, in send order */
+    gint64 progress_us; /* when it last took a buffer, or was sent one with none pending */
 } Client;
 
 typedef struct {
@@ -39,8 +47,9 @@ struct _GstVarslotSink {
     gchar *socket_path;
     gchar *segment_name;
     gboolean wait_for_connection;
+    guint client_timeout_ms, client_max_pending;
     /* counters, read by property getters from any thread */
-    guint64 buffers_sent, copied_buffers, fanout_copies, dropped;
+    guint64 buffers_sent, copied_buffers, fanout_copies, dropped, skipped, clients_dropped;
     gint n_clients;
     /* streaming state: touched by the streaming thread (and start/stop) only */
     int listen_fd;
@@ -51,6 +60,7 @@ struct _GstVarslotSink {
     GstAllocator *allocator;
     GstCaps *caps;
     guint64 seq;
+    guint64 next_client_id;
     gint64 last_service; /* g_get_monotonic_time() of the last look at the sockets */
 };
 
@@ -65,7 +75,14 @@ enum {
     PROP_DROPPED,
     PROP_CLIENTS,
     PROP_FALLBACKS,
+    PROP_CLIENT_TIMEOUT,
+    PROP_CLIENT_MAX_PENDING,
+    PROP_SKIPPED,
+    PROP_CLIENTS_DROPPED,
 };
+
+#define DEFAULT_CLIENT_TIMEOUT_MS 2000
+#define DEFAULT_CLIENT_MAX_PENDING 16
 
 static GstStaticPadTemplate sink_template =
     GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
@@ -79,6 +96,26 @@ GST_ELEMENT_REGISTER_DEFINE(varslotsink, "varslotsink", GST_RANK_NONE, GST_TYPE_
 /* ---- clients ---- */
 
 static void send_caps(GstVarslotSink *self, Client *c);
+
+/* The ids of the clients (only those that answered our greeting: ready_only), a snapshot to
+ * go by while clients come and go. */
+static GArray *client_ids(GstVarslotSink *self, gboolean ready_only)
+{
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(guint64));
+    for (GList *l = self->clients; l; l = l->next)
+        if (!ready_only || ((Client *)l->data)->peer)
+            g_array_append_val(ids, ((Client *)l->data)->id);
+    return ids;
+}
+
+/* The client with that id, if it is still connected. */
+static Client *client_by_id(GstVarslotSink *self, guint64 id)
+{
+    for (GList *l = self->clients; l; l = l->next)
+        if (((Client *)l->data)->id == id)
+            return l->data;
+    return NULL;
+}
 
 static void drop_pending(PendingBuffer *p)
 {
@@ -125,8 +162,13 @@ static gboolean taken_by_client(GstBuffer *buf)
 static void release_taken(Client *c)
 {
     PendingBuffer *p;
-    while ((p = g_queue_peek_head(&c->pending)) && taken_by_client(p->buffer))
+    gboolean took = FALSE;
+    while ((p = g_queue_peek_head(&c->pending)) && taken_by_client(p->buffer)) {
         settle(g_queue_pop_head(&c->pending));
+        took = TRUE;
+    }
+    if (took)
+        c->progress_us = g_get_monotonic_time();
 }
 
 static void client_remove(GstVarslotSink *self, Client *c, const char *why)
@@ -150,6 +192,7 @@ static void handle_ack(GstVarslotSink *self, Client *c, const vsg_ack *ack)
         if (!ack->taken && p->seq == ack->seq)
             GST_DEBUG_OBJECT(self, "client refused buffer %" G_GUINT64_FORMAT, ack->seq);
         settle(g_queue_pop_head(&c->pending));
+        c->progress_us = g_get_monotonic_time();
     }
 }
 
@@ -159,7 +202,7 @@ static gboolean client_read(GstVarslotSink *self, Client *c)
     vsg_message m;
     const char *why = NULL;
     int rc;
-    while ((rc = vsg_recv(c->fd, &m, &why)) == 1) {
+    while ((rc = vsg_recv(c->fd, &m, NULL, &why)) == 1) {
         if (m.h.type == VSG_HELLO_REPLY && !c->peer) {
             c->peer = m.hello_reply.peer;
             GST_INFO_OBJECT(self, "client joined as peer %u", c->peer);
@@ -183,6 +226,7 @@ static void accept_clients(GstVarslotSink *self)
     int fd;
     while ((fd = accept4(self->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
         Client *c = g_new0(Client, 1);
+        c->id = ++self->next_client_id;
         c->fd = fd;
         gst_poll_fd_init(&c->pfd);
         c->pfd.fd = fd;
@@ -192,12 +236,11 @@ static void accept_clients(GstVarslotSink *self)
         vsg_message hello;
         memset(&hello, 0, sizeof hello);
         vsg_init_header(&hello.h, VSG_HELLO, sizeof hello.hello);
-        hello.hello.peer = self->segment ? self->segment->peer : 0;
-        if (self->segment)
-            g_strlcpy(hello.hello.segment, self->segment->name, sizeof hello.hello.segment);
+        hello.hello.peer = self->segment->peer; /* accept_clients runs once there is one */
+        g_strlcpy(hello.hello.segment, self->segment->name, sizeof hello.hello.segment);
         self->clients = g_list_append(self->clients, c);
         g_atomic_int_add(&self->n_clients, 1);
-        if (vsg_send(fd, &hello) != 1) {
+        if (vsg_send_with_fd(fd, &hello, self->segment->seg.fd) != 1) {
             client_remove(self, c, "cannot send the greeting");
             continue;
         }
@@ -206,13 +249,49 @@ static void accept_clients(GstVarslotSink *self)
     }
 }
 
-/* Accepts, reads acks, drops dead clients: never waits. One poll says which sockets have
- * something, so an idle socket costs no system call (at 100,000 buffers a second they add up). */
+/* The time a client may keep us waiting, in g_get_monotonic_time() units; 0: for ever. */
+static gint64 client_timeout_us(GstVarslotSink *self)
+{
+    return (gint64)self->client_timeout_ms * 1000;
+}
+
+/* How long a wait may last from now: until client-timeout after start_us. */
+static GstClockTime wait_left(GstVarslotSink *self, gint64 start_us)
+{
+    if (!client_timeout_us(self))
+        return GST_CLOCK_TIME_NONE;
+    gint64 left = start_us + client_timeout_us(self) - g_get_monotonic_time();
+    return left > 0 ? (GstClockTime)left * GST_USECOND : 0;
+}
+
+/* A client that has buffers to take and has taken none for client-timeout. A slow one keeps
+ * taking (however slowly), so this measures progress, not how long a buffer waited. */
+static gboolean overdue(GstVarslotSink *self, Client *c, gint64 now)
+{
+    return !g_queue_is_empty(&c->pending) && client_timeout_us(self) &&
+           now - c->progress_us > client_timeout_us(self);
+}
+
+static void client_drop(GstVarslotSink *self, Client *c, const char *why)
+{
+    GST_WARNING_OBJECT(self, "dropping a client (peer %u): %s", c->peer, why);
+    COUNT(clients_dropped);
+    client_remove(self, c, why);
+}
+
+/* Accepts, reads acks, drops dead and overdue clients: never waits. One poll says which
+ * sockets have something, so an idle socket costs no system call (at 100,000 buffers a
+ * second they add up). */
 static void service(GstVarslotSink *self)
 {
-    self->last_service = g_get_monotonic_time();
-    for (GList *l = self->clients; l; l = l->next)
-        release_taken(l->data);
+    gint64 now = self->last_service = g_get_monotonic_time();
+    for (GList *l = self->clients; l;) {
+        Client *c = l->data;
+        l = l->next; /* client_drop removes c */
+        release_taken(c);
+        if (overdue(self, c, now))
+            client_drop(self, c, "it took none of its buffers for client-timeout");
+    }
     if (gst_poll_wait(self->poll, 0) <= 0)
         return;
     if (self->segment && gst_poll_fd_can_read(self->poll, &self->listen_pfd))
@@ -326,10 +405,15 @@ static gboolean shareable(GstVarslotSink *self, GstBuffer *buf)
     return TRUE;
 }
 
-/* A copy of buf in one slot of our segment, waiting (flushably) until a slot is free. */
+/* GST_FLOW_OK's sibling for "no slot came free in time: skip this copy". */
+#define FLOW_NO_SLOT GST_FLOW_CUSTOM_SUCCESS_1
+
+/* A copy of buf in one slot of our segment, waiting (flushably, up to client-timeout: then
+ * FLOW_NO_SLOT) until a slot is free. */
 static GstFlowReturn copy_into_slot(GstVarslotSink *self, GstBuffer *buf, GstBuffer **out)
 {
     gsize size = gst_buffer_get_size(buf);
+    gint64 start = g_get_monotonic_time();
     for (;;) {
         GstMemory *mem = gst_allocator_alloc(self->allocator, size, NULL);
         if (mem && gst_is_varslot_memory(mem)) {
@@ -357,6 +441,8 @@ static GstFlowReturn copy_into_slot(GstVarslotSink *self, GstBuffer *buf, GstBuf
             return GST_FLOW_ERROR;
         }
         service(self); /* consumers take and free slots; what they took we release */
+        if (wait_left(self, start) == 0)
+            return FLOW_NO_SLOT;
         if (!wait_for_io(self, 2 * GST_MSECOND)) {
             GstFlowReturn ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
             if (ret != GST_FLOW_OK)
@@ -399,12 +485,15 @@ static void describe(GstVarslotSink *self, GstBuffer *buf, vsg_message *m)
     }
 }
 
-/* Sends m to c, waiting for room in its socket while servicing every socket. *sent: c got it
- * (FALSE: c went away meanwhile). Not GST_FLOW_OK: flushing while waiting. */
+/* Sends m to c, waiting for room in its socket (up to client-timeout: then c is dropped)
+ * while servicing every socket. *sent: c got it (FALSE: c went away or was dropped
+ * meanwhile). Not GST_FLOW_OK: flushing while waiting. */
 static GstFlowReturn send_waiting(GstVarslotSink *self, Client *c, const vsg_message *m,
                                   gboolean *sent)
 {
     *sent = FALSE;
+    gint64 start = g_get_monotonic_time();
+    guint64 id = c->id;
     for (;;) {
         int rc = vsg_send(c->fd, m);
         if (rc == 1) {
@@ -415,12 +504,17 @@ static GstFlowReturn send_waiting(GstVarslotSink *self, Client *c, const vsg_mes
             client_remove(self, c, "send failed");
             return GST_FLOW_OK; /* the stream goes on for the others */
         }
+        GstClockTime left = wait_left(self, start);
+        if (left == 0) {
+            client_drop(self, c, "its socket stayed full for client-timeout");
+            return GST_FLOW_OK;
+        }
         gst_poll_fd_ctl_write(self->poll, &c->pfd, TRUE);
-        gboolean woke = wait_for_io(self, GST_CLOCK_TIME_NONE);
+        gboolean woke = wait_for_io(self, left);
         gst_poll_fd_ctl_write(self->poll, &c->pfd, FALSE);
         /* Every socket, not only c's: one left unread would wake the poll again at once. */
         service(self);
-        if (!g_list_find(self->clients, c))
+        if (client_by_id(self, id) != c)
             return GST_FLOW_OK;
         if (!woke) {
             GstFlowReturn ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
@@ -430,13 +524,39 @@ static GstFlowReturn send_waiting(GstVarslotSink *self, Client *c, const vsg_mes
     }
 }
 
+/* Waits until c has fewer than client-max-pending buffers it has not taken. A client takes
+ * a buffer by the slot words, without a word on its socket, so this looks every
+ * millisecond; service() drops c if it takes none for client-timeout.
+ * FALSE: c is gone. */
+static gboolean wait_for_room(GstVarslotSink *self, Client *c, GstFlowReturn *ret)
+{
+    guint64 id = c->id;
+    while (g_queue_get_length(&c->pending) >= self->client_max_pending) {
+        service(self);
+        if (client_by_id(self, id) != c)
+            return FALSE;
+        if (g_queue_get_length(&c->pending) < self->client_max_pending)
+            break;
+        if (!wait_for_io(self, GST_MSECOND) &&
+            (*ret = gst_base_sink_wait_preroll(GST_BASE_SINK(self))) != GST_FLOW_OK)
+            return FALSE;
+    }
+    return TRUE;
+}
+
 /* Sends one buffer to one client. Takes buf; *sent says whether the client got it (it may
  * have gone away instead); then we hold buf until the client settles it. */
 static GstFlowReturn send_to(GstVarslotSink *self, Client *c, GstBuffer *buf, gboolean *sent)
 {
     vsg_message m;
+    GstFlowReturn ret = GST_FLOW_OK;
+    *sent = FALSE;
+    if (!wait_for_room(self, c, &ret)) {
+        gst_buffer_unref(buf);
+        return ret;
+    }
     describe(self, buf, &m);
-    GstFlowReturn ret = send_waiting(self, c, &m, sent);
+    ret = send_waiting(self, c, &m, sent);
     if (!*sent) {
         gst_buffer_unref(buf);
         return ret;
@@ -444,6 +564,8 @@ static GstFlowReturn send_to(GstVarslotSink *self, Client *c, GstBuffer *buf, gb
     PendingBuffer *p = g_new0(PendingBuffer, 1);
     p->seq = self->seq;
     p->buffer = buf;
+    if (g_queue_is_empty(&c->pending))
+        c->progress_us = g_get_monotonic_time(); /* the clock starts now */
     g_queue_push_tail(&c->pending, p);
     return ret;
 }
@@ -484,7 +606,12 @@ static GstFlowReturn render(GstBaseSink *bsink, GstBuffer *buf)
         first = gst_buffer_ref(buf);
     } else {
         GST_LOG_OBJECT(self, "copying buffer %" GST_PTR_FORMAT " into a slot", buf);
-        if ((ret = copy_into_slot(self, buf, &first)) != GST_FLOW_OK)
+        if ((ret = copy_into_slot(self, buf, &first)) == FLOW_NO_SLOT) {
+            GST_DEBUG_OBJECT(self, "no slot for a copy within client-timeout: buffer skipped");
+            COUNT(skipped);
+            return GST_FLOW_OK;
+        }
+        if (ret != GST_FLOW_OK)
             return ret;
         COUNT(copied_buffers);
     }
@@ -492,10 +619,7 @@ static GstFlowReturn render(GstBaseSink *bsink, GstBuffer *buf)
     /* Clients can go away under any wait below, so go by a snapshot and check each is still
      * there. The first client gets the original slots, the others copies, all made before the
      * original is sent: once sent, its client may take, free and reuse those slots at once. */
-    GPtrArray *targets = g_ptr_array_new();
-    for (GList *l = self->clients; l; l = l->next)
-        if (((Client *)l->data)->peer)
-            g_ptr_array_add(targets, l->data);
+    GArray *targets = client_ids(self, TRUE);
     GPtrArray *outs = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
     g_ptr_array_add(outs, first);
     while (outs->len < targets->len && ret == GST_FLOW_OK) {
@@ -505,17 +629,24 @@ static GstFlowReturn render(GstBaseSink *bsink, GstBuffer *buf)
             COUNT(fanout_copies);
         }
     }
+    if (ret == FLOW_NO_SLOT) { /* the clients without a copy do not get this buffer */
+        GST_DEBUG_OBJECT(self, "no slot for a fan-out copy within client-timeout: %u clients skip a buffer",
+                         targets->len - outs->len);
+        COUNT(skipped);
+        g_array_set_size(targets, outs->len);
+        ret = GST_FLOW_OK;
+    }
     gboolean given = FALSE;
     for (guint i = 0; i < targets->len && ret == GST_FLOW_OK; i++) {
-        Client *c = g_ptr_array_index(targets, i);
-        if (!g_list_find(self->clients, c))
+        Client *c = client_by_id(self, g_array_index(targets, guint64, i));
+        if (!c)
             continue; /* its buffer is dropped with outs */
         gboolean sent;
         ret = send_to(self, c, gst_buffer_ref(g_ptr_array_index(outs, i)), &sent);
         given |= sent;
     }
     g_ptr_array_free(outs, TRUE);
-    g_ptr_array_free(targets, TRUE);
+    g_array_free(targets, TRUE);
     if (ret == GST_FLOW_OK)
         given ? COUNT(buffers_sent) : COUNT(dropped); /* every client went away meanwhile */
     service_now_and_then(self);
@@ -565,14 +696,14 @@ static void broadcast_eos(GstVarslotSink *self)
 {
     vsg_message m;
     vsg_init_header(&m.h, VSG_EOS, sizeof m.h);
-    GList *targets = g_list_copy(self->clients); /* clients may go away while we wait */
-    for (GList *l = targets; l; l = l->next) {
+    GArray *targets = client_ids(self, FALSE); /* clients may come and go while we wait */
+    for (guint i = 0; i < targets->len; i++) {
+        Client *c = client_by_id(self, g_array_index(targets, guint64, i));
         gboolean sent;
-        if (g_list_find(self->clients, l->data) &&
-            send_waiting(self, l->data, &m, &sent) != GST_FLOW_OK)
+        if (c && send_waiting(self, c, &m, &sent) != GST_FLOW_OK)
             break; /* flushing */
     }
-    g_list_free(targets);
+    g_array_free(targets, TRUE);
 }
 
 static gboolean anything_pending(GstVarslotSink *self)
@@ -682,6 +813,8 @@ static void set_property(GObject *object, guint id, const GValue *value, GParamS
         self->segment_name = g_value_dup_string(value);
         break;
     case PROP_WAIT_FOR_CONNECTION: self->wait_for_connection = g_value_get_boolean(value); break;
+    case PROP_CLIENT_TIMEOUT: self->client_timeout_ms = g_value_get_uint(value); break;
+    case PROP_CLIENT_MAX_PENDING: self->client_max_pending = g_value_get_uint(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
     }
     GST_OBJECT_UNLOCK(self);
@@ -695,6 +828,10 @@ static void get_property(GObject *object, guint id, GValue *value, GParamSpec *p
     case PROP_SOCKET_PATH: g_value_set_string(value, self->socket_path); break;
     case PROP_SEGMENT: g_value_set_string(value, self->segment_name); break;
     case PROP_WAIT_FOR_CONNECTION: g_value_set_boolean(value, self->wait_for_connection); break;
+    case PROP_CLIENT_TIMEOUT: g_value_set_uint(value, self->client_timeout_ms); break;
+    case PROP_CLIENT_MAX_PENDING: g_value_set_uint(value, self->client_max_pending); break;
+    case PROP_SKIPPED: g_value_set_uint64(value, READ_COUNT(skipped)); break;
+    case PROP_CLIENTS_DROPPED: g_value_set_uint64(value, READ_COUNT(clients_dropped)); break;
     case PROP_BUFFERS_SENT: g_value_set_uint64(value, READ_COUNT(buffers_sent)); break;
     case PROP_COPIED_BUFFERS: g_value_set_uint64(value, READ_COUNT(copied_buffers)); break;
     case PROP_FANOUT_COPIES: g_value_set_uint64(value, READ_COUNT(fanout_copies)); break;
@@ -741,6 +878,23 @@ static void gst_varslot_sink_class_init(GstVarslotSinkClass *klass)
     g_object_class_install_property(gobject, PROP_WAIT_FOR_CONNECTION,
         g_param_spec_boolean("wait-for-connection", "Wait for connection",
                              "Block until a varslotsrc is connected (else drop buffers)", TRUE, rw));
+    g_object_class_install_property(gobject, PROP_CLIENT_TIMEOUT,
+        g_param_spec_uint("client-timeout", "Client timeout",
+                          "Milliseconds a client may go without taking any of its buffers, or "
+                          "leave its socket full, before it is disconnected and its buffers taken "
+                          "back; also the longest "
+                          "wait for a slot to copy into before that copy is skipped (0: wait for ever)",
+                          0, G_MAXUINT, DEFAULT_CLIENT_TIMEOUT_MS, rw));
+    g_object_class_install_property(gobject, PROP_CLIENT_MAX_PENDING,
+        g_param_spec_uint("client-max-pending", "Client max pending",
+                          "Buffers a client may have been sent and not yet taken; the sink waits "
+                          "for it beyond that", 1, 1024, DEFAULT_CLIENT_MAX_PENDING, rw));
+    g_object_class_install_property(gobject, PROP_SKIPPED,
+        counter("buffers-skipped", "Buffers some client did not get because no slot came free "
+                                   "for its copy within client-timeout"));
+    g_object_class_install_property(gobject, PROP_CLIENTS_DROPPED,
+        counter("clients-dropped", "Clients disconnected for keeping the sink waiting longer than "
+                                   "client-timeout"));
     g_object_class_install_property(gobject, PROP_BUFFERS_SENT,
                                     counter("buffers-sent", "Buffers sent to at least one client"));
     g_object_class_install_property(gobject, PROP_COPIED_BUFFERS,
@@ -773,6 +927,8 @@ static void gst_varslot_sink_init(GstVarslotSink *self)
 {
     self->listen_fd = -1;
     self->wait_for_connection = TRUE;
+    self->client_timeout_ms = DEFAULT_CLIENT_TIMEOUT_MS;
+    self->client_max_pending = DEFAULT_CLIENT_MAX_PENDING;
     self->socket_path = g_strdup(VSG_DEFAULT_SOCKET_PATH);
     /* The last sample would keep a reference to every frame: no slot could be handed over. */
     gst_base_sink_set_last_sample_enabled(GST_BASE_SINK(self), FALSE);

@@ -3,11 +3,17 @@
  * them) and pushes buffers that wrap the slots in place, read-only. Caps, timestamps,
  * offsets, flags and GstVideoMeta come over the wire. Acks (cumulative, in batches) and
  * refusals are the only things sent back, from the streaming thread, never from a memory's
- * destroy notify. */
+ * destroy notify.
+ * The producer is not trusted: the segment is the file it passed (never one its words name or
+ * create), the peer id it claims must be the process at the other end of the socket (checked
+ * again before every buffer, so a peer id given up and taken by another process is not
+ * stolen from), and a buffer whose video meta or size would send a reader outside the
+ * buffer is refused. */
 #include "varslotsrc.h"
 
 #include "allocator.h"
 #include "protocol.h"
+#include "wire_check.h"
 
 #include <errno.h>
 #include <gst/video/video.h>
@@ -27,8 +33,12 @@ struct _GstVarslotSrc {
     int fd;
     GstPoll *poll;
     GstPollFD pfd;
-    guint8 sink_peer;
+    guint8 sink_peer;         /* the producer: its peer id, as checked against the socket */
+    pid_t sink_pid;
+    guint64 sink_joined_ns;   /* which join of that peer id */
     GstVarslotSegment *segment;
+    GstVideoInfo video;       /* the caps, when they are raw video */
+    gboolean have_video;
     GstAllocator *allocator;
     /* Buffers taken but not yet acked: one cumulative ack covers them. The sink learns what
      * we took from the slot words, so acks go out in batches (see ack_now_and_then), and all
@@ -125,38 +135,86 @@ static void ack_now_and_then(GstVarslotSrc *self)
         send_due_ack(self);
 }
 
-static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello)
+/* Whether peer id `peer` of our segment is, right now, the join of process pid we checked
+ * (joined_ns 0: any join of it, which is then recorded). */
+static gboolean peer_is(GstVarslotSrc *self, guint8 peer, pid_t pid, guint64 *joined_ns, gboolean live)
+{
+    vs_peer_info pi;
+    if (peer == 0 || vs_segment_peer_info(&self->segment->seg, peer, &pi) != VS_OK || pi.state != VS_PEER_ALIVE ||
+        pi.pid != pid || (live && !pi.live) || (*joined_ns && pi.joined_unix_ns != *joined_ns))
+        return FALSE;
+    *joined_ns = pi.joined_unix_ns;
+    return TRUE;
+}
+
+/* The greeting: the producer's segment (its file, passed; closed here) and peer id. */
+static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello, int file_fd)
 {
     GError *err = NULL;
+    pid_t pid;
+    uid_t uid;
     g_clear_pointer(&self->segment, gst_varslot_segment_unref);
     gst_clear_object(&self->allocator);
-    self->segment = gst_varslot_segment_open(hello->segment, GST_VARSLOT_ROLE_CONSUMER, 0, &err);
+    self->sink_peer = 0;
+    if (!vsg_peer_pid(self->fd, &pid, &uid)) {
+        close(file_fd);
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot tell which process the producer is"),
+                          ("SO_PEERCRED: %s", g_strerror(errno)));
+        return FALSE;
+    }
+    if (!g_utf8_validate(hello->segment, -1, NULL)) { /* it would be shown in messages */
+        close(file_fd);
+        gchar *shown = g_strescape(hello->segment, NULL);
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("The producer named no valid segment"),
+                          ("segment name \"%s\" is not UTF-8", shown));
+        g_free(shown);
+        return FALSE;
+    }
+    self->segment = gst_varslot_segment_open_consumer(hello->segment, file_fd, &err);
+    close(file_fd);
     if (!self->segment) {
         GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot attach the producer's segment"),
                           ("%s", err->message));
         g_clear_error(&err);
         return FALSE;
     }
+    guint64 joined = 0;
+    if (!peer_is(self, hello->peer, pid, &joined, TRUE)) {
+        GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("The producer is not who it says it is"),
+                          ("it claims peer %u of segment %s, which is not a live peer joined by "
+                           "process %d at the other end of the socket", hello->peer, hello->segment,
+                           (int)pid));
+        g_clear_pointer(&self->segment, gst_varslot_segment_unref);
+        return FALSE;
+    }
     self->allocator = gst_varslot_allocator_new(self->segment);
     self->sink_peer = hello->peer;
+    self->sink_pid = pid;
+    self->sink_joined_ns = joined;
     vsg_message reply;
     memset(&reply, 0, sizeof reply);
     vsg_init_header(&reply.h, VSG_HELLO_REPLY, sizeof reply.hello_reply);
     reply.hello_reply.peer = self->segment->peer;
     vsg_send(self->fd, &reply); /* first packet on a fresh socket: there is room */
-    GST_INFO_OBJECT(self, "joined segment %s as peer %u; producer is peer %u", hello->segment,
-                    self->segment->peer, hello->peer);
+    GST_INFO_OBJECT(self, "joined segment %s as peer %u; producer is peer %u (pid %d)", hello->segment,
+                    self->segment->peer, hello->peer, (int)pid);
     return TRUE;
 }
 
 static gboolean handle_caps(GstVarslotSrc *self, const vsg_caps *msg)
 {
-    GstCaps *caps = gst_caps_from_string(msg->caps);
-    if (!caps) {
-        GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Producer sent unreadable caps"), ("%s", msg->caps));
+    GstCaps *caps = g_utf8_validate(msg->caps, -1, NULL) ? gst_caps_from_string(msg->caps) : NULL;
+    if (!caps || !gst_caps_is_fixed(caps)) { /* what a stream's caps must be, or a g_critical */
+        gchar *shown = g_strescape(msg->caps, NULL);
+        GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Producer sent caps that are not one fixed format"),
+                          ("%s", shown));
+        g_free(shown);
+        if (caps)
+            gst_caps_unref(caps);
         return FALSE;
     }
     gboolean ok = gst_base_src_set_caps(GST_BASE_SRC(self), caps);
+    self->have_video = ok && gst_video_info_from_caps(&self->video, caps);
     gst_caps_unref(caps);
     if (!ok)
         GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Downstream refused the producer's caps"),
@@ -183,6 +241,11 @@ static void add_video_meta(GstBuffer *buf, const vsg_video_meta *v)
 static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
 {
     const vs_pool *pool = gst_varslot_segment_pool(self->segment);
+    if (!peer_is(self, self->sink_peer, self->sink_pid, &self->sink_joined_ns, FALSE)) {
+        GST_WARNING_OBJECT(self, "cannot take buffer %" G_GUINT64_FORMAT ": peer %u is no longer the "
+                           "producer we greeted", b->seq, self->sink_peer);
+        return NULL;
+    }
     GstBuffer *buf = gst_buffer_new();
     for (guint i = 0; i < b->n_memories; i++) {
         vs_slot_ref ref = vs_slot_ref_unpack(b->memories[i].handle);
@@ -207,6 +270,13 @@ static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
     GST_BUFFER_OFFSET(buf) = b->offset;
     GST_BUFFER_OFFSET_END(buf) = b->offset_end;
     GST_BUFFER_FLAGS(buf) = b->flags & (GST_BUFFER_FLAG_LAST - 1) & ~GST_BUFFER_FLAG_TAG_MEMORY;
+    const char *bad = vsg_check_buffer_video(&b->video, gst_buffer_get_size(buf),
+                                             self->have_video ? &self->video : NULL);
+    if (bad) {
+        GST_WARNING_OBJECT(self, "refusing buffer %" G_GUINT64_FORMAT ": %s", b->seq, bad);
+        gst_buffer_unref(buf); /* its slots are ours now: freed */
+        return NULL;
+    }
     if (b->video.present)
         add_video_meta(buf, &b->video);
     return buf;
@@ -236,7 +306,8 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
         if (self->unacked >= ACK_BATCH)
             send_due_ack(self); /* the buffers we returned have been pushed by now */
         const char *why = NULL;
-        int rc = vsg_recv(self->fd, &m, &why);
+        int passed = -1;
+        int rc = vsg_recv(self->fd, &m, &passed, &why);
         if (rc == 0) {
             ack_now_and_then(self); /* idle: out of the way of a buffer's latency */
             gst_poll_fd_ctl_write(self->poll, &self->pfd, self->ack_due && self->unacked >= ACK_BATCH);
@@ -251,7 +322,7 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
         }
         switch (m.h.type) {
         case VSG_HELLO:
-            if (!handle_hello(self, &m.hello))
+            if (!handle_hello(self, &m.hello, passed))
                 return GST_FLOW_ERROR;
             break;
         case VSG_CAPS:

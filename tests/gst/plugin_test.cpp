@@ -32,6 +32,14 @@
 #include <unistd.h>
 
 #include "../../gst-plugin/protocol.h" // the wire's structs: a hand-made consumer speaks it
+#include <varslot.h>                     // and hand-made producers are real peers
+
+#include <fcntl.h>
+#include <poll.h>
+#include <random>
+#include <thread>
+#include <sys/inotify.h>
+#include <sys/wait.h>
 
 #ifndef VSTEST_PLUGIN_DIR
 #define VSTEST_PLUGIN_DIR "build/lib/gstreamer-1.0"
@@ -1729,6 +1737,833 @@ TEST_F(BadInput, FramesLargerThanTheSegmentsSlots)
     gst_message_unref(m);
     p.stop();
     EXPECT_TRUE(shm_exists(seg)) << "a segment made beforehand is left alone";
+}
+
+
+// ---------------------------------------------------------------------------------------
+// Hostile producers: a hand-made varslotsink on the wire, against a real varslotsrc. It
+// listens where the source connects and says what the test wants it to say.
+
+struct FakeProducer {
+    std::string path;
+    int listen_fd = -1, fd = -1;
+    explicit FakeProducer(const std::string &socket_path) : path(socket_path)
+    {
+        listen_fd = vsg_listen(path.c_str(), nullptr);
+        EXPECT_GE(listen_fd, 0) << path;
+    }
+    ~FakeProducer()
+    {
+        if (fd >= 0)
+            close(fd);
+        if (listen_fd >= 0)
+            close(listen_fd);
+        unlink(path.c_str());
+    }
+    bool accept_consumer()
+    {
+        struct pollfd p = {listen_fd, POLLIN, 0};
+        if (poll(&p, 1, 10000) != 1)
+            return false;
+        fd = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+        return fd >= 0;
+    }
+    bool send(const vsg_message &m, int passed = -1) { return vsg_send_with_fd(fd, &m, passed) == 1; }
+    bool hello(const std::string &segment, uint8_t peer, int file_fd)
+    {
+        vsg_message m = {};
+        vsg_init_header(&m.h, VSG_HELLO, sizeof m.hello);
+        m.hello.peer = peer;
+        g_strlcpy(m.hello.segment, segment.c_str(), sizeof m.hello.segment);
+        return send(m, file_fd);
+    }
+    bool caps(const char *caps)
+    {
+        vsg_message m = {};
+        vsg_init_header(&m.h, VSG_CAPS, sizeof(vsg_header) + strlen(caps) + 1);
+        strcpy(m.caps.caps, caps);
+        return send(m);
+    }
+    bool buffer(uint64_t seq, vs_slot_ref ref, uint32_t size, const vsg_video_meta *video = nullptr)
+    {
+        vsg_message m = {};
+        vsg_init_header(&m.h, VSG_BUFFER, sizeof m.buffer);
+        m.buffer.seq = seq;
+        m.buffer.pts = m.buffer.dts = m.buffer.duration = GST_CLOCK_TIME_NONE;
+        m.buffer.offset = m.buffer.offset_end = GST_BUFFER_OFFSET_NONE;
+        m.buffer.n_memories = 1;
+        m.buffer.memories[0] = {vs_slot_ref_pack(ref), 0, size};
+        if (video)
+            m.buffer.video = *video;
+        return send(m);
+    }
+    // Waits for the consumer's answer to the greeting: it has checked us and joined.
+    bool greeted()
+    {
+        struct pollfd p = {fd, POLLIN, 0};
+        vsg_message m;
+        const char *why;
+        return poll(&p, 1, 10000) == 1 && vsg_recv(fd, &m, nullptr, &why) == 1 && m.h.type == VSG_HELLO_REPLY;
+    }
+    bool eos()
+    {
+        vsg_message m = {};
+        vsg_init_header(&m.h, VSG_EOS, sizeof m.h);
+        return send(m);
+    }
+};
+
+int open_shm(const std::string &name) { return open(("/dev/shm" + name).c_str(), O_RDONLY | O_CLOEXEC); }
+
+vs_segment_options one_class(uint32_t size, uint32_t count)
+{
+    static vs_class_config c;
+    c = {size, count};
+    vs_segment_options o = {};
+    o.classes = &c;
+    o.class_count = 1;
+    return o;
+}
+
+// Another process with slots of its own in a segment (which it creates, or opens): it
+// reports its peer id and slot handles, waits to be told, then exits 0 if it still owns
+// every slot, bytes unchanged.
+struct HonestProcess {
+    pid_t pid = -1;
+    uint8_t peer = 0;
+    std::vector<vs_slot_ref> slots;
+    int to_child = -1;
+    explicit HonestProcess(const std::string &seg, bool create = true)
+    {
+        int up[2], down[2];
+        if (pipe(up) || pipe(down))
+            return;
+        pid = fork();
+        if (pid == 0) {
+            alarm(60);
+            close(up[0]);
+            close(down[1]);
+            vs_segment_options o = one_class(4096, 8);
+            vs_segment s;
+            uint8_t id;
+            if ((create ? vs_segment_create(&s, seg.c_str(), &o) : vs_segment_open(&s, seg.c_str())) != VS_OK ||
+                vs_segment_join(&s, &id) != VS_OK)
+                _exit(2);
+            vs_pool *pool = vs_segment_pool(&s);
+            vs_slot_ref refs[4];
+            for (auto &r : refs) {
+                if (!vs_pool_allocate(pool, 4096, id, &r))
+                    _exit(3);
+                memset(vs_pool_slot_data(pool, &r), 0x5a, 4096);
+            }
+            if (write(up[1], &id, 1) != 1 || write(up[1], refs, sizeof refs) != (ssize_t)sizeof refs)
+                _exit(4);
+            char go;
+            if (read(down[0], &go, 1) != 1)
+                _exit(5);
+            for (auto &r : refs) {
+                vs_slot_info info;
+                const uint8_t *d = static_cast<const uint8_t *>(vs_pool_slot_data(pool, &r));
+                if (vs_pool_slot_info(pool, r.class_idx, r.slot_idx, &info) != VS_OK || info.owner != id ||
+                    info.state != VS_SLOT_ALLOCATED || info.generation != r.generation)
+                    _exit(10);
+                for (int i = 0; i < 4096; i++)
+                    if (d[i] != 0x5a)
+                        _exit(11);
+            }
+            vs_segment_close(&s);
+            _exit(0);
+        }
+        close(up[1]);
+        close(down[0]);
+        to_child = down[1];
+        vs_slot_ref refs[4];
+        if (read(up[0], &peer, 1) == 1 && read(up[0], refs, sizeof refs) == (ssize_t)sizeof refs)
+            slots.assign(refs, refs + 4);
+        close(up[0]);
+    }
+    // The child's verdict: 0 all its slots intact.
+    int verdict()
+    {
+        char go = 'g';
+        if (write(to_child, &go, 1) != 1)
+            return -1;
+        close(to_child);
+        to_child = -1;
+        int st;
+        if (waitpid(pid, &st, 0) != pid)
+            return -1;
+        pid = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+    ~HonestProcess() // a test that stopped early
+    {
+        if (to_child >= 0)
+            close(to_child);
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, nullptr, 0);
+        }
+    }
+};
+
+class HostileProducer : public Link {};
+
+// The source believed the greeting's segment name and peer id: a fake producer that named
+// another process's segment and peer id, then sent handles of that process's slots, had them
+// transferred to the source (which later freed them). Now the source checks the peer id
+// against the process at the other end of the socket, and the segment against the file the
+// producer passed; either lie is an error, and the other process keeps its slots.
+TEST_F(HostileProducer, AForgedGreetingNeverTakesAnotherProcesssSlots)
+{
+    for (int lie = 0; lie < 2; lie++) {
+        SCOPED_TRACE(lie == 0 ? "it passes the segment's own file and claims the other process's peer id"
+                              : "it claims its own peer id in the other process's segment, and passes another file");
+        std::string victim = unique_segment(lie ? "victim-b" : "victim-a");
+        std::string own = unique_segment(lie ? "own-b" : "own-a");
+        HonestProcess honest(victim);
+        ASSERT_EQ(honest.slots.size(), 4u) << "the honest process did not start";
+        vs_segment mine;
+        uint8_t my_id = 0;
+        if (lie == 1) { // a real peer of the victim's segment, with a segment of its own too
+            ASSERT_EQ(vs_segment_open(&mine, victim.c_str()), VS_OK);
+            ASSERT_EQ(vs_segment_join(&mine, &my_id), VS_OK);
+        }
+        vs_segment other;
+        vs_segment_options o = one_class(4096, 2);
+        ASSERT_EQ(vs_segment_create(&other, own.c_str(), &o), VS_OK);
+        {
+            FakeProducer fake(sock);
+            AllowGstWarnings allow({"error:", "cannot take buffer"});
+            Pipeline p("varslotsrc name=src socket-path=" + sock + " ! fakesink name=out");
+            ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE);
+            ASSERT_TRUE(fake.accept_consumer());
+            int file = lie == 0 ? open_shm(victim) : other.fd;
+            ASSERT_TRUE(fake.hello(victim, lie == 0 ? honest.peer : my_id, file));
+            if (lie == 0)
+                close(file);
+            fake.caps("application/x-vstest");
+            for (uint64_t i = 0; i < honest.slots.size(); i++)
+                fake.buffer(i + 1, honest.slots[i], 4096);
+            GstMessage *m = p.error(10 * GST_SECOND);
+            ASSERT_NE(m, nullptr) << "the source took the lie without a word";
+            EXPECT_NE(error_text(m).find(lie == 0 ? "not who it says" : "not the file"), std::string::npos)
+                << error_text(m);
+            gst_message_unref(m);
+            EXPECT_EQ(get_u64(p["src"], "buffers-received"), 0u);
+            p.stop();
+        }
+        EXPECT_EQ(honest.verdict(), 0) << "the honest process lost a slot (10) or its bytes changed (11)";
+        if (lie == 1)
+            vs_segment_close(&mine);
+        vs_segment_close(&other);
+        remove_segment(victim);
+        remove_segment(own);
+    }
+}
+
+// A producer checked at its greeting can give its peer id up (leave) and another process
+// take it: handles "from" that peer id are then the other process's slots. The source checks
+// before every buffer that the peer id is still the join it greeted.
+TEST_F(HostileProducer, APeerIdGivenUpAndRetakenIsNotStolenFrom)
+{
+    std::string victim = unique_segment("retaken");
+    vs_segment mine;
+    vs_segment_options o = one_class(4096, 8);
+    uint8_t my_id;
+    ASSERT_EQ(vs_segment_create(&mine, victim.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_join(&mine, &my_id), VS_OK);
+    {
+        FakeProducer fake(sock);
+        AllowGstWarnings allow({"cannot take buffer"});
+        Pipeline p("varslotsrc name=src socket-path=" + sock + " ! fakesink");
+        ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE);
+        ASSERT_TRUE(fake.accept_consumer());
+        ASSERT_TRUE(fake.hello(victim, my_id, mine.fd)); // all true, so far
+        ASSERT_TRUE(fake.caps("application/x-vstest"));
+        ASSERT_TRUE(fake.greeted());
+        ASSERT_EQ(vs_segment_leave(&mine), VS_OK); // the lowest free id: the next to join gets it
+        HonestProcess honest(victim, false);
+        ASSERT_EQ(honest.slots.size(), 4u) << "the honest process did not start";
+        ASSERT_EQ(honest.peer, my_id) << "(the test needs the other process to take the same peer id)";
+        for (uint64_t i = 0; i < honest.slots.size(); i++)
+            ASSERT_TRUE(fake.buffer(i + 1, honest.slots[i], 4096));
+        EXPECT_EQ(wait_u64(p["src"], "buffers-refused", 4), 4u);
+        EXPECT_EQ(get_u64(p["src"], "buffers-received"), 0u);
+        p.expect_no_error();
+        p.stop();
+        EXPECT_EQ(honest.verdict(), 0) << "the honest process lost a slot (10) or its bytes changed (11)";
+    }
+    vs_segment_close(&mine);
+    remove_segment(victim);
+}
+
+// The source opened the segment a producer named with vs_segment_open_or_create: a fake
+// producer made it create a file wherever it liked. A consumer never creates now.
+TEST_F(HostileProducer, AProducersWordNeverCreatesASegment)
+{
+    std::string nowhere = unique_segment("made-up");
+    std::string own = unique_segment("own");
+    vs_segment other;
+    vs_segment_options o = one_class(4096, 2);
+    ASSERT_EQ(vs_segment_create(&other, own.c_str(), &o), VS_OK);
+    // Every name made in /dev/shm from now on (a create links or renames its file there).
+    int watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    ASSERT_GE(watch, 0);
+    ASSERT_GE(inotify_add_watch(watch, "/dev/shm", IN_CREATE | IN_MOVED_TO), 0);
+    auto created = [&](const std::string &name) {
+        alignas(inotify_event) char buf[16384];
+        ssize_t n;
+        bool seen = false;
+        while ((n = read(watch, buf, sizeof buf)) > 0)
+            for (char *at = buf; at < buf + n; at += sizeof(inotify_event) + ((inotify_event *)at)->len)
+                seen |= ((inotify_event *)at)->len && name == std::string("/") + ((inotify_event *)at)->name;
+        return seen;
+    };
+    {
+        FakeProducer fake(sock);
+        AllowGstWarnings allow({"error:"});
+        Pipeline p("varslotsrc socket-path=" + sock + " ! fakesink");
+        ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE);
+        ASSERT_TRUE(fake.accept_consumer());
+        ASSERT_TRUE(fake.hello(nowhere, 1, other.fd));
+        GstMessage *m = p.error(10 * GST_SECOND);
+        ASSERT_NE(m, nullptr);
+        EXPECT_NE(error_text(m).find(nowhere), std::string::npos) << error_text(m);
+        gst_message_unref(m);
+        p.stop();
+    }
+    EXPECT_FALSE(shm_exists(nowhere)) << "the source created a segment where the producer said";
+    EXPECT_FALSE(created(nowhere)) << "the source created a segment where the producer said (and removed it)";
+    close(watch);
+    remove_segment(nowhere);
+    vs_segment_close(&other);
+    remove_segment(own);
+}
+
+// The source attached GstVideoMeta offsets and strides from the wire unchecked: GRAY8 64x48
+// with a stride of 200,000,000 sent videoconvert reading far past the mapping (SIGSEGV).
+// Each lie below is refused (counted, freed, never pushed); an honest buffer after them
+// still goes through.
+TEST_F(HostileProducer, ForgedVideoMetaIsRefusedAndNeverReachesDownstream)
+{
+    const uint32_t kW = 64, kH = 48, kSize = kW * kH;
+    auto meta = [&](uint32_t format, uint32_t w, uint32_t h, uint32_t planes, uint64_t offset, int32_t stride) {
+        vsg_video_meta v = {};
+        v.present = 1;
+        v.format = format;
+        v.width = w;
+        v.height = h;
+        v.n_planes = planes;
+        v.offset[0] = offset;
+        v.stride[0] = stride;
+        return v;
+    };
+    const uint32_t gray = GST_VIDEO_FORMAT_GRAY8;
+    struct Lie {
+        const char *what;
+        vsg_video_meta v;
+        uint32_t size;
+    } lies[] = {
+        {"a stride of 200,000,000", meta(gray, kW, kH, 1, 0, 200000000), kSize},
+        {"a negative stride", meta(gray, kW, kH, 1, kSize - kW, -(int32_t)kW), kSize},
+        {"a plane that starts past the end", meta(gray, kW, kH, 1, 1ull << 40, kW), kSize},
+        {"a plane one byte too long", meta(gray, kW, kH, 1, 1, kW), kSize},
+        {"a buffer one byte short of its plane", meta(gray, kW, kH, 1, 0, kW), kSize - 1},
+        {"two planes for a one-plane format", meta(gray, kW, kH, 2, 0, kW), kSize},
+        {"a format other than the caps'", meta(GST_VIDEO_FORMAT_RGBA, kW, kH, 1, 0, kW * 4), kSize},
+        {"a frame larger than the caps' and than the buffer", meta(gray, kW * 2, kH, 1, 0, kW * 2), kSize},
+        {"an unknown format", meta(9999, kW, kH, 1, 0, kW), kSize},
+        {"no meta and fewer bytes than a frame", vsg_video_meta{}, kSize / 2},
+    };
+    const size_t n_lies = sizeof lies / sizeof lies[0];
+    std::string own = unique_segment("meta");
+    vs_segment seg_;
+    uint8_t id;
+    vs_segment_options o = one_class(4096, (uint32_t)n_lies + 2);
+    ASSERT_EQ(vs_segment_create(&seg_, own.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_join(&seg_, &id), VS_OK);
+    vs_pool *pool = vs_segment_pool(&seg_);
+    std::vector<vs_slot_ref> refs(n_lies + 1);
+    for (auto &r : refs) {
+        ASSERT_TRUE(vs_pool_allocate(pool, 4096, id, &r));
+        memset(vs_pool_slot_data(pool, &r), 0x80, 4096);
+    }
+    {
+        FakeProducer fake(sock);
+        AllowGstWarnings allow({"refusing buffer"});
+        Pipeline p("varslotsrc name=src socket-path=" + sock +
+                   " ! videoconvert ! video/x-raw,format=RGBA ! appsink name=out sync=false");
+        ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE);
+        ASSERT_TRUE(fake.accept_consumer());
+        ASSERT_TRUE(fake.hello(own, id, seg_.fd));
+        ASSERT_TRUE(fake.caps("video/x-raw,format=GRAY8,width=64,height=48,framerate=30/1"));
+        for (size_t i = 0; i < n_lies; i++)
+            ASSERT_TRUE(fake.buffer(i + 1, refs[i], lies[i].size, &lies[i].v)) << lies[i].what;
+        vsg_video_meta good = meta(gray, kW, kH, 1, 0, kW);
+        ASSERT_TRUE(fake.buffer(n_lies + 1, refs[n_lies], kSize, &good));
+        ASSERT_TRUE(fake.eos());
+        GstSample *s = pull(p["out"]);
+        ASSERT_NE(s, nullptr) << "the honest buffer after the lies did not come through";
+        GstMapInfo map;
+        ASSERT_TRUE(gst_buffer_map(gst_sample_get_buffer(s), &map, GST_MAP_READ));
+        EXPECT_EQ(map.size, (gsize)kW * kH * 4);
+        gst_buffer_unmap(gst_sample_get_buffer(s), &map);
+        gst_sample_unref(s);
+        s = pull(p["out"]);
+        EXPECT_EQ(s, nullptr) << "more than the honest buffer reached downstream";
+        if (s)
+            gst_sample_unref(s);
+        EXPECT_EQ(get_u64(p["src"], "buffers-refused"), n_lies);
+        EXPECT_EQ(get_u64(p["src"], "buffers-received"), 1u);
+        p.expect_no_error();
+        p.stop();
+    }
+    for (size_t i = 0; i < n_lies; i++) {
+        vs_slot_info info;
+        ASSERT_EQ(vs_pool_slot_info(pool, refs[i].class_idx, refs[i].slot_idx, &info), VS_OK);
+        EXPECT_EQ(info.state, (uint32_t)VS_SLOT_FREE) << "the refused buffer's slot was not freed: " << lies[i].what;
+    }
+    vs_segment_close(&seg_);
+    remove_segment(own);
+}
+
+
+// ---------------------------------------------------------------------------------------
+// Hostile and broken consumers: hand-made varslotsrc's on the wire, against a real sink.
+
+struct FakeConsumer {
+    int fd = -1;
+    explicit FakeConsumer(const std::string &socket_path)
+    {
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        struct sockaddr_un addr = {};
+        addr.sun_family = AF_UNIX;
+        strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+            close(fd);
+            fd = -1;
+        }
+        struct timeval tv = {10, 0}; // no read may hang the suite
+        if (fd >= 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    ~FakeConsumer() { leave(); }
+    void read_timeout_ms(int ms)
+    {
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    void leave()
+    {
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    // One message (a descriptor that comes with it is closed); its type, or 0.
+    int read_message(vsg_message &m)
+    {
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(4 * sizeof(int))];
+        } control;
+        struct iovec iov = {&m, sizeof m};
+        struct msghdr msg = {};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        if (recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) < (ssize_t)sizeof(vsg_header))
+            return 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            for (size_t i = 0; c->cmsg_type == SCM_RIGHTS && i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                int passed;
+                memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+                close(passed);
+            }
+        return m.h.type;
+    }
+    // Reads the greeting and answers it: from now on the sink sends us buffers.
+    bool join()
+    {
+        vsg_message m;
+        if (fd < 0 || read_message(m) != VSG_HELLO)
+            return false;
+        vsg_hello_reply reply = {};
+        reply.h = m.h; // the sink's own magic and version
+        reply.h.type = VSG_HELLO_REPLY;
+        reply.h.length = sizeof reply;
+        reply.peer = 200; // any peer id: the sink only needs one to count us as ready
+        return send(fd, &reply, sizeof reply, MSG_NOSIGNAL) == (ssize_t)sizeof reply;
+    }
+    // Reads until n buffer messages came (or nothing for 10 s); how many came.
+    int read_buffers(int n)
+    {
+        int got = 0;
+        vsg_message m;
+        int type;
+        while (got < n && (type = read_message(m)) != 0)
+            got += type == VSG_BUFFER;
+        return got;
+    }
+};
+
+class HostileConsumer : public Link {
+protected:
+    GstElement *vsink = nullptr;
+    // A stream that never ends, in GRAY8 64x48 frames from the sink's own pool.
+    void start_stream(const std::string &sink_props)
+    {
+        producer = new Pipeline("videotestsrc ! video/x-raw,format=GRAY8,width=64,height=48,framerate=1000/1 ! "
+                                "varslotsink name=sink socket-path=" + sock + " segment=" + seg + " " + sink_props);
+        vsink = (*producer)["sink"];
+        ASSERT_NE(producer->play(), GST_STATE_CHANGE_FAILURE);
+    }
+    // An honest consumer that keeps only its last few frames (older ones are freed).
+    GstElement *honest_consumer(const std::string &between = "")
+    {
+        auto c = new Pipeline("varslotsrc name=vsrc socket-path=" + sock + " ! " + between +
+                              " appsink name=out sync=false max-buffers=4 drop=true");
+        consumers.push_back(c);
+        EXPECT_NE(c->play(), GST_STATE_CHANGE_FAILURE);
+        return (*c)["out"];
+    }
+    // n frames reach out, each within 10 s.
+    static bool frames_arrive(GstElement *out, int n)
+    {
+        for (int i = 0; i < n; i++) {
+            GstSample *s = pull(out);
+            if (!s)
+                return false;
+            gst_sample_unref(s);
+        }
+        return true;
+    }
+};
+
+// Buffers idle in the upstream pool hold slots that the sink's copies for its further
+// consumers may be waiting for. Once an allocation found no slot, a buffer that comes back
+// to the pool is freed instead of kept idle, so its slot serves the next allocation.
+TEST_F(Link, WhileSlotsAreShortThePoolGivesBuffersBack)
+{
+    std::string out;
+    ASSERT_EQ(varslot_cli({"create", seg, "--classes", "8K:4"}, &out), 0) << out;
+    start_producer();
+    GstBufferPool *pool = sink_pool();
+    GstAllocator *alloc = sink_allocator();
+    ASSERT_NE(pool, nullptr);
+    ASSERT_NE(alloc, nullptr);
+    std::vector<GstBuffer *> bufs(4);
+    for (auto &b : bufs) {
+        ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &b, nullptr), GST_FLOW_OK);
+        ASSERT_TRUE(is_varslot(gst_buffer_peek_memory(b, 0)));
+    }
+    for (auto b : bufs)
+        gst_buffer_unref(b); // idle in the pool, every slot with them
+    {
+        AllowGstWarnings allow({"no free slot"});
+        GstMemory *m = gst_allocator_alloc(alloc, kI420Size, nullptr);
+        EXPECT_FALSE(is_varslot(m)) << "the pool's four idle buffers should hold every slot";
+        gst_memory_unref(m);
+    }
+    GstBuffer *b = nullptr;
+    ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &b, nullptr), GST_FLOW_OK);
+    gst_buffer_unref(b); // comes back while slots are short: freed, not kept
+    GstMemory *m = gst_allocator_alloc(alloc, kI420Size, nullptr);
+    EXPECT_TRUE(is_varslot(m)) << "the pool kept an idle buffer's slot while an allocation waited for one";
+    gst_memory_unref(m);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    gst_object_unref(alloc);
+}
+
+// A fan-out copy waited for a slot for ever, however long nothing freed one. Now it waits
+// client-timeout, then that consumer skips the buffer (counted) and the stream goes on.
+TEST_F(Link, AFanOutCopyWithNoSlotIsSkippedNotWaitedForForEver)
+{
+    std::string out;
+    ASSERT_EQ(varslot_cli({"create", seg, "--classes", "8K:4"}, &out), 0) << out;
+    start_producer(kI420, "client-timeout=300");
+    auto consumer = [&] { // which keeps no buffer (an appsink keeps its preroll buffer)
+        consumers.push_back(new Pipeline("varslotsrc name=vsrc socket-path=" + sock +
+                                         " ! fakesink sync=false enable-last-sample=false"));
+        EXPECT_NE(consumers.back()->play(), GST_STATE_CHANGE_FAILURE);
+        return (*consumers.back())["vsrc"];
+    };
+    GstElement *src1 = consumer(), *src2 = consumer();
+    auto received = [&] { return get_u64(src1, "buffers-received") + get_u64(src2, "buffers-received"); };
+    // Until both are ready, a buffer reaches only the first.
+    for (int i = 0; i < 50 && get_u64(src2, "buffers-received") == 0; i++) {
+        push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr));
+        g_usleep(20000);
+    }
+    ASSERT_GT(get_u64(src2, "buffers-received"), 0u) << "the second consumer never got a buffer";
+    GstBufferPool *pool = sink_pool();
+    ASSERT_NE(pool, nullptr);
+    std::vector<GstBuffer *> held(4);
+    for (auto &b : held) { // every slot
+        ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &b, nullptr), GST_FLOW_OK);
+        ASSERT_TRUE(is_varslot(gst_buffer_peek_memory(b, 0))) << "a slot is still held";
+    }
+    guint64 before = received();
+    AllowGstWarnings allow({"no free slot"});
+    push(held.back()); // its own slot goes to one consumer; the other's copy finds none
+    held.pop_back();
+    EXPECT_EQ(wait_u64(sink, "buffers-skipped", 1), 1u) << "the copy still waits for a slot";
+    for (auto b : held)
+        gst_buffer_unref(b);
+    push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr)); // copied for both: slots are free now
+    for (int i = 0; i < 500 && received() < before + 3; i++)
+        g_usleep(10000);
+    EXPECT_EQ(received(), before + 3) << "one consumer gets both buffers, the other only the second";
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+}
+
+// One client that connected, answered the greeting and then never read (or read and never
+// took a buffer) wedged the sink for good: the slots it was sent stayed the sink's, the
+// copies for an honest consumer that came later waited for a slot for ever. Now it is
+// disconnected after client-timeout and its buffers taken back; the honest one is served.
+TEST_F(HostileConsumer, AClientThatNeverTakesDoesNotStopTheOthers)
+{
+    for (bool reads : {false, true}) {
+        SCOPED_TRACE(reads ? "it reads every message and takes nothing" : "it never reads");
+        seg = unique_segment(reads ? "reader" : "idle");
+        start_stream("client-timeout=300");
+        AllowGstWarnings allow({"dropping a client"});
+        FakeConsumer bad(sock);
+        ASSERT_TRUE(bad.join());
+        std::atomic<bool> stop{false};
+        std::thread reader;
+        if (reads)
+            reader = std::thread([&] {
+                while (!stop && bad.read_buffers(1) == 1) {
+                }
+            });
+        GstElement *out = honest_consumer();
+        EXPECT_TRUE(frames_arrive(out, 20)) << "the honest consumer got nothing";
+        EXPECT_GE(wait_u64(vsink, "clients-dropped", 1), 1u);
+        stop = true;
+        if (reader.joinable()) {
+            shutdown(bad.fd, SHUT_RDWR);
+            reader.join();
+        }
+        bad.leave();
+        EXPECT_TRUE(frames_arrive(out, 20)) << "the honest consumer stopped getting frames after the bad one left";
+        for (auto c : consumers)
+            delete c;
+        consumers.clear();
+        delete producer;
+        producer = nullptr;
+        remove_segment(seg);
+    }
+}
+
+// Clients that read a few buffers and leave without taking them: each must be settled
+// completely (its buffers back to the sink), or the slots run out after some hundreds.
+TEST_F(HostileConsumer, ClientsThatComeAndGoLeakNothing)
+{
+    start_stream("client-timeout=300");
+    int served = 0;
+    for (int i = 0; i < 2000; i++) {
+        FakeConsumer c(sock);
+        ASSERT_TRUE(c.join()) << "client " << i << " was not greeted";
+        served += c.read_buffers(3) == 3;
+    }
+    EXPECT_EQ(served, 2000) << "some clients got no buffers";
+    GstElement *out = honest_consumer();
+    EXPECT_TRUE(frames_arrive(out, 20)) << "an honest consumer gets nothing after 2000 that came and went";
+    EXPECT_EQ(get_u64(vsink, "clients-dropped"), 0u) << "clients that left were dropped as if stuck";
+    int allocated = allocated_slots(seg);
+    EXPECT_GE(allocated, 0);
+    EXPECT_LT(allocated, 32) << "slots are held for clients long gone";
+}
+
+// A consumer that takes its buffers slowly (here 40 ms each, with at most 4 pending and a
+// 300 ms timeout: its oldest buffer waits up to 160 ms) is waited for, never dropped.
+TEST_F(HostileConsumer, ASlowConsumerIsWaitedForNotDropped)
+{
+    start_stream("client-timeout=300 client-max-pending=4");
+    GstElement *out = honest_consumer("identity sleep-time=40000 !");
+    EXPECT_TRUE(frames_arrive(out, 12)) << "the slow consumer got nothing";
+    EXPECT_EQ(get_u64(vsink, "clients-dropped"), 0u) << "a slow consumer was dropped";
+}
+
+
+// ---------------------------------------------------------------------------------------
+// Protocol fuzz: seeded (VSTEST_SEED reproduces a run), bounded, against the real elements.
+// Messages start valid and are then mutated: random bytes, lengths, types, counts, handles,
+// offsets, strides, descriptors. Errors are the elements' right; a crash, a hang, a GLib
+// critical or a stuck stream is not.
+
+uint64_t fuzz_seed()
+{
+    const char *env = getenv("VSTEST_SEED");
+    uint64_t seed = env ? strtoull(env, nullptr, 0) : (uint64_t)g_get_real_time();
+    fprintf(stderr, "# fuzz seed %llu (VSTEST_SEED=%llu reproduces it)\n", (unsigned long long)seed,
+            (unsigned long long)seed);
+    return seed;
+}
+
+// Flips, sets or randomises a few bytes of a message, and sometimes its length.
+size_t mutate(std::mt19937_64 &rng, vsg_message &m, size_t len)
+{
+    auto *bytes = reinterpret_cast<uint8_t *>(&m);
+    int edits = 1 + (int)(rng() % 4);
+    for (int e = 0; e < edits; e++) {
+        size_t at = rng() % len;
+        switch (rng() % 4) {
+        case 0: bytes[at] ^= (uint8_t)(1u << (rng() % 8)); break;
+        case 1: bytes[at] = (uint8_t)rng(); break;
+        case 2: bytes[at] = rng() % 2 ? 0xff : 0; break;
+        default: // a whole field-sized word
+            if (at + 4 <= len) {
+                uint32_t v = (uint32_t)rng();
+                memcpy(bytes + at, &v, 4);
+            }
+        }
+    }
+    if (rng() % 8 == 0)
+        len = 1 + rng() % sizeof m; // the header's length no longer matches the packet
+    return len;
+}
+
+// Sends len bytes of m, with an unrelated descriptor now and then.
+void send_raw(int fd, const vsg_message &m, size_t len, std::mt19937_64 &rng)
+{
+    int passed = rng() % 6 == 0 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+    vsg_send_bytes(fd, &m, len, passed);
+    if (passed >= 0)
+        close(passed);
+}
+
+class Fuzz : public HostileConsumer {};
+
+// Clients send the sink mutated greetings' answers and acks, and garbage; afterwards an
+// honest consumer is served and the sink never posted an error.
+TEST_F(Fuzz, TheSinkSurvivesMutatedClientMessages)
+{
+    std::mt19937_64 rng(fuzz_seed());
+    start_stream("client-timeout=300");
+    AllowGstWarnings allow({""}); // the plugin may say what it likes about bad clients
+    for (int i = 0; i < 1500; i++) {
+        FakeConsumer c(sock);
+        ASSERT_GE(c.fd, 0) << "connection " << i;
+        c.read_timeout_ms(20); // a client the sink does not count as ready gets no buffers
+        vsg_message hello;
+        if (rng() % 4) { // else it talks before it is greeted
+            ASSERT_EQ(c.read_message(hello), VSG_HELLO) << "connection " << i << " was not greeted";
+        }
+        int n = 1 + (int)(rng() % 6);
+        for (int k = 0; k < n; k++) {
+            vsg_message m = {};
+            size_t len;
+            switch (rng() % 3) {
+            case 0:
+                vsg_init_header(&m.h, VSG_HELLO_REPLY, sizeof m.hello_reply);
+                m.hello_reply.peer = (uint8_t)rng();
+                len = sizeof m.hello_reply;
+                break;
+            case 1:
+                vsg_init_header(&m.h, VSG_ACK, sizeof m.ack);
+                m.ack.seq = rng() % 2 ? rng() : rng() % 64;
+                m.ack.taken = (uint32_t)(rng() % 3);
+                len = sizeof m.ack;
+                break;
+            default:
+                for (size_t b = 0; b < sizeof m; b++)
+                    reinterpret_cast<uint8_t *>(&m)[b] = (uint8_t)rng();
+                len = 1 + rng() % sizeof m;
+            }
+            if (rng() % 2)
+                len = mutate(rng, m, len);
+            send_raw(c.fd, m, len, rng);
+            if (rng() % 3 == 0)
+                c.read_buffers(1);
+        }
+    }
+    GstElement *out = honest_consumer();
+    EXPECT_TRUE(frames_arrive(out, 20)) << "an honest consumer is not served after the fuzzing";
+    producer->expect_no_error();
+}
+
+// A producer that greets truthfully (a real peer of a real segment), then sends mutated caps,
+// buffers and greetings: the source refuses or errors, never crashes or takes a slot that is
+// not the producer's; a fresh source afterwards still works.
+TEST_F(Fuzz, TheSourceSurvivesMutatedProducerMessages)
+{
+    std::mt19937_64 rng(fuzz_seed());
+    std::string own = unique_segment("fuzzsrc");
+    vs_segment mine;
+    uint8_t id;
+    vs_segment_options o = one_class(8192, 32);
+    ASSERT_EQ(vs_segment_create(&mine, own.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_join(&mine, &id), VS_OK);
+    vs_pool *pool = vs_segment_pool(&mine);
+    AllowGstWarnings allow({""});
+    const char *caps[] = {"video/x-raw,format=GRAY8,width=64,height=48,framerate=30/1",
+                          "video/x-raw,format=I420,width=64,height=48,framerate=30/1", "application/x-vstest"};
+    for (int round = 0; round < 150; round++) {
+        FakeProducer fake(sock);
+        Pipeline p("varslotsrc name=src socket-path=" + sock + " ! videoconvert ! fakesink sync=false");
+        if (p.play() == GST_STATE_CHANGE_FAILURE || !fake.accept_consumer())
+            FAIL() << "round " << round << ": the source did not connect";
+        ASSERT_TRUE(fake.hello(own, id, mine.fd));
+        vsg_message m = {};
+        const char *c = caps[rng() % 3];
+        vsg_init_header(&m.h, VSG_CAPS, sizeof(vsg_header) + strlen(c) + 1);
+        strcpy(m.caps.caps, c);
+        send_raw(fake.fd, m, rng() % 4 ? m.h.length : mutate(rng, m, m.h.length), rng);
+        int n = 1 + (int)(rng() % 12);
+        for (int k = 0; k < n; k++) {
+            vs_slot_ref ref;
+            if (!vs_pool_allocate(pool, 3072, id, &ref))
+                break; // the source still holds them: fine
+            memset(m.buffer.memories, 0, sizeof m.buffer.memories);
+            vsg_init_header(&m.h, VSG_BUFFER, sizeof m.buffer);
+            m.buffer.seq = (uint64_t)k + 1;
+            m.buffer.pts = m.buffer.dts = m.buffer.duration = GST_CLOCK_TIME_NONE;
+            m.buffer.offset = m.buffer.offset_end = GST_BUFFER_OFFSET_NONE;
+            m.buffer.flags = 0;
+            m.buffer.n_memories = 1;
+            m.buffer.memories[0] = {vs_slot_ref_pack(ref), 0, 3072};
+            memset(&m.buffer.video, 0, sizeof m.buffer.video);
+            if (rng() % 2) {
+                m.buffer.video.present = 1;
+                m.buffer.video.format = GST_VIDEO_FORMAT_GRAY8;
+                m.buffer.video.width = 64;
+                m.buffer.video.height = 48;
+                m.buffer.video.n_planes = 1;
+                m.buffer.video.stride[0] = 64;
+            }
+            size_t len = rng() % 3 ? m.h.length : mutate(rng, m, m.h.length);
+            send_raw(fake.fd, m, len, rng);
+        }
+        if (rng() % 2)
+            fake.eos();
+        g_usleep(2000 + rng() % 5000);
+        p.stop(); // a source that errored, stopped at EOS, or is still waiting
+        // Every slot the source took it freed again on stop; what it refused it freed too.
+        // Ours are ours: free what we still own, so the next round has slots.
+        for (uint32_t i = 0; i < 32; i++) {
+            vs_slot_info info;
+            if (vs_pool_slot_info(pool, 0, i, &info) == VS_OK && info.state == VS_SLOT_ALLOCATED &&
+                info.owner == id) {
+                vs_slot_ref r = {};
+                r.slot_idx = i + 32 * info.lap;
+                r.generation = info.generation;
+                vs_pool_free_owned(pool, r, id);
+            }
+        }
+    }
+    // Nothing of ours was left with anybody else.
+    for (uint32_t i = 0; i < 32; i++) {
+        vs_slot_info info;
+        ASSERT_EQ(vs_pool_slot_info(pool, 0, i, &info), VS_OK);
+        EXPECT_NE(info.state, (uint32_t)VS_SLOT_ALLOCATED) << "slot " << i << " held by peer " << (int)info.owner;
+    }
+    vs_segment_close(&mine);
+    remove_segment(own);
 }
 
 } // namespace

@@ -43,12 +43,19 @@ GST_CFLAGS=$(pkg-config --cflags $PKGS)
 # shellcheck disable=SC2086
 GST_LIBS=$(pkg-config --libs $PKGS)
 TEST_BIN=$OUT/gst_plugin_test
-if stale "$TEST_BIN" tests/gst/plugin_test.cpp "$GTEST_O"; then
+LIBVARSLOT=$ROOT/build/lib/libvarslot.a # fake producers are real peers of real segments
+WIRE_O=$OUT/obj/wire-gsttest.o           # and speak the plugin's own wire code
+if stale "$WIRE_O" gst-plugin/protocol.c gst-plugin/protocol.h; then
+    # shellcheck disable=SC2086
+    build "$WIRE_O" gcc -O1 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror $GST_CFLAGS \
+        -c gst-plugin/protocol.c -o "$WIRE_O"
+fi
+if stale "$TEST_BIN" tests/gst/plugin_test.cpp "$GTEST_O" "$LIBVARSLOT" "$WIRE_O"; then
     # shellcheck disable=SC2086
     build "$TEST_BIN" g++ "${CXXFLAGS[@]}" -Wall -Wextra -Werror -Wno-missing-field-initializers \
         -DVSTEST_PLUGIN_DIR="\"$PLUGIN_DIR\"" -DVSTEST_VARSLOT_CLI="\"$VARSLOT\"" \
-        -DVSTEST_REGISTRY="\"$OUT/gst-registry-unit.bin\"" \
-        $GST_CFLAGS tests/gst/plugin_test.cpp "$GTEST_O" -o "$TEST_BIN" $GST_LIBS -pthread
+        -DVSTEST_REGISTRY="\"$OUT/gst-registry-unit.bin\"" -I"$ROOT/core/include" \
+        $GST_CFLAGS tests/gst/plugin_test.cpp "$WIRE_O" "$GTEST_O" "$LIBVARSLOT" -o "$TEST_BIN" $GST_LIBS -pthread
 fi
 RUNNER=$OUT/vstest-gst-run
 if stale "$RUNNER" tests/gst/run-pipeline.c; then
