@@ -6,13 +6,27 @@
 #ifndef VARSLOT_DEBUG_H
 #define VARSLOT_DEBUG_H
 
+#include <stdint.h>
+
 #ifdef VS_DEBUG
 __attribute__((noreturn, cold)) void vs__assert_fail(const char *cond, const char *file, int line,
                                                      const char *func);
 #define vs__assert(cond) \
     (__builtin_expect(!!(cond), 1) ? (void)0 : vs__assert_fail(#cond, __FILE__, __LINE__, __func__))
+
+/* Points where a test may stop a thread, to force an interleaving that sampling reaches too
+ * rarely (a hook NULL: nothing happens). Tests set them; the release library has none. */
+typedef void (*vs__debug_hook)(uint32_t idx);
+extern vs__debug_hook vs__debug_before_claim_cas; /* a claimer read the word FREE, CAS next */
+#define VS__DEBUG_POINT(hook, arg) \
+    do {                           \
+        vs__debug_hook h_ = (hook); \
+        if (h_)                    \
+            h_(arg);               \
+    } while (0)
 #else
 #define vs__assert(cond) ((void)0)
+#define VS__DEBUG_POINT(hook, arg) ((void)0)
 #endif
 
 #endif

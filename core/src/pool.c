@@ -181,6 +181,7 @@ static inline bool claim(const struct vs_pool_class *cls, uint8_t class_idx, uin
             continue;
         }
         uint64_t claimed = vs__word_make(gen, owner, VS_SLOT_ALLOCATED, lap);
+        VS__DEBUG_POINT(vs__debug_before_claim_cas, idx);
         /* model: claim_cas */
         if (atomic_compare_exchange_weak_explicit(&m->word, &w, claimed, memory_order_acquire,
                                                   memory_order_relaxed)) {

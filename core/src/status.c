@@ -44,6 +44,8 @@ void vs__set_detail(const char *why) { vs__detail = why; }
 const char *vs_last_detail(void) { return vs__detail ? vs__detail : "no detail recorded"; }
 
 #ifdef VS_DEBUG
+vs__debug_hook vs__debug_before_claim_cas;
+
 void vs__assert_fail(const char *cond, const char *file, int line, const char *func)
 {
     /* No stdio: this may run inside malloc (the preload shim). */

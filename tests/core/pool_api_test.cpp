@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 using namespace vstest;
 
@@ -30,8 +31,11 @@ TEST(Layout, RejectsInvalidConfigs)
     std::vector<vs_class_config> many(VS_MAX_CLASSES + 1);
     for (size_t i = 0; i < many.size(); i++)
         many[i] = {static_cast<uint32_t>(64 * (i + 1)), 1};
-    EXPECT_EQ(vs_pool_required_size(many.data(), VS_MAX_CLASSES), vs_pool_required_size(many.data(), VS_MAX_CLASSES));
-    EXPECT_GT(vs_pool_required_size(many.data(), VS_MAX_CLASSES), 0u);
+    // The most classes there may be: valid, and the size is what the layout spans.
+    ASSERT_EQ(vs_pool_layout(many.data(), VS_MAX_CLASSES, &l), VS_OK);
+    EXPECT_EQ(vs_pool_required_size(many.data(), VS_MAX_CLASSES), l.total_size);
+    EXPECT_GT(l.total_size, 0u);
+    EXPECT_EQ(vs_pool_layout(many.data(), VS_MAX_CLASSES + 1, &l), VS_EINVAL);
     EXPECT_EQ(vs_pool_required_size(many.data(), VS_MAX_CLASSES + 1), 0u);
 }
 
@@ -320,12 +324,15 @@ TEST(Status, EveryCodeHasItsOwnText)
 TEST(Republish, RecoversSlotsThatLeftTheIndex)
 {
     HeapPool p;
-    // Allocate everything and free it all: the slots this thread allocated last stay in its
-    // cache, the others (the first class's) go to the bitmap.
+    // Allocate everything here and free it all in another thread: a free by a thread other
+    // than the allocating one goes to the shared bitmap, not to a thread cache, so after the
+    // wipe below no cache holds a slot and only republishing can find them.
     std::vector<vs_slot_ref> held;
     ASSERT_EQ(drain_count(p.get(), 1, &held), 14u);
-    for (auto &r : held)
-        ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+    std::thread([&] {
+        for (auto &r : held)
+            ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+    }).join();
     // Wipe the bitmap words as a crashed peer could leave them (cleared, never set).
     for (int c = 0; c < 3; c++)
         memset(p->classes[c].bitmap, 0, 8);

@@ -211,3 +211,57 @@ TEST(Threads, ProducerConsumerAcrossThreadsKeepsEverySlotReachable)
     std::vector<vs_slot_ref> got;
     EXPECT_EQ(drain_count(p.get(), 1, &got), 8u);
 }
+
+// ---- interleavings forced through the core's debug points (core/src/debug.h) ----
+
+extern "C" {
+typedef void (*vs__debug_hook)(uint32_t idx);
+extern vs__debug_hook vs__debug_before_claim_cas;
+}
+
+namespace {
+
+std::atomic<int> g_claim_phase; // 1: the held thread is at its CAS; 2: let it go
+thread_local bool t_hold_at_claim;
+
+void hold_at_claim(uint32_t)
+{
+    if (!t_hold_at_claim)
+        return;
+    t_hold_at_claim = false; // once
+    g_claim_phase = 1;
+    for (int i = 0; i < 50000 && g_claim_phase.load() != 2; i++)
+        usleep(100);
+}
+
+} // namespace
+
+// Two claimers of one free slot: thread A read the slot word FREE and is about to CAS it when
+// B claims the same slot (the only one: A took its bitmap bit, B finds it by the slot words).
+// A's CAS must then fail. Sampling reaches this window of a few nanoseconds rarely (the
+// bitmap's fetch_and keeps most candidates apart); here A is held in it, every run.
+TEST(Claim, TwoClaimersOfOneSlotNeverBothWin)
+{
+    static const vs_class_config one[1] = {{64, 1}};
+    HeapPool p(one, 1);
+    g_claim_phase = 0;
+    vs__debug_before_claim_cas = hold_at_claim;
+    vs_slot_ref a{}, b{};
+    bool got_a = false, got_b = false;
+    std::thread ta([&] {
+        t_hold_at_claim = true;
+        got_a = vs_pool_allocate(p.get(), 1, 1, &a);
+    });
+    for (int i = 0; i < 50000 && g_claim_phase.load() != 1; i++)
+        usleep(100);
+    ASSERT_EQ(g_claim_phase.load(), 1) << "A never reached the claim";
+    got_b = vs_pool_allocate(p.get(), 1, 2, &b); // this thread is not held
+    g_claim_phase = 2;
+    ta.join();
+    vs__debug_before_claim_cas = nullptr;
+    EXPECT_TRUE(got_b) << "B did not find the slot A had only read";
+    EXPECT_FALSE(got_a && got_b) << "both threads own the only slot";
+    vs_slot_info info;
+    ASSERT_EQ(vs_pool_slot_info(p.get(), 0, 0, &info), VS_OK);
+    EXPECT_EQ(info.owner, got_b ? 2 : 1) << "the slot word names another owner than the winner";
+}
