@@ -113,10 +113,15 @@ static GstMemory *varslot_alloc(GstAllocator *allocator, gsize size, GstAllocati
     if (!take_slot(self, s, need, &ref))
         return system_fallback(self, size, params);
     const vs_pool *pool = gst_varslot_segment_pool(s);
+    guint8 *slot = vs_pool_slot_data(pool, &ref);
+    if (!slot) { /* another peer took the slot already (a hostile one may): not ours to use */
+        GST_WARNING_OBJECT(self, "slot %u/%u was taken from under its allocation", ref.class_idx, ref.slot_idx);
+        return system_fallback(self, size, params);
+    }
     GstVarslotMemory *m = g_slice_new0(GstVarslotMemory);
     m->segment = gst_varslot_segment_ref(s);
     m->ref = ref;
-    m->slot = vs_pool_slot_data(pool, &ref);
+    m->slot = slot;
     gsize shift = ((guintptr)m->slot & align) ? (align + 1) - ((guintptr)m->slot & align) : 0;
     m->base = m->slot + shift;
     m->owned = TRUE;

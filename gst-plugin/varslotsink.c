@@ -34,6 +34,7 @@ typedef struct {
     guint8 peer;      /* 0 until its HELLO_REPLY */
     GQueue pending;   /* PendingBuffer*, in send order */
     gint64 progress_us; /* when it last took a buffer, or was sent one with none pending */
+    gint64 connected_us;
 } Client;
 
 typedef struct {
@@ -47,7 +48,7 @@ struct _GstVarslotSink {
     gchar *socket_path;
     gchar *segment_name;
     gboolean wait_for_connection;
-    guint client_timeout_ms, client_max_pending;
+    guint client_timeout_ms, client_max_pending, max_clients;
     /* counters, read by property getters from any thread */
     guint64 buffers_sent, copied_buffers, fanout_copies, dropped, skipped, clients_dropped;
     gint n_clients;
@@ -61,6 +62,7 @@ struct _GstVarslotSink {
     GstCaps *caps;
     guint64 seq;
     guint64 next_client_id;
+    gint64 accept_paused_until; /* out of descriptors: the listening socket rests till then */
     gint64 last_service; /* g_get_monotonic_time() of the last look at the sockets */
 };
 
@@ -79,10 +81,13 @@ enum {
     PROP_CLIENT_MAX_PENDING,
     PROP_SKIPPED,
     PROP_CLIENTS_DROPPED,
+    PROP_MAX_CLIENTS,
 };
 
 #define DEFAULT_CLIENT_TIMEOUT_MS 2000
 #define DEFAULT_CLIENT_MAX_PENDING 16
+#define DEFAULT_MAX_CLIENTS 64
+#define ACCEPT_PAUSE_US (100 * 1000)
 
 static GstStaticPadTemplate sink_template =
     GST_STATIC_PAD_TEMPLATE("sink", GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
@@ -221,12 +226,30 @@ static gboolean client_read(GstVarslotSink *self, Client *c)
     return TRUE;
 }
 
+/* Accepts whoever is knocking. Past max-clients a connection is closed at once (the knocker
+ * sees it end), so connections nobody serves do not pile up in the backlog; out of
+ * descriptors, the listening socket rests a moment (else, readable for ever, it would wake
+ * every wait at once). */
 static void accept_clients(GstVarslotSink *self)
 {
     int fd;
-    while ((fd = accept4(self->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+    while ((fd = accept4(self->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0 ||
+           errno == EMFILE || errno == ENFILE) {
+        if (fd < 0) {
+            GST_WARNING_OBJECT(self, "cannot accept a client: %s; not listening for %d ms", g_strerror(errno),
+                               ACCEPT_PAUSE_US / 1000);
+            gst_poll_fd_ctl_read(self->poll, &self->listen_pfd, FALSE);
+            self->accept_paused_until = g_get_monotonic_time() + ACCEPT_PAUSE_US;
+            return;
+        }
+        if (g_list_length(self->clients) >= self->max_clients) {
+            GST_DEBUG_OBJECT(self, "max-clients (%u) reached: a connection refused", self->max_clients);
+            close(fd);
+            continue;
+        }
         Client *c = g_new0(Client, 1);
         c->id = ++self->next_client_id;
+        c->connected_us = g_get_monotonic_time();
         c->fd = fd;
         gst_poll_fd_init(&c->pfd);
         c->pfd.fd = fd;
@@ -264,12 +287,18 @@ static GstClockTime wait_left(GstVarslotSink *self, gint64 start_us)
     return left > 0 ? (GstClockTime)left * GST_USECOND : 0;
 }
 
-/* A client that has buffers to take and has taken none for client-timeout. A slow one keeps
- * taking (however slowly), so this measures progress, not how long a buffer waited. */
-static gboolean overdue(GstVarslotSink *self, Client *c, gint64 now)
+/* Why a client keeps us waiting too long, or NULL: it has buffers to take and has taken none
+ * for client-timeout (a slow one keeps taking, however slowly: this measures progress, not
+ * how long a buffer waited), or it has not answered the greeting in that time. */
+static const char *overdue(GstVarslotSink *self, Client *c, gint64 now)
 {
-    return !g_queue_is_empty(&c->pending) && client_timeout_us(self) &&
-           now - c->progress_us > client_timeout_us(self);
+    if (!client_timeout_us(self))
+        return NULL;
+    if (!c->peer && now - c->connected_us > client_timeout_us(self))
+        return "it did not answer the greeting within client-timeout";
+    if (!g_queue_is_empty(&c->pending) && now - c->progress_us > client_timeout_us(self))
+        return "it took none of its buffers for client-timeout";
+    return NULL;
 }
 
 static void client_drop(GstVarslotSink *self, Client *c, const char *why)
@@ -289,8 +318,13 @@ static void service(GstVarslotSink *self)
         Client *c = l->data;
         l = l->next; /* client_drop removes c */
         release_taken(c);
-        if (overdue(self, c, now))
-            client_drop(self, c, "it took none of its buffers for client-timeout");
+        const char *why = overdue(self, c, now);
+        if (why)
+            client_drop(self, c, why);
+    }
+    if (self->accept_paused_until && now >= self->accept_paused_until) {
+        self->accept_paused_until = 0;
+        gst_poll_fd_ctl_read(self->poll, &self->listen_pfd, TRUE);
     }
     if (gst_poll_wait(self->poll, 0) <= 0)
         return;
@@ -719,7 +753,9 @@ static gboolean anything_pending(GstVarslotSink *self)
 static void drain_clients(GstVarslotSink *self)
 {
     service(self);
-    while (anything_pending(self) && wait_for_io(self, GST_CLOCK_TIME_NONE))
+    /* A client takes by the slot words, not by a word on its socket, and a stuck one says
+     * nothing at all: look again every few milliseconds (service() drops it in time). */
+    while (anything_pending(self) && wait_for_io(self, 5 * GST_MSECOND))
         service(self);
 }
 
@@ -815,6 +851,7 @@ static void set_property(GObject *object, guint id, const GValue *value, GParamS
     case PROP_WAIT_FOR_CONNECTION: self->wait_for_connection = g_value_get_boolean(value); break;
     case PROP_CLIENT_TIMEOUT: self->client_timeout_ms = g_value_get_uint(value); break;
     case PROP_CLIENT_MAX_PENDING: self->client_max_pending = g_value_get_uint(value); break;
+    case PROP_MAX_CLIENTS: self->max_clients = g_value_get_uint(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
     }
     GST_OBJECT_UNLOCK(self);
@@ -830,6 +867,7 @@ static void get_property(GObject *object, guint id, GValue *value, GParamSpec *p
     case PROP_WAIT_FOR_CONNECTION: g_value_set_boolean(value, self->wait_for_connection); break;
     case PROP_CLIENT_TIMEOUT: g_value_set_uint(value, self->client_timeout_ms); break;
     case PROP_CLIENT_MAX_PENDING: g_value_set_uint(value, self->client_max_pending); break;
+    case PROP_MAX_CLIENTS: g_value_set_uint(value, self->max_clients); break;
     case PROP_SKIPPED: g_value_set_uint64(value, READ_COUNT(skipped)); break;
     case PROP_CLIENTS_DROPPED: g_value_set_uint64(value, READ_COUNT(clients_dropped)); break;
     case PROP_BUFFERS_SENT: g_value_set_uint64(value, READ_COUNT(buffers_sent)); break;
@@ -889,6 +927,10 @@ static void gst_varslot_sink_class_init(GstVarslotSinkClass *klass)
         g_param_spec_uint("client-max-pending", "Client max pending",
                           "Buffers a client may have been sent and not yet taken; the sink waits "
                           "for it beyond that", 1, 1024, DEFAULT_CLIENT_MAX_PENDING, rw));
+    g_object_class_install_property(gobject, PROP_MAX_CLIENTS,
+        g_param_spec_uint("max-clients", "Max clients",
+                          "Connections served at once; further ones are closed as they come", 1, 4096,
+                          DEFAULT_MAX_CLIENTS, rw));
     g_object_class_install_property(gobject, PROP_SKIPPED,
         counter("buffers-skipped", "Buffers some client did not get because no slot came free "
                                    "for its copy within client-timeout"));
@@ -929,6 +971,7 @@ static void gst_varslot_sink_init(GstVarslotSink *self)
     self->wait_for_connection = TRUE;
     self->client_timeout_ms = DEFAULT_CLIENT_TIMEOUT_MS;
     self->client_max_pending = DEFAULT_CLIENT_MAX_PENDING;
+    self->max_clients = DEFAULT_MAX_CLIENTS;
     self->socket_path = g_strdup(VSG_DEFAULT_SOCKET_PATH);
     /* The last sample would keep a reference to every frame: no slot could be handed over. */
     gst_base_sink_set_last_sample_enabled(GST_BASE_SINK(self), FALSE);

@@ -270,8 +270,10 @@ static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
     GST_BUFFER_OFFSET(buf) = b->offset;
     GST_BUFFER_OFFSET_END(buf) = b->offset_end;
     GST_BUFFER_FLAGS(buf) = b->flags & (GST_BUFFER_FLAG_LAST - 1) & ~GST_BUFFER_FLAG_TAG_MEMORY;
-    const char *bad = vsg_check_buffer_video(&b->video, gst_buffer_get_size(buf),
-                                             self->have_video ? &self->video : NULL);
+    gsize sizes[VSG_MAX_MEMORIES];
+    for (guint i = 0; i < b->n_memories; i++)
+        sizes[i] = gst_buffer_peek_memory(buf, i)->size;
+    const char *bad = vsg_check_buffer_video(&b->video, sizes, b->n_memories, self->have_video ? &self->video : NULL);
     if (bad) {
         GST_WARNING_OBJECT(self, "refusing buffer %" G_GUINT64_FORMAT ": %s", b->seq, bad);
         gst_buffer_unref(buf); /* its slots are ours now: freed */

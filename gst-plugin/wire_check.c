@@ -49,9 +49,30 @@ static gboolean is_raw_format(guint32 format)
     return FALSE;
 }
 
-const char *vsg_check_buffer_video(const vsg_video_meta *v, gsize size, const GstVideoInfo *caps)
+/* The memory that holds byte `offset` of the buffer: its start (in the buffer) and size. */
+static gboolean memory_at(const gsize *sizes, guint n, guint64 offset, guint64 *start, guint64 *size)
 {
-    if (!v->present)
+    guint64 at = 0;
+    for (guint i = 0; i < n; i++) {
+        if (offset < at + sizes[i]) {
+            *start = at;
+            *size = sizes[i];
+            return TRUE;
+        }
+        at += sizes[i];
+    }
+    return FALSE;
+}
+
+const char *vsg_check_buffer_video(const vsg_video_meta *v, const gsize *memory_sizes, guint n_memories,
+                                   const GstVideoInfo *caps)
+{
+    guint64 size = 0;
+    for (guint i = 0; i < n_memories; i++)
+        size += memory_sizes[i];
+    if (caps && GST_VIDEO_INFO_INTERLACE_MODE(caps) == GST_VIDEO_INTERLACE_MODE_ALTERNATE)
+        return "alternate-field interlacing is not accepted over the wire"; /* a field read as a frame */
+    if (!v->present) /* mapped whole (memories merged) */
         return caps && size < GST_VIDEO_INFO_SIZE(caps) ? "buffer smaller than a frame of its caps" : NULL;
     if (!is_raw_format(v->format))
         return "video meta with an unknown format";
@@ -83,8 +104,10 @@ const char *vsg_check_buffer_video(const vsg_video_meta *v, gsize size, const Gs
                 row = (guint64)GST_VIDEO_INFO_PLANE_STRIDE(&dflt, p);
             extent = (guint64)v->stride[p] * (h - 1) + row;
         }
-        if (v->offset[p] > size || extent > size - v->offset[p])
-            return "video meta with a plane outside the buffer";
+        guint64 start, in;
+        if (!memory_at(memory_sizes, n_memories, v->offset[p], &start, &in) ||
+            extent > in - (v->offset[p] - start))
+            return "video meta with a plane outside the buffer, or across two of its memories";
     }
     return NULL;
 }

@@ -8,10 +8,12 @@
 
 G_BEGIN_DECLS
 
-/* Whether a buffer of size bytes with this video meta (or none) is safe to push: every plane
- * inside the buffer, and the meta agreeing with the caps (caps: the negotiated video info,
- * NULL when the caps are not video). NULL if so, else why not. */
-const char *vsg_check_buffer_video(const vsg_video_meta *v, gsize size, const GstVideoInfo *caps);
+/* Whether a buffer of n_memories memories of these sizes, with this video meta (or none), is
+ * safe to push: every plane inside one memory (a plane is mapped through the memory its
+ * first byte is in, and read from there), and the meta agreeing with the caps (caps: the
+ * negotiated video info, NULL when the caps are not video). NULL if so, else why not. */
+const char *vsg_check_buffer_video(const vsg_video_meta *v, const gsize *memory_sizes, guint n_memories,
+                                   const GstVideoInfo *caps);
 
 G_END_DECLS
 #endif

@@ -37,6 +37,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <random>
+#include <memory>
 #include <thread>
 #include <sys/inotify.h>
 #include <sys/wait.h>
@@ -1998,6 +1999,59 @@ TEST_F(HostileProducer, APeerIdGivenUpAndRetakenIsNotStolenFrom)
     remove_segment(victim);
 }
 
+// A buffer of two memories whose plane starts in the first and runs on into the second: the
+// plane is mapped through the memory its first byte is in, so its rows after that memory
+// were read from whatever follows it (another process's slot, or past the mapping: SIGSEGV
+// in videoconvert). Refused now; so is a field of alternate-field interlacing, which was
+// read as a whole frame (the field flags do not cross the wire).
+TEST_F(HostileProducer, APlaneAcrossMemoriesAndAlternateFieldsAreRefused)
+{
+    const uint32_t kW = 64, kH = 48, kSize = kW * kH;
+    std::string own = unique_segment("spans");
+    vs_segment seg_;
+    uint8_t id;
+    vs_segment_options o = one_class(4096, 4);
+    ASSERT_EQ(vs_segment_create(&seg_, own.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_join(&seg_, &id), VS_OK);
+    vs_pool *pool = vs_segment_pool(&seg_);
+    vs_slot_ref r[3];
+    for (auto &x : r)
+        ASSERT_TRUE(vs_pool_allocate(pool, 4096, id, &x));
+    for (bool alternate : {false, true}) {
+        SCOPED_TRACE(alternate ? "a field of alternate-field interlacing" : "a plane across two memories");
+        FakeProducer fake(sock);
+        AllowGstWarnings allow({"refusing buffer"});
+        Pipeline p("varslotsrc name=src socket-path=" + sock + " ! videoconvert ! fakesink name=out sync=false");
+        ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE);
+        ASSERT_TRUE(fake.accept_consumer());
+        ASSERT_TRUE(fake.hello(own, id, seg_.fd));
+        ASSERT_TRUE(fake.caps(alternate ? "video/x-raw(format:Interlaced),format=GRAY8,width=64,height=48,"
+                                          "interlace-mode=alternate,framerate=30/1"
+                                        : "video/x-raw,format=GRAY8,width=64,height=48,framerate=30/1"));
+        vsg_message m = {};
+        vsg_init_header(&m.h, VSG_BUFFER, sizeof m.buffer);
+        m.buffer.seq = 1;
+        m.buffer.pts = m.buffer.dts = m.buffer.duration = GST_CLOCK_TIME_NONE;
+        m.buffer.offset = m.buffer.offset_end = GST_BUFFER_OFFSET_NONE;
+        if (alternate) {
+            m.buffer.n_memories = 1;
+            m.buffer.memories[0] = {vs_slot_ref_pack(r[2]), 4096 - kSize / 2, kSize / 2}; // one field
+        } else {
+            m.buffer.n_memories = 2;
+            m.buffer.memories[0] = {vs_slot_ref_pack(r[0]), 4096 - kW, kW}; // the slot's last row
+            m.buffer.memories[1] = {vs_slot_ref_pack(r[1]), 0, kSize};      // the total is large enough
+            m.buffer.video = {1, 0, GST_VIDEO_FORMAT_GRAY8, kW, kH, 1, {0}, {(int32_t)kW}};
+        }
+        ASSERT_TRUE(fake.send(m));
+        ASSERT_TRUE(fake.eos());
+        EXPECT_EQ(wait_u64(p["src"], "buffers-refused", 1), 1u);
+        EXPECT_EQ(get_u64(p["src"], "buffers-received"), 0u);
+        p.stop();
+    }
+    vs_segment_close(&seg_);
+    remove_segment(own);
+}
+
 // The source opened the segment a producer named with vs_segment_open_or_create: a fake
 // producer made it create a file wherever it liked. A consumer never creates now.
 TEST_F(HostileProducer, AProducersWordNeverCreatesASegment)
@@ -2220,9 +2274,9 @@ protected:
         ASSERT_NE(producer->play(), GST_STATE_CHANGE_FAILURE);
     }
     // An honest consumer that keeps only its last few frames (older ones are freed).
-    GstElement *honest_consumer(const std::string &between = "")
+    GstElement *honest_consumer(const std::string &between = "", const std::string &src_props = "")
     {
-        auto c = new Pipeline("varslotsrc name=vsrc socket-path=" + sock + " ! " + between +
+        auto c = new Pipeline("varslotsrc name=vsrc socket-path=" + sock + " " + src_props + " ! " + between +
                               " appsink name=out sync=false max-buffers=4 drop=true");
         consumers.push_back(c);
         EXPECT_NE(c->play(), GST_STATE_CHANGE_FAILURE);
@@ -2357,6 +2411,50 @@ TEST_F(HostileConsumer, AClientThatNeverTakesDoesNotStopTheOthers)
         producer = nullptr;
         remove_segment(seg);
     }
+}
+
+// At EOS the sink waits for every sent buffer to be taken; it waited on its sockets with no
+// timeout, so a client that was sent a buffer and then said nothing held EOS for ever.
+TEST_F(HostileConsumer, AStuckClientDoesNotHoldEosForEver)
+{
+    start_producer("application/x-vstest", "client-timeout=300");
+    AllowGstWarnings allow({"dropping a client"});
+    push(gst_buffer_new_allocate(nullptr, 1000, nullptr)); // render waits for a client
+    FakeConsumer stuck(sock);
+    ASSERT_TRUE(stuck.join());
+    ASSERT_EQ(stuck.read_buffers(1), 1);
+    gst_app_src_end_of_stream(GST_APP_SRC(appsrc));
+    GstBus *bus = gst_element_get_bus(producer->p);
+    GstMessage *m = gst_bus_timed_pop_filtered(bus, 10 * GST_SECOND, (GstMessageType)(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+    ASSERT_NE(m, nullptr) << "the sink is still in EOS: a stuck client holds it";
+    EXPECT_EQ(GST_MESSAGE_TYPE(m), GST_MESSAGE_EOS);
+    gst_message_unref(m);
+    gst_object_unref(bus);
+    EXPECT_EQ(get_u64(sink, "clients-dropped"), 1u);
+}
+
+// Clients that connect and never answer the greeting had nothing pending, so nothing timed
+// them out: enough of them used up the sink's descriptors and new consumers were never
+// greeted. Now each is dropped after client-timeout, and past max-clients a connection is
+// closed as it comes.
+TEST_F(HostileConsumer, SilentClientsAreDroppedAndCapped)
+{
+    start_stream("client-timeout=300 max-clients=8");
+    AllowGstWarnings allow({"dropping a client"});
+    std::vector<std::unique_ptr<FakeConsumer>> silent;
+    for (int i = 0; i < 40; i++)
+        silent.push_back(std::make_unique<FakeConsumer>(sock));
+    guint clients = 0;
+    for (int i = 0; i < 100 && clients == 0; i++) {
+        g_object_get(vsink, "clients", &clients, NULL);
+        g_usleep(10000);
+    }
+    EXPECT_LE(clients, 8u) << "more clients than max-clients are served";
+    // Turned away while the silent ones fill the sink, it comes back until it gets in.
+    AllowGstWarnings also({"went away"});
+    GstElement *out = honest_consumer("", "wait-for-producer=true");
+    EXPECT_TRUE(frames_arrive(out, 20)) << "a consumer that came after the silent ones got nothing";
+    EXPECT_GE(get_u64(vsink, "clients-dropped"), 1u) << "no silent client was dropped";
 }
 
 // Clients that read a few buffers and leave without taking them: each must be settled

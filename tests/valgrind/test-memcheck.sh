@@ -84,13 +84,14 @@ if [ -r build/lib/gstreamer-1.0/libgstvarslot.so ] && command -v gst-launch-1.0 
     export GST_PLUGIN_PATH=$ROOT/build/lib/gstreamer-1.0 GST_REGISTRY=$TMP/registry.bin
     export G_SLICE=always-malloc G_DEBUG=gc-friendly # GLib's slices would hide blocks
     gst-inspect-1.0 varslotsink >/dev/null 2>&1 # the registry, outside Valgrind
+    # client-timeout=0: under Valgrind an honest consumer is as slow as a stuck one.
     VG=(valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite
         --num-callers=30 --suppressions=valgrind/gst.supp)
     [ -r /usr/share/glib-2.0/valgrind/glib.supp ] && VG+=(--suppressions=/usr/share/glib-2.0/valgrind/glib.supp)
     SOCK=$TMP/gst.sock GSEG=/vs-memcheck-gst-$$
     timeout 300 "${VG[@]}" gst-launch-1.0 -q videotestsrc num-buffers=30 ! \
         video/x-raw,format=GRAY8,width=320,height=240,framerate=30/1 ! \
-        varslotsink socket-path="$SOCK" segment="$GSEG" >"$TMP/gstp.out" 2>"$TMP/gstp.log" &
+        varslotsink socket-path="$SOCK" segment="$GSEG" client-timeout=0 >"$TMP/gstp.out" 2>"$TMP/gstp.log" &
     gstp=$!
     for _ in $(seq 300); do [ -S "$SOCK" ] && break; sleep 0.1; done
     timeout 300 "${VG[@]}" gst-launch-1.0 -q varslotsrc socket-path="$SOCK" ! checksumsink \
