@@ -18,6 +18,7 @@ __attribute__((noreturn, cold)) void vs__assert_fail(const char *cond, const cha
  * rarely (a hook NULL: nothing happens). Tests set them; the release library has none. */
 typedef void (*vs__debug_hook)(uint32_t idx);
 extern vs__debug_hook vs__debug_before_claim_cas; /* a claimer read the word FREE, CAS next */
+extern vs__debug_hook vs__debug_before_reap_cas;  /* a reaper found peer idx dead, CAS next */
 #define VS__DEBUG_POINT(hook, arg) \
     do {                           \
         vs__debug_hook h_ = (hook); \

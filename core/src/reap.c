@@ -28,6 +28,7 @@ static bool reap_one(vs_segment *seg, uint8_t id)
     st = vs__peer_state(s);
     if ((st == VS_PEER_ALIVE || st == VS_PEER_REAPING) &&
         vs__byte_locked_elsewhere(seg->lock_fd, VS__LOCK_LIVE(id)) == 0) {
+        VS__DEBUG_POINT(vs__debug_before_reap_cas, id);
         if (st == VS_PEER_ALIVE &&
             !atomic_compare_exchange_strong_explicit(&p->state, &s,
                                                      vs__peer_make(VS_PEER_REAPING, vs__peer_epoch(s)),

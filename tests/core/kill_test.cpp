@@ -324,3 +324,77 @@ TEST(Kill, ConcurrentReapersReapEachDeadPeerOnce)
     close(counts[0]);
     close(counts[1]);
 }
+
+// ---- an interleaving forced through the core's debug points (core/src/debug.h) ----
+
+extern "C" {
+typedef void (*vs__debug_hook)(uint32_t idx);
+extern vs__debug_hook vs__debug_before_reap_cas;
+}
+
+namespace {
+int g_reap_at[2] = {-1, -1}, g_reap_go[2] = {-1, -1};
+
+// Tells the test "here", then waits for its word (or its end).
+void hold_at_reap(uint32_t)
+{
+    char c = 'h';
+    (void)!write(g_reap_at[1], &c, 1);
+    (void)!read(g_reap_go[0], &c, 1);
+}
+} // namespace
+
+// Two reapers of one dead peer: A found it dead and is at its CAS to REAPING when B comes.
+// The reap lock A holds turns B away; without it (and with the CAS a plain store) both reap
+// it, and it counts as reaped twice. Sampling finds this window now and then; here A is held
+// in it, every run.
+TEST(Kill, TwoReapersOfOneDeadPeerReapItOnce)
+{
+    if (slow_run())
+        GTEST_SKIP() << "a hold across processes is not for Valgrind's pace";
+    TestSegment seg("reapone", kKillClasses, 2);
+    std::string name = seg.name;
+    pid_t dead = spawn([&] {
+        vs_segment s;
+        uint8_t id;
+        if (vs_segment_open(&s, name.c_str()) != VS_OK || vs_segment_join(&s, &id) != VS_OK)
+            return 2;
+        vs_slot_ref r;
+        for (int i = 0; i < 4; i++)
+            vs_pool_allocate(vs_segment_pool(&s), 100, id, &r);
+        die_holding_slots(vs_segment_pool(&s));
+    });
+    ASSERT_EQ(wait_child(dead), 128 + SIGKILL);
+    ASSERT_EQ(pipe(g_reap_at), 0);
+    ASSERT_EQ(pipe(g_reap_go), 0);
+    int counts[2];
+    ASSERT_EQ(pipe(counts), 0);
+    auto reaper = [&](bool held) {
+        return spawn([&, held] {
+            alarm(20);
+            vs_segment s;
+            if (vs_segment_open(&s, name.c_str()) != VS_OK)
+                return 2;
+            if (held)
+                vs__debug_before_reap_cas = hold_at_reap;
+            unsigned n = 0;
+            vs_segment_reap(&s, &n);
+            return write(counts[1], &n, sizeof n) == sizeof n ? 0 : 3;
+        });
+    };
+    pid_t a = reaper(true);
+    char c;
+    ASSERT_EQ(read(g_reap_at[0], &c, 1), 1) << "reaper A never reached the CAS";
+    pid_t b = reaper(false);
+    unsigned nb = 0, na = 0;
+    ASSERT_EQ(read(counts[0], &nb, sizeof nb), (ssize_t)sizeof nb); // B, while A is held
+    ASSERT_EQ(write(g_reap_go[1], "g", 1), 1);
+    ASSERT_EQ(read(counts[0], &na, sizeof na), (ssize_t)sizeof na);
+    EXPECT_EQ(wait_child(a), 0);
+    EXPECT_EQ(wait_child(b), 0);
+    EXPECT_EQ(nb, 0u) << "B reaped the peer A was reaping";
+    EXPECT_EQ(na + nb, 1u) << "the dead peer was reaped " << na + nb << " times";
+    expect_every_slot_free_once(seg);
+    for (int fd : {g_reap_at[0], g_reap_at[1], g_reap_go[0], g_reap_go[1], counts[0], counts[1]})
+        close(fd);
+}
