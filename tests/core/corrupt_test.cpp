@@ -263,3 +263,41 @@ TEST(Corrupt, AFreeRefusedAfterAScribbleIsNoLeakOfThePeer)
     });
     EXPECT_EQ(wait_child(pid), 0);
 }
+
+// A scribbler sets every bit of every class's free bitmap, the ones past slot_count included
+// (every class here has some: 8, 4 and 2 slots in a 64-bit word). Allocation must only ever
+// hand out the slots that are really free, and never touch a "slot" past the class's end.
+// The scribbling torture above rarely sets those bits; here every one is set.
+TEST(Corrupt, OutOfRangeBitmapBitsAreNeverClaimed)
+{
+    HeapPool p;
+    std::vector<vs_slot_ref> held;
+    ASSERT_EQ(drain_count(p.get(), 1, &held), 14u);
+    std::set<std::pair<int, uint32_t>> freed; // one slot per class comes free again
+    for (size_t c = 0; c < 3; c++)
+        for (auto &r : held)
+            if (r.class_idx == c) {
+                ASSERT_EQ(vs_pool_free(p.get(), r), VS_OK);
+                freed.insert({r.class_idx, r.slot_idx % p->classes[c].slot_count});
+                break;
+            }
+    for (size_t c = 0; c < 3; c++)
+        for (uint32_t w = 0; w < p->classes[c].bitmap_words; w++)
+            static_cast<std::atomic<uint64_t> *>(p->classes[c].bitmap)[w] = ~0ull;
+    std::set<std::pair<int, uint32_t>> got;
+    vs_slot_ref r;
+    for (int i = 0; i < 64 && vs_pool_allocate(p.get(), 1, 2, &r); i++) {
+        uint32_t count = p->classes[r.class_idx].slot_count;
+        ASSERT_LT(r.slot_idx % count, count);
+        ASSERT_LT(r.slot_idx, p->classes[r.class_idx].ref_span) << "a slot past the class's end";
+        got.insert({r.class_idx, r.slot_idx % count});
+    }
+    EXPECT_EQ(got, freed) << "allocation handed out other slots than the free ones";
+    for (auto &h : held) { // every other slot is still the first owner's
+        vs_slot_info info;
+        ASSERT_EQ(vs_pool_slot_info(p.get(), h.class_idx, h.slot_idx, &info), VS_OK);
+        if (!freed.count({h.class_idx, h.slot_idx % p->classes[h.class_idx].slot_count})) {
+            EXPECT_EQ(info.owner, 1);
+        }
+    }
+}
