@@ -41,7 +41,7 @@ DEMO   := $(B)/bin/varslot-demo
 DEPS_STAMP := $(B)/.deps-ok
 
 .PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload check-gst \
-        check-memcheck check-model check-demo
+        check-memcheck check-model check-demo check-mutants
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -139,6 +139,11 @@ check: check-model check-core check-asan check-tsan check-cli check-preload chec
 
 # The README's first command must keep working: the demo runs to its end.
 check-demo: demo
+
+# Opt-in (not in make check): each tests/mutants/*.mutant, a deliberate bug in the real
+# sources, must turn its test red (tests/run-mutants.sh; about 10 minutes).
+check-mutants: all
+	timeout 1800 tests/run-mutants.sh
 
 # The protocol model (core/model/): every property exhaustively with spin, every mutant caught.
 check-model: $(DEPS_STAMP)

@@ -2346,12 +2346,16 @@ TEST_F(Link, AFanOutCopyWithNoSlotIsSkippedNotWaitedForForEver)
     };
     GstElement *src1 = consumer(), *src2 = consumer();
     auto received = [&] { return get_u64(src1, "buffers-received") + get_u64(src2, "buffers-received"); };
-    // Until both are ready, a buffer reaches only the first.
-    for (int i = 0; i < 50 && get_u64(src2, "buffers-received") == 0; i++) {
+    // Until the sink has read both greetings' answers, a buffer reaches only one of them; a
+    // fan-out copy says it saw both ready (and it reads answers only between buffers).
+    for (int i = 0; i < 100 && get_u64(sink, "fanout-copies") == 0; i++) {
         push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr));
         g_usleep(20000);
     }
-    ASSERT_GT(get_u64(src2, "buffers-received"), 0u) << "the second consumer never got a buffer";
+    ASSERT_GT(get_u64(sink, "fanout-copies"), 0u) << "the sink never had both consumers ready";
+    auto delivered = [&] { return get_u64(sink, "buffers-sent") + get_u64(sink, "fanout-copies"); };
+    for (int i = 0; i < 500 && received() < delivered(); i++)
+        g_usleep(10000); // what was sent has arrived (and its slots are free again)
     GstBufferPool *pool = sink_pool();
     ASSERT_NE(pool, nullptr);
     std::vector<GstBuffer *> held(4);
