@@ -66,10 +66,7 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
 {
     VS__NO_CANCEL;
     static const vs_class_config defaults[VS_DEFAULT_CLASS_COUNT] = VS_DEFAULT_CLASSES_INIT;
-    if (!seg)
-        return VS_EINVAL;
-    vs__segment_reset(seg);
-    int rc = vs__check_name(name);
+    int rc = vs__segment_begin(seg, name);
     if (rc != VS_OK)
         return rc;
     vs_segment_options o = opts ? *opts : (vs_segment_options){0};

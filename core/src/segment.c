@@ -124,6 +124,14 @@ void vs__segment_reset(vs_segment *seg)
     seg->fd = seg->lock_fd = seg->live_fd = -1;
 }
 
+int vs__segment_begin(vs_segment *seg, const char *name)
+{
+    if (!seg)
+        return VS_EINVAL;
+    vs__segment_reset(seg);
+    return vs__check_name(name);
+}
+
 void vs__segment_discard(vs_segment *seg, void *map, size_t len)
 {
     if (map)
@@ -249,10 +257,7 @@ static int validate_header(const vs__seg_header *h, size_t file_size, size_t *po
 int vs_segment_open(vs_segment *seg, const char *name)
 {
     VS__NO_CANCEL;
-    if (!seg)
-        return VS_EINVAL;
-    vs__segment_reset(seg);
-    int rc = vs__check_name(name);
+    int rc = vs__segment_begin(seg, name);
     if (rc != VS_OK)
         return rc;
     int fd = vs__open_name(name, O_RDWR, 0);

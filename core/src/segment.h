@@ -143,6 +143,8 @@ static inline vs__peer *vs__peer_entry(const vs_segment *seg, uint8_t id)
 
 /* segment.c, for create.c: setting up a vs_segment, and mapping it. */
 void vs__segment_reset(vs_segment *seg);
+/* The start of an open or a create: seg reset (never left uninitialised), name checked. */
+int vs__segment_begin(vs_segment *seg, const char *name);
 /* Gives up a half-made vs_segment: its mapping and descriptors. */
 void vs__segment_discard(vs_segment *seg, void *map, size_t len);
 /* seg->fd, the name, and the identity of the file (device, inode). */
