@@ -301,3 +301,16 @@ TEST(Corrupt, OutOfRangeBitmapBitsAreNeverClaimed)
         }
     }
 }
+
+// The search hint (the bitmap word an allocation starts at) lives in shared memory: a
+// scribbled one far past the bitmap must be taken modulo the bitmap's size, never used as an
+// index. Every class's hint is set far out here; every slot must still be found.
+TEST(Corrupt, AScribbledSearchHintIsTakenModuloTheBitmap)
+{
+    HeapPool p;
+    for (size_t c = 0; c < 3; c++) // search_hint: bytes 48..51 of the 64-byte class header
+        __atomic_store_n(reinterpret_cast<uint32_t *>(static_cast<uint8_t *>(p->classes[c].header) + 48),
+                         0xfffffff0u, __ATOMIC_RELAXED);
+    std::vector<vs_slot_ref> held;
+    EXPECT_EQ(drain_count(p.get(), 1, &held), 14u);
+}
