@@ -226,8 +226,11 @@ static gboolean client_read(GstVarslotSink *self, Client *c)
     return TRUE;
 }
 
-/* Accepts whoever is knocking. Past max-clients a connection is closed at once (the knocker
- * sees it end), so connections nobody serves do not pile up in the backlog; out of
+static gboolean evict_a_silent_client(GstVarslotSink *self);
+
+/* Accepts whoever is knocking. Past max-clients a connection takes the place of a client that
+ * has not answered its greeting for client-timeout, or is closed at once (the knocker sees it
+ * end), so connections nobody serves do not pile up in the backlog; out of
  * descriptors, the listening socket rests a moment (else, readable for ever, it would wake
  * every wait at once). */
 static void accept_clients(GstVarslotSink *self)
@@ -242,7 +245,7 @@ static void accept_clients(GstVarslotSink *self)
             self->accept_paused_until = g_get_monotonic_time() + ACCEPT_PAUSE_US;
             return;
         }
-        if (g_list_length(self->clients) >= self->max_clients) {
+        if (g_list_length(self->clients) >= self->max_clients && !evict_a_silent_client(self)) {
             GST_DEBUG_OBJECT(self, "max-clients (%u) reached: a connection refused", self->max_clients);
             close(fd);
             continue;
@@ -289,14 +292,11 @@ static GstClockTime wait_left(GstVarslotSink *self, gint64 start_us)
 
 /* Why a client keeps us waiting too long, or NULL: it has buffers to take and has taken none
  * for client-timeout (a slow one keeps taking, however slowly: this measures progress, not
- * how long a buffer waited), or it has not answered the greeting in that time. */
+ * how long a buffer waited). */
 static const char *overdue(GstVarslotSink *self, Client *c, gint64 now)
 {
-    if (!client_timeout_us(self))
-        return NULL;
-    if (!c->peer && now - c->connected_us > client_timeout_us(self))
-        return "it did not answer the greeting within client-timeout";
-    if (!g_queue_is_empty(&c->pending) && now - c->progress_us > client_timeout_us(self))
+    if (client_timeout_us(self) && !g_queue_is_empty(&c->pending) &&
+        now - c->progress_us > client_timeout_us(self))
         return "it took none of its buffers for client-timeout";
     return NULL;
 }
@@ -306,6 +306,25 @@ static void client_drop(GstVarslotSink *self, Client *c, const char *why)
     GST_WARNING_OBJECT(self, "dropping a client (peer %u): %s", c->peer, why);
     COUNT(clients_dropped);
     client_remove(self, c, why);
+}
+
+/* With max-clients connected, a newcomer takes the place of the longest-waiting client that
+ * has not answered its greeting for client-timeout (a flood of silent connections must not
+ * lock consumers out; a consumer paused before its first buffer keeps its place otherwise).
+ * FALSE: nobody to evict. */
+static gboolean evict_a_silent_client(GstVarslotSink *self)
+{
+    gint64 now = g_get_monotonic_time();
+    Client *oldest = NULL;
+    for (GList *l = self->clients; l; l = l->next) {
+        Client *c = l->data;
+        if (!c->peer && (!oldest || c->connected_us < oldest->connected_us))
+            oldest = c;
+    }
+    if (!oldest || !client_timeout_us(self) || now - oldest->connected_us <= client_timeout_us(self))
+        return FALSE;
+    client_drop(self, oldest, "it did not answer the greeting within client-timeout, and max-clients are connected");
+    return TRUE;
 }
 
 /* Accepts, reads acks, drops dead and overdue clients: never waits. One poll says which

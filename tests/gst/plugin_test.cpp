@@ -2465,6 +2465,26 @@ TEST_F(HostileConsumer, SilentClientsAreDroppedAndCapped)
     EXPECT_GE(get_u64(vsink, "clients-dropped"), 1u) << "no silent client was dropped";
 }
 
+// A consumer paused before its first buffer (a live varslotsrc in PAUSED runs no create(), so
+// it answers no greeting) keeps its place however long it waits, as long as max-clients are
+// not all taken: only a flood of silent connections evicts the silent ones.
+TEST_F(HostileConsumer, AConsumerThatAnswersLateKeepsItsPlace)
+{
+    start_stream("client-timeout=300");
+    FakeConsumer late(sock);
+    vsg_message hello;
+    ASSERT_EQ(late.read_message(hello), VSG_HELLO);
+    g_usleep(900 * 1000); // three client-timeouts without an answer
+    vsg_hello_reply reply = {};
+    reply.h = hello.h;
+    reply.h.type = VSG_HELLO_REPLY;
+    reply.h.length = sizeof reply;
+    reply.peer = 200;
+    ASSERT_EQ(send(late.fd, &reply, sizeof reply, MSG_NOSIGNAL), (ssize_t)sizeof reply);
+    EXPECT_EQ(late.read_buffers(3), 3) << "the sink dropped a consumer that answered late";
+    EXPECT_EQ(get_u64(vsink, "clients-dropped"), 0u);
+}
+
 // Clients that read a few buffers and leave without taking them: each must be settled
 // completely (its buffers back to the sink), or the slots run out after some hundreds.
 TEST_F(HostileConsumer, ClientsThatComeAndGoLeakNothing)
