@@ -203,7 +203,9 @@ static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello, int fi
 
 static gboolean handle_caps(GstVarslotSrc *self, const vsg_caps *msg)
 {
-    GstCaps *caps = g_utf8_validate(msg->caps, -1, NULL) ? gst_caps_from_string(msg->caps) : NULL;
+    GstCaps *caps = g_utf8_validate(msg->caps, -1, NULL) && vsg_caps_text_ok(msg->caps)
+                        ? gst_caps_from_string(msg->caps)
+                        : NULL;
     if (!caps || !gst_caps_is_fixed(caps)) { /* what a stream's caps must be, or a g_critical */
         gchar *shown = g_strescape(msg->caps, NULL);
         GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Producer sent caps that are not one fixed format"),
@@ -211,6 +213,14 @@ static gboolean handle_caps(GstVarslotSrc *self, const vsg_caps *msg)
         g_free(shown);
         if (caps)
             gst_caps_unref(caps);
+        return FALSE;
+    }
+    const char *bad = vsg_check_caps(caps);
+    if (bad) { /* downstream elements trust caps: their math asserts on what they cannot be */
+        gchar *shown = g_strescape(msg->caps, NULL);
+        GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Producer sent caps that cannot be"), ("%s: %s", bad, shown));
+        g_free(shown);
+        gst_caps_unref(caps);
         return FALSE;
     }
     gboolean ok = gst_base_src_set_caps(GST_BASE_SRC(self), caps);

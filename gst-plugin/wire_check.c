@@ -4,6 +4,8 @@
  * must lie inside the buffer's bytes, and the meta must agree with the negotiated caps. */
 #include "wire_check.h"
 
+#include <string.h>
+
 /* Largest width or height accepted from the wire: far above any real frame, and small enough
  * that stride * height cannot overflow 64 bits. */
 #define MAX_DIMENSION (1u << 16)
@@ -109,5 +111,102 @@ const char *vsg_check_buffer_video(const vsg_video_meta *v, const gsize *memory_
             extent > in - (v->offset[p] - start))
             return "video meta with a plane outside the buffer, or across two of its memories";
     }
+    return NULL;
+}
+
+/* A caps feature name as GStreamer accepts it ("namespace:Name"; or ANY): any other makes
+ * gst_caps_from_string print a g_warning, which a hostile producer must not be able to cause
+ * (under G_DEBUG=fatal-warnings it aborts the consumer). */
+static gboolean feature_name_ok(const char *f, gsize len)
+{
+    if (len == 3 && !strncmp(f, "ANY", 3))
+        return TRUE;
+    gsize i = 0;
+    while (i < len && g_ascii_isalpha(f[i]))
+        i++;
+    if (i == 0 || i >= len || f[i] != ':' || ++i >= len || !g_ascii_isalpha(f[i]))
+        return FALSE;
+    while (i < len && g_ascii_isalnum(f[i]))
+        i++;
+    return i == len;
+}
+
+/* A structure name as GStreamer accepts it (else gst_caps_from_string fails an assertion). */
+static gboolean structure_name_ok(const char *n, gsize len)
+{
+    if (len == 0 || !g_ascii_isalpha(n[0]))
+        return FALSE;
+    for (gsize i = 1; i < len; i++)
+        if (!g_ascii_isalnum(n[i]) && !strchr("/-_.:+", n[i]))
+            return FALSE;
+    return TRUE;
+}
+
+/* Whether text holds one structure: no ';' outside a quoted string. */
+static gboolean one_structure(const char *text)
+{
+    gboolean quoted = FALSE;
+    for (const char *c = text; *c; c++) {
+        if (quoted && *c == '\\' && c[1])
+            c++;
+        else if (*c == '"')
+            quoted = !quoted;
+        else if (!quoted && *c == ';')
+            return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean vsg_caps_text_ok(const char *text)
+{
+    while (*text == ' ')
+        text++;
+    const char *name_end = text;
+    while (*name_end && *name_end != ',' && *name_end != '(' && *name_end != ' ')
+        name_end++;
+    gsize name_len = (gsize)(name_end - text);
+    gboolean special = (name_len == 3 && (!strncmp(text, "ANY", 3))) || (name_len == 4 && !strncmp(text, "NONE", 4)) ||
+                       (name_len == 5 && !strncmp(text, "EMPTY", 5));
+    if (!one_structure(text) || (!special && !structure_name_ok(text, name_len)))
+        return FALSE;
+    const char *open = NULL;
+    for (const char *c = name_end; *c && *c != ','; c++)
+        if (*c == '(') {
+            open = c;
+            break;
+        }
+    if (!open)
+        return TRUE; /* no caps features: nothing the parser warns about */
+    const char *close = strchr(open, ')');
+    if (!close)
+        return FALSE;
+    for (const char *f = open + 1; f < close;) {
+        while (f < close && *f == ' ')
+            f++;
+        const char *end = f;
+        while (end < close && *end != ',')
+            end++;
+        const char *last = end;
+        while (last > f && last[-1] == ' ')
+            last--;
+        if (!feature_name_ok(f, (gsize)(last - f)))
+            return FALSE;
+        f = end < close ? end + 1 : close;
+    }
+    return TRUE;
+}
+
+const char *vsg_check_caps(const GstCaps *caps)
+{
+    const GstStructure *st = gst_caps_get_size(caps) == 1 ? gst_caps_get_structure(caps, 0) : NULL;
+    if (!st || !gst_structure_has_name(st, "video/x-raw"))
+        return NULL; /* only raw video is interpreted here; other caps pass as they are */
+    GstVideoInfo info;
+    if (!gst_video_info_from_caps(&info, caps))
+        return "raw video caps GStreamer cannot lay out";
+    if (info.width <= 0 || info.height <= 0 || info.width > (gint)MAX_DIMENSION || info.height > (gint)MAX_DIMENSION)
+        return "raw video caps with an impossible width or height";
+    if (info.fps_n < 0 || info.fps_d <= 0 || info.par_n <= 0 || info.par_d <= 0)
+        return "raw video caps whose frame rate or pixel aspect ratio is not a fraction";
     return NULL;
 }

@@ -15,5 +15,14 @@ G_BEGIN_DECLS
 const char *vsg_check_buffer_video(const vsg_video_meta *v, const gsize *memory_sizes, guint n_memories,
                                    const GstVideoInfo *caps);
 
+/* Whether a caps string from the wire can be given to gst_caps_from_string without making
+ * it print a warning or fail an assertion: one structure, a valid structure name, caps
+ * features (if any) well-formed names. */
+gboolean vsg_caps_text_ok(const char *text);
+/* Whether fixed caps from the wire describe what they claim: raw video that GStreamer can lay
+ * out, with a frame rate and pixel aspect ratio that are fractions (a zero denominator makes
+ * downstream arithmetic fail its assertions). NULL if so, else why not. */
+const char *vsg_check_caps(const GstCaps *caps);
+
 G_END_DECLS
 #endif
