@@ -6,6 +6,9 @@
 # must pass on the unmutated tree (else "caught" would mean nothing).
 #   tests/run-mutants.sh [NAME...]     (default: all)
 # Prints "mutant: NAME: caught by TEST" or "mutant: NAME: SURVIVED (TEST passed)".
+# A mutant file: "# why" lines, then "file: PATH", "suite: core|gst|shell", "test: FILTER"
+# (a gtest filter; for suite shell, a command line), then hunks: "@@ old", the exact whole
+# lines to replace (found once), "@@ new", their replacement; "@@ end" after the last.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -39,10 +42,13 @@ apply() {
     ' "$1" "$2"
 }
 
-# Runs TEST of SUITE in the scratch tree; its exit status.
+# Runs TEST of SUITE in the scratch tree; its exit status. Suite "shell": TEST is a command
+# line run by bash (a shell suite, or one of its cases), e.g.
+#   test: tests/preload/run-shim-tests.sh --gtest_filter=Routing.FreeGoesBackToTheSegment
 run_test() {
     local suite=$1 test=$2
     case $suite in
+    shell) timeout -k 5 900 bash -c "$test" ;;
     core) timeout -k 5 120 build/plain/tests/core_tests --gtest_filter="$test" ;;
     gst) VSTEST_GST_SKIP_PIPELINES=1 timeout -k 5 300 tests/gst/run-gst-tests.sh --gtest_filter="$test" ;;
     *) echo "unknown suite $suite"; return 2 ;;
@@ -52,7 +58,7 @@ run_test() {
 build() { # build SUITE
     case $1 in
     core) make -s -j2 build/plain/tests/core_tests ;;
-    gst) make -s -j2 all ;;
+    gst | shell) make -s -j2 all ;;
     esac
 }
 
