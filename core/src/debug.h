@@ -19,6 +19,7 @@ __attribute__((noreturn, cold)) void vs__assert_fail(const char *cond, const cha
 typedef void (*vs__debug_hook)(uint32_t idx);
 extern vs__debug_hook vs__debug_before_claim_cas; /* a claimer read the word FREE, CAS next */
 extern vs__debug_hook vs__debug_before_reap_cas;  /* a reaper found peer idx dead, CAS next */
+extern vs__debug_hook vs__debug_before_publish;   /* slot idx is FREE, its bit not set yet */
 #define VS__DEBUG_POINT(hook, arg) \
     do {                           \
         vs__debug_hook h_ = (hook); \

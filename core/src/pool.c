@@ -122,6 +122,7 @@ int vs_pool_attach(vs_pool *pool, vs_region region, size_t base_offset,
 void vs__publish_free(const struct vs_pool_class *cls, uint32_t idx)
 {
     vs__assert(idx < cls->slot_count);
+    VS__DEBUG_POINT(vs__debug_before_publish, idx);
     uint32_t w = idx / 64;
     atomic_fetch_or_explicit(&vs__bitmap(cls)[w], 1ull << (idx % 64), memory_order_release);
     _Atomic uint32_t *hint = &((vs__class_header *)cls->header)->search_hint;

@@ -46,6 +46,7 @@ const char *vs_last_detail(void) { return vs__detail ? vs__detail : "no detail r
 #ifdef VS_DEBUG
 vs__debug_hook vs__debug_before_claim_cas;
 vs__debug_hook vs__debug_before_reap_cas;
+vs__debug_hook vs__debug_before_publish;
 
 void vs__assert_fail(const char *cond, const char *file, int line, const char *func)
 {
