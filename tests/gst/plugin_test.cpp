@@ -661,8 +661,10 @@ TEST_F(Allocator, IsSpanAndMergedMapWithoutCopy)
 }
 
 // The full-segment policy needs the registered allocator on its own tiny segment, which it
-// binds once per process: the test re-runs this binary on one test with that environment.
-TEST(AllocatorFullSegment, WaitsThenFallsBackToSystemMemory)
+// binds once per process, with its wait (VARSLOT_GST_WAIT_MS) read once: each case re-runs
+// this binary on one child test with that environment.
+namespace {
+void run_full_segment_child(const char *child_test, const char *wait_ms)
 {
     std::string seg = unique_segment("tiny");
     std::string out;
@@ -671,10 +673,11 @@ TEST(AllocatorFullSegment, WaitsThenFallsBackToSystemMemory)
     ASSERT_NE(self, nullptr);
     gchar **envp = g_get_environ();
     envp = g_environ_setenv(envp, "VARSLOT_SEGMENT", seg.c_str(), TRUE);
-    envp = g_environ_setenv(envp, "VARSLOT_GST_WAIT_MS", "50", TRUE);
+    envp = g_environ_setenv(envp, "VARSLOT_GST_WAIT_MS", wait_ms, TRUE);
     envp = g_environ_setenv(envp, "VSTEST_GST_CHILD", "1", TRUE);
     envp = g_environ_unsetenv(envp, "GST_TRACERS");
-    const gchar *argv[] = {self, "--gtest_filter=AllocatorFullSegmentChild.*", nullptr};
+    std::string filter = std::string("--gtest_filter=AllocatorFullSegmentChild.") + child_test;
+    const gchar *argv[] = {self, filter.c_str(), nullptr};
     gchar *cout = nullptr, *cerr = nullptr;
     gint status = -1;
     GError *err = nullptr;
@@ -695,10 +698,28 @@ TEST(AllocatorFullSegment, WaitsThenFallsBackToSystemMemory)
     remove_segment(seg);
 }
 
-TEST(AllocatorFullSegmentChild, Body)
+bool full_segment_child()
 {
-    if (!getenv("VSTEST_GST_CHILD"))
-        GTEST_SKIP() << "runs in the child of AllocatorFullSegment.WaitsThenFallsBackToSystemMemory";
+    return getenv("VSTEST_GST_CHILD") != nullptr;
+}
+} // namespace
+
+TEST(AllocatorFullSegment, FallsBackToSystemMemoryWhenTheWaitEnds)
+{
+    run_full_segment_child("FallsBack", "50");
+}
+
+// The wait is long (60 s) and the slot comes free while the allocation waits: no outcome
+// depends on how soon a thread runs.
+TEST(AllocatorFullSegment, TakesASlotFreedDuringTheWait)
+{
+    run_full_segment_child("TakesAFreedSlot", "60000");
+}
+
+TEST(AllocatorFullSegmentChild, FallsBack)
+{
+    if (!full_segment_child())
+        GTEST_SKIP() << "runs in the child of AllocatorFullSegment.FallsBackToSystemMemoryWhenTheWaitEnds";
     AllowGstWarnings allow({"no free slot"});
     GstAllocator *alloc = registered_allocator();
     ASSERT_NE(alloc, nullptr);
@@ -706,14 +727,10 @@ TEST(AllocatorFullSegmentChild, Body)
     GstMemory *a = gst_allocator_alloc(alloc, size, nullptr);
     GstMemory *b = gst_allocator_alloc(alloc, size, nullptr);
     ASSERT_TRUE(is_varslot(a) && is_varslot(b)) << "the two 64K slots";
-    gint64 t0 = g_get_monotonic_time();
     GstMemory *c = gst_allocator_alloc(alloc, size, nullptr);
-    gint64 waited_us = g_get_monotonic_time() - t0;
     ASSERT_NE(c, nullptr) << "a full segment still yields memory";
     EXPECT_FALSE(is_varslot(c)) << "from system memory";
     EXPECT_EQ(c->size, size);
-    printf("third 64K allocation took %.1f ms (VARSLOT_GST_WAIT_MS=50)\n", waited_us / 1000.0);
-    EXPECT_GE(waited_us, 40 * 1000) << "it waited for a slot first";
     GstMapInfo map;
     ASSERT_TRUE(gst_memory_map(c, &map, GST_MAP_READWRITE));
     EXPECT_EQ(map.size, size);
@@ -728,26 +745,49 @@ TEST(AllocatorFullSegmentChild, Body)
     EXPECT_EQ(big->size, 3 * size);
     gst_memory_unref(big);
 
-    // A slot freed during the wait is taken instead of falling back.
-    GThread *freer = g_thread_new("freer", [](gpointer m) -> gpointer {
-        g_usleep(10 * 1000);
-        gst_memory_unref(GST_MEMORY_CAST(m));
-        return nullptr;
-    }, a);
-    GstMemory *d = gst_allocator_alloc(alloc, size, nullptr);
-    g_thread_join(freer);
-    ASSERT_NE(d, nullptr);
-    EXPECT_TRUE(is_varslot(d)) << "the slot freed 10 ms into the 50 ms wait";
-
     gst_memory_unref(c);
+    gst_memory_unref(a);
     gst_memory_unref(b);
-    gst_memory_unref(d);
     // Both slots are back.
     GstMemory *e = gst_allocator_alloc(alloc, size, nullptr);
     GstMemory *f = gst_allocator_alloc(alloc, size, nullptr);
     EXPECT_TRUE(is_varslot(e) && is_varslot(f));
     gst_memory_unref(e);
     gst_memory_unref(f);
+    gst_object_unref(alloc);
+}
+
+TEST(AllocatorFullSegmentChild, TakesAFreedSlot)
+{
+    if (!full_segment_child())
+        GTEST_SKIP() << "runs in the child of AllocatorFullSegment.TakesASlotFreedDuringTheWait";
+    GstAllocator *alloc = registered_allocator();
+    ASSERT_NE(alloc, nullptr);
+    const gsize size = 64 * 1024;
+    GstMemory *a = gst_allocator_alloc(alloc, size, nullptr);
+    GstMemory *b = gst_allocator_alloc(alloc, size, nullptr);
+    ASSERT_TRUE(is_varslot(a) && is_varslot(b)) << "the two 64K slots";
+    // The freer lets the allocation start (and find the pool full) before it frees a slot;
+    // without a wait the allocation would have fallen back to system memory by then.
+    struct Freer {
+        GstMemory *mem;
+        std::atomic<bool> allocating{false};
+    } freer_arg{a};
+    GThread *freer = g_thread_new("freer", [](gpointer p) -> gpointer {
+        auto *f = static_cast<Freer *>(p);
+        while (!f->allocating.load())
+            g_usleep(100);
+        g_usleep(20 * 1000);
+        gst_memory_unref(f->mem);
+        return nullptr;
+    }, &freer_arg);
+    freer_arg.allocating = true;
+    GstMemory *d = gst_allocator_alloc(alloc, size, nullptr);
+    g_thread_join(freer);
+    ASSERT_NE(d, nullptr);
+    EXPECT_TRUE(is_varslot(d)) << "the slot freed during the wait was not taken";
+    gst_memory_unref(b);
+    gst_memory_unref(d);
     gst_object_unref(alloc);
 }
 
