@@ -2,10 +2,19 @@
 # Planted defects in small programs run through valgrind/varslot-memcheck: each must be
 # reported at the line marked DEFECT in planted.c, with memcheck's usual words; a handle
 # passed to another process and freed there must be no leak in either; a clean program must
-# end with "ERROR SUMMARY: 0 errors".
+# end with "ERROR SUMMARY: 0 errors"; frames through varslotsink/varslotsrc under memcheck must
+# hash as those of a run without varslot.
+#   tests/valgrind/test-memcheck.sh [CASE...]   CASE: leak overread uaf dfree clean handoff gst
+#                                               (default: all)
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
+CASES="leak overread uaf dfree clean handoff gst"
+for c in "$@"; do
+    [[ " $CASES " == *" $c "* ]] || { echo "test-memcheck: no case $c (cases: $CASES)" >&2; exit 2; }
+done
+[ $# -gt 0 ] && CASES="$*"
+want() { [[ " $CASES " == *" $1 "* ]]; }
 RUNNER=valgrind/varslot-memcheck
 SRC=tests/valgrind/planted.c
 BIN=build/tests/vstest-planted
@@ -36,78 +45,105 @@ run() { # run NAME ARGS...: memcheck the planted program, log in $TMP/NAME.log
 
 malloc_line=$(line_of 'char \*p = malloc(BLOCK);')
 
-run leak leak
-expect "leak: a routed block never freed is definitely lost" "$TMP/leak.log" \
-    "100,000 bytes in 1 blocks are definitely lost"
-expect "leak: the report points at the allocating line" "$TMP/leak.log" "routed_block \(planted.c:$malloc_line\)"
-expect "leak: ... called from leak()" "$TMP/leak.log" "by 0x[0-9A-F]+: leak \(planted.c:[0-9]+\)"
+if want leak; then
+    run leak leak
+    expect "leak: a routed block never freed is definitely lost" "$TMP/leak.log" \
+        "100,000 bytes in 1 blocks are definitely lost"
+    expect "leak: the report points at the allocating line" "$TMP/leak.log" "routed_block \(planted.c:$malloc_line\)"
+    expect "leak: ... called from leak()" "$TMP/leak.log" "by 0x[0-9A-F]+: leak \(planted.c:[0-9]+\)"
+fi
 
-run overread overread
-expect "overread: a read past the requested size is invalid" "$TMP/overread.log" "Invalid read of size 1"
-expect "overread: at the planted line" "$TMP/overread.log" "overread \(planted.c:$(line_of 'DEFECT overread')\)"
-expect "overread: just past the block, not the slot" "$TMP/overread.log" \
-    "0 bytes after a block of size 100,000 alloc'd"
+if want overread; then
+    run overread overread
+    expect "overread: a read past the requested size is invalid" "$TMP/overread.log" "Invalid read of size 1"
+    expect "overread: at the planted line" "$TMP/overread.log" "overread \(planted.c:$(line_of 'DEFECT overread')\)"
+    expect "overread: just past the block, not the slot" "$TMP/overread.log" \
+        "0 bytes after a block of size 100,000 alloc'd"
+fi
 
-run uaf uaf
-expect "uaf: a read after free is invalid" "$TMP/uaf.log" "Invalid read of size 1"
-expect "uaf: at the planted line" "$TMP/uaf.log" "use_after_free \(planted.c:$(line_of 'DEFECT uaf')\)"
-expect "uaf: inside the freed block" "$TMP/uaf.log" "inside a block of size 100,000 free'd"
+if want uaf; then
+    run uaf uaf
+    expect "uaf: a read after free is invalid" "$TMP/uaf.log" "Invalid read of size 1"
+    expect "uaf: at the planted line" "$TMP/uaf.log" "use_after_free \(planted.c:$(line_of 'DEFECT uaf')\)"
+    expect "uaf: inside the freed block" "$TMP/uaf.log" "inside a block of size 100,000 free'd"
+fi
 
-run dfree dfree
-expect "dfree: memcheck reports the invalid free" "$TMP/dfree.log" "Invalid free\(\)"
-expect "dfree: at the planted line" "$TMP/dfree.log" "double_free \(planted.c:$(line_of 'DEFECT dfree')\)"
-expect "dfree: varslot says so too" "$TMP/dfree.log" "varslot: free\(\): double free of a routed block"
-if [ "$(cat "$TMP/dfree.rc")" -ne 0 ]; then ok "dfree: the program stops"; else not_ok "dfree: the program stops" "$TMP/dfree.log"; fi
+if want dfree; then
+    run dfree dfree
+    expect "dfree: memcheck reports the invalid free" "$TMP/dfree.log" "Invalid free\(\)"
+    expect "dfree: at the planted line" "$TMP/dfree.log" "double_free \(planted.c:$(line_of 'DEFECT dfree')\)"
+    expect "dfree: varslot says so too" "$TMP/dfree.log" "varslot: free\(\): double free of a routed block"
+    if [ "$(cat "$TMP/dfree.rc")" -ne 0 ]; then ok "dfree: the program stops"; else not_ok "dfree: the program stops" "$TMP/dfree.log"; fi
+fi
 
-run clean clean
-expect "clean: no error" "$TMP/clean.log" "ERROR SUMMARY: 0 errors"
-expect "clean: no leak" "$TMP/clean.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
-[ "$(cat "$TMP/clean.rc")" -eq 0 ] && ok "clean: exit status 0" || not_ok "clean: exit status 0" "$TMP/clean.log"
+if want clean; then
+    run clean clean
+    expect "clean: no error" "$TMP/clean.log" "ERROR SUMMARY: 0 errors"
+    expect "clean: no leak" "$TMP/clean.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
+    [ "$(cat "$TMP/clean.rc")" -eq 0 ] && ok "clean: exit status 0" || not_ok "clean: exit status 0" "$TMP/clean.log"
+fi
 
 # Hand-over between two processes, both under memcheck.
-coproc SENDER { timeout 300 "$RUNNER" --num-callers=30 -- "$BIN" send 2>"$TMP/send.log"; }
-read -r handle <&"${SENDER[0]}"
-run receive receive "$handle"
-echo done >&"${SENDER[1]}"
-wait "$SENDER_PID"
-expect "handoff: the receiver got the block and freed it cleanly" "$TMP/receive.log" "ERROR SUMMARY: 0 errors"
-expect "handoff: no leak in the receiver" "$TMP/receive.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
-expect "handoff: no error in the sender" "$TMP/send.log" "ERROR SUMMARY: 0 errors"
-expect "handoff: no false leak in the sender" "$TMP/send.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
-[ "$(cat "$TMP/receive.rc")" -eq 0 ] && ok "handoff: receiver exit 0" || not_ok "handoff: receiver exit 0" "$TMP/receive.log"
+if want handoff; then
+    coproc SENDER { timeout 300 "$RUNNER" --num-callers=30 -- "$BIN" send 2>"$TMP/send.log"; }
+    read -r handle <&"${SENDER[0]}"
+    run receive receive "$handle"
+    echo done >&"${SENDER[1]}"
+    wait "$SENDER_PID"
+    expect "handoff: the receiver got the block and freed it cleanly" "$TMP/receive.log" "ERROR SUMMARY: 0 errors"
+    expect "handoff: no leak in the receiver" "$TMP/receive.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
+    expect "handoff: no error in the sender" "$TMP/send.log" "ERROR SUMMARY: 0 errors"
+    expect "handoff: no false leak in the sender" "$TMP/send.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
+    [ "$(cat "$TMP/receive.rc")" -eq 0 ] && ok "handoff: receiver exit 0" || not_ok "handoff: receiver exit 0" "$TMP/receive.log"
+fi
 
 # The GStreamer plugin under memcheck: varslotsink hands each frame's slots over as it sends,
 # varslotsrc takes them; checksumsink reads every byte in the consumer, so a slot the consumer
 # had not been given as a block would be an invalid read, and one the producer kept a false
-# leak. (Plain valgrind: GStreamer needs no shim.)
-if [ -r build/lib/gstreamer-1.0/libgstvarslot.so ] && command -v gst-launch-1.0 >/dev/null; then
-    export GST_PLUGIN_PATH=$ROOT/build/lib/gstreamer-1.0 GST_REGISTRY=$TMP/registry.bin
-    export G_SLICE=always-malloc G_DEBUG=gc-friendly # GLib's slices would hide blocks
-    gst-inspect-1.0 varslotsink >/dev/null 2>&1 # the registry, outside Valgrind
-    # client-timeout=0: under Valgrind an honest consumer is as slow as a stuck one.
-    VG=(valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite
-        --num-callers=30 --suppressions=valgrind/gst.supp)
-    [ -r /usr/share/glib-2.0/valgrind/glib.supp ] && VG+=(--suppressions=/usr/share/glib-2.0/valgrind/glib.supp)
-    SOCK=$TMP/gst.sock GSEG=/vs-memcheck-gst-$$
-    timeout 300 "${VG[@]}" gst-launch-1.0 -q videotestsrc num-buffers=30 ! \
-        video/x-raw,format=GRAY8,width=320,height=240,framerate=30/1 ! \
-        varslotsink socket-path="$SOCK" segment="$GSEG" client-timeout=0 >"$TMP/gstp.out" 2>"$TMP/gstp.log" &
-    gstp=$!
-    for _ in $(seq 300); do [ -S "$SOCK" ] && break; sleep 0.1; done
-    timeout 300 "${VG[@]}" gst-launch-1.0 -q varslotsrc socket-path="$SOCK" ! checksumsink \
-        >"$TMP/gstc.out" 2>"$TMP/gstc.log"
-    echo $? >"$TMP/gstc.rc"
-    wait "$gstp"
-    echo $? >"$TMP/gstp.rc"
-    build/bin/varslot rm "$GSEG" >/dev/null 2>&1
-    frames=$(grep -c . "$TMP/gstc.out")
-    [ "$frames" -eq 30 ] && ok "gst: 30 frames read in the consumer" || not_ok "gst: 30 frames read in the consumer (got $frames)" "$TMP/gstc.log"
-    expect "gst: no error in the consumer (every byte read was a block's)" "$TMP/gstc.log" "ERROR SUMMARY: 0 errors"
-    expect "gst: no error or false leak in the producer" "$TMP/gstp.log" "ERROR SUMMARY: 0 errors"
-    [ "$(cat "$TMP/gstc.rc")" -eq 0 ] && [ "$(cat "$TMP/gstp.rc")" -eq 0 ] && ok "gst: both exit 0" ||
-        not_ok "gst: both exit 0" "$TMP/gstp.log"
-else
-    not_ok "gst: the plugin or gst-launch-1.0 is missing"
+# leak. Each frame's "<pts> <sha1>" must be that of the same source without varslot: pattern
+# ball changes every frame, and GRAY8 rows of 320 bytes have no padding videotestsrc leaves
+# unwritten. (Plain valgrind: GStreamer needs no shim.)
+if want gst; then
+    if [ -r build/lib/gstreamer-1.0/libgstvarslot.so ] && command -v gst-launch-1.0 >/dev/null; then
+        export GST_PLUGIN_PATH=$ROOT/build/lib/gstreamer-1.0 GST_REGISTRY=$TMP/registry.bin
+        export G_SLICE=always-malloc G_DEBUG=gc-friendly # GLib's slices would hide blocks
+        gst-inspect-1.0 varslotsink >/dev/null 2>&1 # the registry, outside Valgrind
+        # client-timeout=0: under Valgrind an honest consumer is as slow as a stuck one.
+        VG=(valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite
+            --num-callers=30 --suppressions=valgrind/gst.supp)
+        [ -r /usr/share/glib-2.0/valgrind/glib.supp ] && VG+=(--suppressions=/usr/share/glib-2.0/valgrind/glib.supp)
+        SOCK=$TMP/gst.sock GSEG=/vs-memcheck-gst-$$ NF=30
+        GSRC=(videotestsrc num-buffers=$NF pattern=ball ! video/x-raw,format=GRAY8,width=320,height=240,framerate=30/1)
+        timeout 300 gst-launch-1.0 -q "${GSRC[@]}" ! checksumsink >"$TMP/gst.ref" 2>"$TMP/gst.ref.err" ||
+            not_ok "gst: the reference run without varslot" "$TMP/gst.ref.err"
+        timeout 300 "${VG[@]}" gst-launch-1.0 -q "${GSRC[@]}" ! \
+            varslotsink socket-path="$SOCK" segment="$GSEG" client-timeout=0 >"$TMP/gstp.out" 2>"$TMP/gstp.log" &
+        gstp=$!
+        for _ in $(seq 300); do [ -S "$SOCK" ] && break; sleep 0.1; done
+        timeout 300 "${VG[@]}" gst-launch-1.0 -q varslotsrc socket-path="$SOCK" ! checksumsink \
+            >"$TMP/gstc.out" 2>"$TMP/gstc.log"
+        echo $? >"$TMP/gstc.rc"
+        wait "$gstp"
+        echo $? >"$TMP/gstp.rc"
+        build/bin/varslot rm "$GSEG" >/dev/null 2>&1
+        # checksum lines only (gst-launch may print status text on stdout too)
+        sums() { grep -E '^[0-9]+:[0-9]{2}:[0-9]{2}\.[0-9]{9} [0-9a-f]{40}$' "$1"; }
+        frames=$(sums "$TMP/gstc.out" | wc -l)
+        [ "$(sums "$TMP/gst.ref" | wc -l)" -eq "$NF" ] || not_ok "gst: $NF frames in the reference run" "$TMP/gst.ref"
+        [ "$frames" -eq "$NF" ] && ok "gst: $NF frames read in the consumer" ||
+            not_ok "gst: $NF frames read in the consumer (got $frames)" "$TMP/gstc.log"
+        if diff <(sums "$TMP/gst.ref") <(sums "$TMP/gstc.out") >"$TMP/gst.diff"; then
+            ok "gst: every frame's <pts> <sha1> as without varslot"
+        else
+            not_ok "gst: every frame's <pts> <sha1> as without varslot" "$TMP/gst.diff"
+        fi
+        expect "gst: no error in the consumer (every byte read was a block's)" "$TMP/gstc.log" "ERROR SUMMARY: 0 errors"
+        expect "gst: no error or false leak in the producer" "$TMP/gstp.log" "ERROR SUMMARY: 0 errors"
+        [ "$(cat "$TMP/gstc.rc")" -eq 0 ] && [ "$(cat "$TMP/gstp.rc")" -eq 0 ] && ok "gst: both exit 0" ||
+            not_ok "gst: both exit 0" "$TMP/gstp.log"
+    else
+        not_ok "gst: the plugin or gst-launch-1.0 is missing"
+    fi
 fi
 
 echo "# test-memcheck: $pass passed, $fail failed"
