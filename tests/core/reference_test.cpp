@@ -192,6 +192,39 @@ TEST(Reference, B12_TwoThreadsNeverGetTheSameSlot)
         });
 }
 
+// The same with one slot listed twice, the case the claim's CAS exists for: thread 0 has it
+// in its cache (it freed it last) while the bitmap is empty, so thread 1 republishes it from
+// the slot word and both claim it at once by different paths. The bitmap's fetch_and keeps
+// two claimers of one bit apart, so the plain B12 above cannot tell a CAS from a store.
+TEST(Reference, B12_ASlotListedTwiceIsClaimedOnce)
+{
+    const vs_class_config one[1] = {{64, 1}};
+    HeapPool p(one, 1);
+    vs_slot_ref got[2];
+    bool ok[2];
+    long wins[2] = {0, 0};
+    race_rounds(
+        2, (int)scaled(20000), [&](int t, int) { ok[t] = vs_pool_allocate(p.get(), 64, t + 1, &got[t]); },
+        [&](int round) { // on thread 0
+            EXPECT_NE(ok[0], ok[1]) << "round " << round << ": " << (ok[0] ? "both" : "neither")
+                                    << " got the only slot";
+            int winner = ok[0] ? 0 : 1;
+            wins[winner]++;
+            vs_slot_info info;
+            EXPECT_EQ(vs_pool_slot_info(p.get(), 0, 0, &info), VS_OK);
+            EXPECT_EQ(info.owner, winner + 1) << "round " << round;
+            EXPECT_EQ(vs_pool_free(p.get(), got[winner]), VS_OK);
+            // Into thread 0's cache, out of the bitmap, for the next round.
+            vs_slot_ref r;
+            EXPECT_TRUE(vs_pool_allocate(p.get(), 64, 1, &r));
+            EXPECT_EQ(vs_pool_free(p.get(), r), VS_OK);
+            return !HasFailure();
+        });
+    RecordProperty("cache_wins", std::to_string(wins[0]));
+    RecordProperty("republish_wins", std::to_string(wins[1]));
+    printf("the cached claimer won %ld rounds, the republishing one %ld\n", wins[0], wins[1]);
+}
+
 TEST(Reference, B12_SlotAllocatedInOneThreadFreesInAnother)
 {
     HeapPool p;
