@@ -9,6 +9,8 @@
 # A mutant file: "# why" lines, then "file: PATH", "suite: core|gst|shell", "test: FILTER"
 # (a gtest filter; for suite shell, a command line), then hunks: "@@ old", the exact whole
 # lines to replace (found once), "@@ new", their replacement; "@@ end" after the last.
+# Optional "repeat: N" (suite core): the test runs N times and the mutant is caught if any
+# run fails, for a test that samples a race and catches its mutant in most runs, not all.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -46,10 +48,10 @@ apply() {
 # line run by bash (a shell suite, or one of its cases), e.g.
 #   test: tests/preload/run-shim-tests.sh --gtest_filter=Routing.FreeGoesBackToTheSegment
 run_test() {
-    local suite=$1 test=$2
+    local suite=$1 test=$2 repeat=${3:-1}
     case $suite in
     shell) timeout -k 5 900 bash -c "$test" ;;
-    core) timeout -k 5 120 build/plain/tests/core_tests --gtest_filter="$test" ;;
+    core) timeout -k 5 300 build/plain/tests/core_tests --gtest_filter="$test" --gtest_repeat="$repeat" ;;
     gst) VSTEST_GST_SKIP_PIPELINES=1 timeout -k 5 300 tests/gst/run-gst-tests.sh --gtest_filter="$test" ;;
     *) echo "unknown suite $suite"; return 2 ;;
     esac
@@ -80,7 +82,7 @@ make -s -j2 all build/plain/tests/core_tests >"$LOG" 2>&1 || { tail -20 "$LOG"; 
 echo "# the unmutated tree passes every named test"
 for m in "${mutants[@]}"; do
     [ -f "$m" ] || die "no such mutant: $m"
-    if ! run_test "$(field "$m" suite)" "$(field "$m" test)" >"$LOG" 2>&1; then
+    if ! run_test "$(field "$m" suite)" "$(field "$m" test)" "$(field "$m" repeat)" >"$LOG" 2>&1; then
         tail -20 "$LOG"
         die "$(field "$m" test) fails without any mutation"
     fi
@@ -98,7 +100,7 @@ for m in "${mutants[@]}"; do
     if ! build "$suite" >"$LOG" 2>&1; then
         echo "mutant: $name: DOES NOT BUILD"; tail -5 "$LOG" | sed 's/^/#   /'
         FAILED=$((FAILED + 1))
-    elif run_test "$suite" "$test" >"$LOG" 2>&1; then
+    elif run_test "$suite" "$test" "$(field "$m" repeat)" >"$LOG" 2>&1; then
         echo "mutant: $name: SURVIVED ($test passed)"
         FAILED=$((FAILED + 1))
     else

@@ -296,18 +296,33 @@ TEST(Kill, ConcurrentReapersReapEachDeadPeerOnce)
         ASSERT_EQ(wait_child(p), 128 + SIGKILL);
     for (int fd : {ready[0], ready[1], die[0]})
         close(fd);
-    int counts[2];
+    // The reapers open the segment, then start reaping together when the parent closes the
+    // pipe they wait on: forked one after another they would seldom overlap.
+    int counts[2], opened[2], go[2];
     ASSERT_EQ(pipe(counts), 0);
+    ASSERT_EQ(pipe(opened), 0);
+    ASSERT_EQ(pipe(go), 0);
     std::vector<pid_t> reapers;
     for (int i = 0; i < kReapers; i++)
         reapers.push_back(spawn([&] {
+            close(go[1]);
             vs_segment s;
             if (vs_segment_open(&s, name.c_str()) != VS_OK)
                 return 2;
+            char c;
+            if (write(opened[1], "o", 1) != 1 || read(go[0], &c, 1) != 0)
+                return 4;
             unsigned n = 0;
             vs_segment_reap(&s, &n);
             return write(counts[1], &n, sizeof n) == sizeof n ? 0 : 3;
         }));
+    for (int i = 0; i < kReapers; i++) {
+        char c;
+        ASSERT_EQ(read(opened[0], &c, 1), 1);
+    }
+    close(go[1]);
+    for (int fd : {opened[0], opened[1], go[0]})
+        close(fd);
     unsigned total = 0;
     for (int i = 0; i < kReapers; i++) {
         unsigned n;
