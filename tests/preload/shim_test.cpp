@@ -620,6 +620,53 @@ TEST_F(Routing, OtherEntryPointsBySize)
     free(small_c);
 }
 
+// A free that misses the segment (the block handed to the fallback allocator, or dropped)
+// leaves its slot allocated. Each way of freeing must return the slot; a class filled to its
+// last slot, emptied and filled again must be routed again, into the very same slots.
+TEST_F(Routing, FreeGoesBackToTheSegment)
+{
+    size_t m = routed_size(view(), min_size()), big = routed_size(view(), 1 << 20);
+    struct Freed {
+        const char *how;
+        void *p;
+        void (*release)(void *p, size_t n);
+        size_t n;
+    } blocks[] = {
+        {"malloc + free", malloc(opaque(m)), [](void *p, size_t) { free(p); }, m},
+        {"calloc + free", calloc(opaque(big), 1), [](void *p, size_t) { free(p); }, big},
+        {"realloc(p, 0)", malloc(opaque(big)), [](void *p, size_t) { EXPECT_EQ(realloc(p, 0), nullptr); }, big},
+        {"new[] + delete[]", new char[opaque(m)], [](void *p, size_t) { delete[] static_cast<char *>(p); }, m},
+        {"new + sized delete", ::operator new(opaque(big)), [](void *p, size_t n) { ::operator delete(p, n); }, big},
+    };
+    for (Freed &b : blocks) {
+        ASSERT_TRUE(b.p && owned(b.p)) << b.how << ": not routed";
+        uint64_t h = api().handle_of(b.p);
+        b.release(b.p, b.n);
+        EXPECT_TRUE(view().released(h)) << b.how << ": the slot is still allocated";
+    }
+
+    size_t largest = view().largest_slot(), n = view().free_slots_for(largest);
+    if (n == 0 || n > 64)
+        GTEST_SKIP() << n << " free slots in the largest class: want 1..64";
+    std::vector<void *> first, again;
+    for (size_t i = 0; i < n; i++)
+        first.push_back(malloc(opaque(largest))); // untouched: no page gets backed
+    size_t routed = (size_t)std::count_if(first.begin(), first.end(), owned);
+    EXPECT_EQ(routed, n) << "every free slot of the largest class should be taken";
+    EXPECT_EQ(view().free_slots_for(largest), 0u);
+    for (void *p : first)
+        free(p);
+    EXPECT_EQ(view().free_slots_for(largest), n) << "free() did not return every slot";
+    for (size_t i = 0; i < n; i++)
+        again.push_back(malloc(opaque(largest)));
+    routed = (size_t)std::count_if(again.begin(), again.end(), owned);
+    EXPECT_EQ(routed, n) << "after the frees, the class should take as many blocks again";
+    EXPECT_EQ(std::set<void *>(first.begin(), first.end()), std::set<void *>(again.begin(), again.end()))
+        << "the same slots should have been handed out again";
+    for (void *p : again)
+        free(p);
+}
+
 // ---------------------------------------------------------------------------------------
 // routing by tag scope
 
