@@ -5,6 +5,7 @@
 #   libc        the same with VARSLOT_FALLBACK=libc
 #   tiny        VARSLOT_CLASSES=64K:2, only the tests written for it (pool exhaustion, routing
 #               by size, bad values); its exit stats line must show fallback >= 6
+#   share       the default with VARSLOT_FORK=share, only the fork tests
 # After each run: the process's stats line (routed > 0), and `varslot stat --json` showing
 # no allocated slot and no peer once the test process has exited. Segments are removed.
 #
@@ -13,6 +14,9 @@
 # libvarslot.a, the CLI).
 #
 # Usage, from anywhere: tests/preload/run-shim-tests.sh [GTEST ARGS...]
+#   GTEST ARGS (e.g. --gtest_filter=Fork.*) go to every configuration but tiny, which is then
+#   skipped; in share they replace its own filter. VSTEST_CONFIGS="share libc" runs only the
+#   configurations named.
 set -u
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -80,6 +84,10 @@ N=0
 run_config() {
     local name=$1 min_fallback=$2 filter=$3
     shift 3
+    if [ -n "${VSTEST_CONFIGS:-}" ] && [[ " $VSTEST_CONFIGS " != *" $name "* ]]; then
+        echo "# configuration $name: skipped (not in VSTEST_CONFIGS)"
+        return
+    fi
     N=$((N + 1))
     local seg="/$PREFIX-$N" log="$TMP/$name.log" err="$TMP/$name.err"
     echo "# configuration $name: segment $seg${*:+, $*}"
@@ -141,6 +149,8 @@ if [ ${#GTEST_ARGS[@]} -eq 0 ]; then
 else
     echo "# configuration tiny: skipped (it runs its own test selection; gtest arguments were given)"
 fi
+# The fork tests again, with share: nothing else depends on VARSLOT_FORK.
+run_config share 0 "Fork.*" "${COMMON[@]}" VARSLOT_FORK=share
 
 echo "# run-shim-tests: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
