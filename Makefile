@@ -25,8 +25,13 @@ CORE_HDRS := $(wildcard core/src/*.h core/include/*.h)
 CORE_TEST_SRCS := $(wildcard tests/core/*.cpp)
 TEST_HDRS := $(wildcard tests/*.h)
 
+# The shared library's version: SOVERSION changes only when a release breaks the ABI.
+VERSION   := 1.0.0
+SOVERSION := 1
+
 LIB_A  := $(B)/lib/libvarslot.a
 LIB_SO := $(B)/lib/libvarslot.so
+LIB_SO_REAL := $(B)/lib/libvarslot.so.$(VERSION)
 PRELOAD := $(B)/lib/libvarslot-preload.so
 PRELOAD_SRCS := $(wildcard preload/*.c)
 GST_PLUGIN := $(B)/lib/gstreamer-1.0/libgstvarslot.so
@@ -63,9 +68,15 @@ $(B)/obj/so/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
 $(LIB_A): $(CORE_SRCS:core/src/%.c=$(B)/obj/a/%.o)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
-$(LIB_SO): $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o)
+# The version script exports the public API only, in versioned nodes (core/varslot.map).
+$(LIB_SO_REAL): $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o) core/varslot.map
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libvarslot.so.1 -o $@ $^ -pthread
+	$(CC) -shared -Wl,-soname,libvarslot.so.$(SOVERSION) -Wl,--version-script=core/varslot.map \
+	    -o $@ $(filter %.o,$^) -pthread
+# The symlinks as installed, so -Lbuild/lib -lvarslot also runs from the build tree.
+$(LIB_SO): $(LIB_SO_REAL)
+	ln -sf $(notdir $<) $(B)/lib/libvarslot.so.$(SOVERSION)
+	ln -sf libvarslot.so.$(SOVERSION) $@
 
 # ---- the LD_PRELOAD shim ----
 # -fno-builtin: GCC must not treat our malloc as the builtin one (it would, for example, fold
