@@ -12,23 +12,41 @@
 
 #define SHIM_NAME "libvarslot-preload.so"
 
-/* The shim sits in ../lib beside this binary's bin/, in the build tree and once installed. */
+/* Takes dir/SHIM_NAME as an absolute path if it is there and readable. */
+static int shim_in(const char *dir, char *out, size_t len)
+{
+    char path[PATH_MAX], real[PATH_MAX];
+    int w = snprintf(path, sizeof path, "%s/" SHIM_NAME, dir);
+    if (w < 0 || (size_t)w >= sizeof path || !realpath(path, real) || access(real, R_OK) != 0)
+        return -1;
+    w = snprintf(out, len, "%s", real);
+    return w < 0 || (size_t)w >= len ? -1 : 0;
+}
+
+/* First ../lib beside this binary's bin/ (the build tree, and an installed copy wherever it
+ * was moved or staged), then the LIBDIR make install built in (for a LIBDIR not PREFIX/lib). */
 static int find_shim(char *out, size_t len)
 {
-    char exe[PATH_MAX];
+    char exe[PATH_MAX], dir[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return -1;
-    exe[n] = '\0';
-    int w = snprintf(out, len, "%s/../lib/" SHIM_NAME, dirname(exe));
-    if (w < 0 || (size_t)w >= len)
-        return -1;
-    char real[PATH_MAX];
-    if (!realpath(out, real) || access(real, R_OK) != 0)
-        return -1;
-    snprintf(out, len, "%s", real);
-    return 0;
+    if (n > 0) {
+        exe[n] = '\0';
+        int w = snprintf(dir, sizeof dir, "%s/../lib", dirname(exe));
+        if (w > 0 && (size_t)w < sizeof dir && shim_in(dir, out, len) == 0)
+            return 0;
+    }
+#ifdef VS_LIBDIR
+    if (shim_in(VS_LIBDIR, out, len) == 0)
+        return 0;
+#endif
+    return -1;
 }
+
+#ifdef VS_LIBDIR
+#define SHIM_PLACES "../lib beside this program or in " VS_LIBDIR
+#else
+#define SHIM_PLACES "../lib beside this program"
+#endif
 
 /* LD_PRELOAD = shim, then whatever was there: the shim must come first to own malloc. */
 static int set_preload(const char *shim)
@@ -122,7 +140,7 @@ int run_run(int argc, char **argv)
         return usage_error("run: no command given (varslot run [OPTIONS] -- CMD ARGS...)");
     char shim[PATH_MAX];
     if (find_shim(shim, sizeof shim) != 0) {
-        fprintf(stderr, "varslot: run: cannot find " SHIM_NAME " in ../lib beside this program\n");
+        fprintf(stderr, "varslot: run: cannot find " SHIM_NAME " in %s\n", SHIM_PLACES);
         return EXIT_LIBRARY;
     }
     if (set_preload(shim) != 0) {
