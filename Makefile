@@ -4,6 +4,7 @@
 #                 TSan and memcheck; CLI, preload shim, GStreamer plugin and Valgrind tests
 #   make demo     the cross-process demo
 #   make bench    benchmarks, printed as ratios against anchors measured in the same run
+#   make install  PREFIX (/usr/local), LIBDIR ($(PREFIX)/lib), DESTDIR; make uninstall
 
 CC  ?= gcc
 CXX ?= g++
@@ -45,8 +46,8 @@ DEMO   := $(B)/bin/varslot-demo
 
 DEPS_STAMP := $(B)/.deps-ok
 
-.PHONY: all check demo bench clean deps check-core check-asan check-tsan check-cli check-preload check-gst \
-        check-memcheck check-model check-demo check-mutants
+.PHONY: all check demo bench clean deps install uninstall FORCE check-core check-asan check-tsan check-cli \
+        check-preload check-gst check-memcheck check-model check-demo check-mutants
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -112,6 +113,68 @@ $(CLI): $(CLI_SRCS) core/cli/cli.h $(LIB_A) $(CORE_HDRS)
 $(DEMO): scripts/demo/varslot-demo.c $(LIB_A) $(CORE_HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CORE_CFLAGS) -o $@ $< $(LIB_A) -pthread
+
+# ---- make install / make uninstall ----
+# The installed CLI and varslot-memcheck look for the shim in ../lib beside themselves first
+# (so a staged or moved copy uses its own), then in LIBDIR, which is built into them.
+PREFIX     ?= /usr/local
+BINDIR      = $(PREFIX)/bin
+LIBDIR      = $(PREFIX)/lib
+INCLUDEDIR  = $(PREFIX)/include
+DATADIR     = $(PREFIX)/share
+MANDIR      = $(DATADIR)/man
+SUPPDIR     = $(DATADIR)/varslot
+PKGCONFIGDIR = $(LIBDIR)/pkgconfig
+GSTPLUGINDIR = $(LIBDIR)/gstreamer-1.0
+
+INST := $(B)/install
+INST_FILES  = $(BINDIR)/varslot $(BINDIR)/varslot-memcheck \
+              $(INCLUDEDIR)/varslot.h $(INCLUDEDIR)/varslot/preload.h \
+              $(LIBDIR)/libvarslot.so.$(VERSION) $(LIBDIR)/libvarslot.so.$(SOVERSION) \
+              $(LIBDIR)/libvarslot.so $(LIBDIR)/libvarslot.a $(PKGCONFIGDIR)/varslot.pc \
+              $(LIBDIR)/libvarslot-preload.so $(GSTPLUGINDIR)/libgstvarslot.so \
+              $(SUPPDIR)/varslot.supp $(SUPPDIR)/gst.supp $(MANDIR)/man1/varslot.1
+
+# The paths built into the installed files: rewritten, and so rebuilding them, only when one
+# changes.
+$(INST)/paths: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(SUPPDIR)' | cmp -s - $@ || \
+	    echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(SUPPDIR)' >$@
+FORCE:
+
+$(INST)/varslot: $(CLI_SRCS) core/cli/cli.h $(LIB_A) $(CORE_HDRS) $(INST)/paths
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -DVS_LIBDIR='"$(LIBDIR)"' -o $@ $(CLI_SRCS) $(LIB_A) -pthread
+$(INST)/varslot-memcheck: valgrind/varslot-memcheck $(INST)/paths
+	sed -e "s|^installed_libdir=$$|installed_libdir='$(LIBDIR)'|" \
+	    -e "s|^installed_suppdir=$$|installed_suppdir='$(SUPPDIR)'|" $< >$@
+	grep -q "^installed_libdir='" $@ && grep -q "^installed_suppdir='" $@
+# libdir relative to ${prefix} when it is under it, so pkg-config --define-prefix can move it.
+$(INST)/varslot.pc: core/varslot.pc.in $(INST)/paths
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(VERSION)|' $< >$@
+
+install: all $(INST)/varslot $(INST)/varslot-memcheck $(INST)/varslot.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(INCLUDEDIR)/varslot $(DESTDIR)$(PKGCONFIGDIR) \
+	    $(DESTDIR)$(GSTPLUGINDIR) $(DESTDIR)$(SUPPDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(INST)/varslot $(INST)/varslot-memcheck $(DESTDIR)$(BINDIR)/
+	install -m 644 core/include/varslot.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 644 core/include/varslot/preload.h $(DESTDIR)$(INCLUDEDIR)/varslot/
+	install -m 755 $(LIB_SO_REAL) $(PRELOAD) $(DESTDIR)$(LIBDIR)/
+	ln -sf libvarslot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvarslot.so.$(SOVERSION)
+	ln -sf libvarslot.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libvarslot.so
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(INST)/varslot.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	install -m 755 $(GST_PLUGIN) $(DESTDIR)$(GSTPLUGINDIR)/
+	install -m 644 valgrind/varslot.supp valgrind/gst.supp $(DESTDIR)$(SUPPDIR)/
+	install -m 644 core/cli/varslot.1 $(DESTDIR)$(MANDIR)/man1/
+
+# Removes what install put there, and the directories only varslot uses if they are empty.
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INST_FILES))
+	rmdir $(DESTDIR)$(INCLUDEDIR)/varslot $(DESTDIR)$(SUPPDIR) 2>/dev/null || true
 
 # ---- tests: one binary per build flavour (plain, asan, tsan) ----
 # GoogleTest is compiled from Debian's source package with the flavour's flags, so the
