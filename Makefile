@@ -1,7 +1,7 @@
 # varslot: the one build entry.
 #   make          libvarslot (static + shared) and the varslot CLI, into build/
 #   make check    every test: the protocol model (spin), core suites plain, under ASan+UBSan,
-#                 TSan and memcheck; CLI, preload shim, GStreamer plugin and Valgrind tests
+#                 TSan and memcheck; CLI, preload shim, GStreamer plugin, Valgrind and install tests
 #   make demo     the cross-process demo
 #   make bench    benchmarks, printed as ratios against anchors measured in the same run
 #   make install  PREFIX (/usr/local), LIBDIR ($(PREFIX)/lib), DESTDIR; make uninstall
@@ -47,7 +47,7 @@ DEMO   := $(B)/bin/varslot-demo
 DEPS_STAMP := $(B)/.deps-ok
 
 .PHONY: all check demo bench clean deps install uninstall FORCE check-core check-asan check-tsan check-cli \
-        check-preload check-gst check-memcheck check-model check-demo check-mutants
+        check-preload check-gst check-memcheck check-model check-demo check-install check-mutants
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -208,11 +208,17 @@ TESTS_PLAIN := $(B)/plain/tests/core_tests
 TESTS_ASAN  := $(B)/asan/tests/core_tests
 TESTS_TSAN  := $(B)/tsan/tests/core_tests
 
-check: check-model check-core check-asan check-tsan check-cli check-preload check-gst check-memcheck check-demo
+check: check-model check-core check-asan check-tsan check-cli check-preload check-gst check-memcheck check-demo \
+       check-install
 	@echo "make check: all suites passed"
 
 # The README's first command must keep working: the demo runs to its end.
 check-demo: demo
+
+# make install into scratch prefixes and a DESTDIR, used from there as a user would, then
+# make uninstall (tests/install/test-install.sh; about 20 seconds).
+check-install: all
+	timeout 300 tests/install/test-install.sh
 
 # Opt-in (not in make check): each tests/mutants/*.mutant, a deliberate bug in the real
 # sources, must turn its test red (tests/run-mutants.sh; about 10 minutes).
