@@ -194,7 +194,8 @@ int main(void)
 }
 EOF
 } >"$W/example.c"
-# Nothing of the build tree on the paths: only what pkg-config says.
+# Nothing of the build tree on the paths: only what pkg-config says (its flags split as words).
+# shellcheck disable=SC2046
 if (cd "$W" && env -u CPATH -u C_INCLUDE_PATH -u LIBRARY_PATH \
     gcc -O1 -Wall -Wextra -Werror -Wno-unused-result -MD example.c \
         $(pkg-config --cflags --libs varslot) -o example) >"$TMP/cc.log" 2>&1; then
@@ -249,6 +250,7 @@ int main(void)
     return 0;
 }
 EOF
+# shellcheck disable=SC2046
 if (cd "$W" && gcc -O1 -Wall -Werror tagged.c $(pkg-config --cflags varslot) -o tagged -ldl) >"$TMP/cc.log" 2>&1; then
     ok "a program including <varslot/preload.h> builds with pkg-config --cflags varslot"
 else
@@ -277,7 +279,7 @@ else
 fi
 
 # ---- gst-inspect-1.0 finds the installed plugin (a fresh registry, no system plugins) ----
-out=$(GST_PLUGIN_PATH=$P/lib/gstreamer-1.0 GST_PLUGIN_SYSTEM_PATH= GST_REGISTRY=$TMP/registry.bin \
+out=$(GST_PLUGIN_PATH=$P/lib/gstreamer-1.0 GST_PLUGIN_SYSTEM_PATH='' GST_REGISTRY=$TMP/registry.bin \
     timeout 60 gst-inspect-1.0 varslotsink 2>&1)
 rc=$?
 if [ $rc -eq 0 ] && grep -qE "^ *Filename +$P/lib/gstreamer-1.0/libgstvarslot.so$" <<<"$out"; then
