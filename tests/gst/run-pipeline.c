@@ -2,9 +2,18 @@
  * properties asked for (counters such as s.copied-buffers), so the pipeline tests and the
  * benchmarks can read a sink's counters, which gst-launch-1.0 cannot print.
  *
- * usage: vstest-gst-run [--timeout S] [--print ELEMENT.PROPERTY]... [--time] 'PIPELINE'
+ * usage: vstest-gst-run [--timeout S] [--print ELEMENT.PROPERTY]... [--time]
+ *                       [--trace ELEMENT.PAD] 'PIPELINE'
  * exit:  0 EOS, 1 error (message on stderr), 2 timeout, 3 bad arguments or pipeline.
- * SIGINT/SIGTERM send EOS (like gst-launch-1.0 -e); a second one quits at once. */
+ * Prints "started" once the pipeline was set to PLAYING (the signal handlers are in place).
+ * SIGINT/SIGTERM send EOS (like gst-launch-1.0 -e); a second one quits at once. SIGUSR1
+ * prints the --print properties at once (a snapshot; the last lines printed are the final).
+ * --trace prints, for each buffer through the pad, where its bytes are:
+ *     buffer PTS DEV:INODE@FILEOFFSET+SIZE...     (one field per memory; PTS in ns or -1)
+ * the file and offset of the shared mapping each memory maps to, from /proc/self/maps
+ * ("private+SIZE": not in a shared file mapping). Two processes that print the same field
+ * for a buffer see the same bytes of the same file: the buffer was not copied between them.
+ * And "caps CAPS" for each caps event through the pad. */
 #include <gst/gst.h>
 #include <glib-unix.h>
 
@@ -20,7 +29,125 @@ typedef struct {
     GstElement *pipeline;
     int status;
     guint signals;
+    GPtrArray *prints;
 } Run;
+
+/* ---- --trace: which file, and where in it, a buffer's bytes are ---- */
+
+typedef struct {
+    guintptr start, end;
+    guint64 offset, inode;
+    char dev[16];
+} Mapping;
+
+static GMutex maps_lock;
+static GArray *maps; /* Mapping: the shared file mappings of this process */
+
+static void read_maps(void)
+{
+    g_array_set_size(maps, 0);
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        Mapping m;
+        char perms[8];
+        unsigned long start, end, offset, inode;
+        if (sscanf(line, "%lx-%lx %7s %lx %15s %lu", &start, &end, perms, &offset, m.dev, &inode) != 6 ||
+            inode == 0 || perms[3] != 's')
+            continue;
+        m.start = start;
+        m.end = end;
+        m.offset = offset;
+        m.inode = inode;
+        g_array_append_val(maps, m);
+    }
+    fclose(f);
+}
+
+static const Mapping *find_mapping(guintptr p)
+{
+    for (guint i = 0; i < maps->len; i++) {
+        const Mapping *m = &g_array_index(maps, Mapping, i);
+        if (p >= m->start && p < m->end)
+            return m;
+    }
+    return NULL;
+}
+
+/* DEV:INODE@FILEOFFSET+SIZE for a memory, or private+SIZE. */
+static void describe_memory(GString *out, GstMemory *mem)
+{
+    GstMapInfo map;
+    if (!gst_memory_map(mem, &map, GST_MAP_READ)) {
+        g_string_append_printf(out, " unmappable+%" G_GSIZE_FORMAT, mem->size);
+        return;
+    }
+    guintptr p = (guintptr)map.data;
+    g_mutex_lock(&maps_lock);
+    const Mapping *m = find_mapping(p);
+    if (!m) { /* mapped since we last looked */
+        read_maps();
+        m = find_mapping(p);
+    }
+    if (m)
+        g_string_append_printf(out, " %s:%" G_GUINT64_FORMAT "@%" G_GUINT64_FORMAT "+%" G_GSIZE_FORMAT,
+                               m->dev, m->inode, m->offset + (p - m->start), map.size);
+    else
+        g_string_append_printf(out, " private+%" G_GSIZE_FORMAT, map.size);
+    g_mutex_unlock(&maps_lock);
+    gst_memory_unmap(mem, &map);
+}
+
+static GstPadProbeReturn on_trace(GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+    (void)pad;
+    (void)data;
+    GString *line = g_string_new(NULL);
+    if (info->type & GST_PAD_PROBE_TYPE_BUFFER) {
+        GstBuffer *buf = GST_PAD_PROBE_INFO_BUFFER(info); /* no ref taken: a sink may need it unshared */
+        GstClockTime pts = GST_BUFFER_PTS(buf);
+        g_string_append_printf(line, "buffer %" G_GINT64_FORMAT, GST_CLOCK_TIME_IS_VALID(pts) ? (gint64)pts : -1);
+        for (guint i = 0; i < gst_buffer_n_memory(buf); i++)
+            describe_memory(line, gst_buffer_peek_memory(buf, i));
+    } else if (GST_EVENT_TYPE(GST_PAD_PROBE_INFO_EVENT(info)) == GST_EVENT_CAPS) {
+        GstCaps *caps;
+        gst_event_parse_caps(GST_PAD_PROBE_INFO_EVENT(info), &caps);
+        gchar *text = gst_caps_to_string(caps);
+        g_string_append_printf(line, "caps %s", text);
+        g_free(text);
+    }
+    if (line->len) {
+        printf("%s\n", line->str);
+        fflush(stdout); /* a killed process has printed what it saw */
+    }
+    g_string_free(line, TRUE);
+    return GST_PAD_PROBE_OK;
+}
+
+static gboolean add_trace(GstElement *pipeline, const char *spec)
+{
+    const char *dot = strchr(spec, '.');
+    if (!dot || dot == spec || !dot[1]) {
+        fprintf(stderr, "vstest-gst-run: --trace wants ELEMENT.PAD, got '%s'\n", spec);
+        return FALSE;
+    }
+    gchar *name = g_strndup(spec, (gsize)(dot - spec));
+    GstElement *el = gst_bin_get_by_name(GST_BIN(pipeline), name);
+    GstPad *pad = el ? gst_element_get_static_pad(el, dot + 1) : NULL;
+    if (pad) {
+        gst_pad_add_probe(pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, on_trace,
+                          NULL, NULL);
+        gst_object_unref(pad);
+    } else {
+        fprintf(stderr, "vstest-gst-run: no pad '%s'\n", spec);
+    }
+    if (el)
+        gst_object_unref(el);
+    g_free(name);
+    return pad != NULL;
+}
 
 static gboolean on_message(GstBus *bus, GstMessage *msg, gpointer data)
 {
@@ -84,6 +211,17 @@ static gboolean on_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
+static gboolean print_property(GstElement *pipeline, const char *spec);
+
+static gboolean on_snapshot(gpointer data)
+{
+    Run *run = data;
+    for (guint i = 0; i < run->prints->len; i++)
+        print_property(run->pipeline, g_ptr_array_index(run->prints, i));
+    fflush(stdout);
+    return G_SOURCE_CONTINUE;
+}
+
 /* NAME.PROP=VALUE, numbers and enums as text, strings unquoted. */
 static gboolean print_property(GstElement *pipeline, const char *spec)
 {
@@ -123,7 +261,7 @@ static gboolean print_property(GstElement *pipeline, const char *spec)
 static void usage(void)
 {
     fprintf(stderr, "usage: vstest-gst-run [--timeout S] [--print ELEMENT.PROPERTY]... [--time] "
-                    "'PIPELINE DESCRIPTION'\n"
+                    "[--trace ELEMENT.PAD] 'PIPELINE DESCRIPTION'\n"
                     "exit: 0 EOS, 1 error, 2 timeout, 3 bad arguments\n");
 }
 
@@ -133,7 +271,7 @@ int main(int argc, char **argv)
     double timeout_s = 0;
     gboolean print_time = FALSE;
     GPtrArray *prints = g_ptr_array_new();
-    const char *description = NULL;
+    const char *description = NULL, *trace = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             char *end;
@@ -144,6 +282,8 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--print") && i + 1 < argc) {
             g_ptr_array_add(prints, argv[++i]);
+        } else if (!strcmp(argv[i], "--trace") && i + 1 < argc && !trace) {
+            trace = argv[++i];
         } else if (!strcmp(argv[i], "--time")) {
             print_time = TRUE;
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -178,7 +318,12 @@ int main(int argc, char **argv)
         pipeline = p;
     }
 
-    Run run = {g_main_loop_new(NULL, FALSE), pipeline, EXIT_ERROR, 0};
+    maps = g_array_new(FALSE, FALSE, sizeof(Mapping));
+    if (trace && !add_trace(pipeline, trace)) {
+        gst_object_unref(pipeline);
+        return EXIT_USAGE;
+    }
+    Run run = {g_main_loop_new(NULL, FALSE), pipeline, EXIT_ERROR, 0, prints};
     GstBus *bus = gst_element_get_bus(pipeline);
     gst_bus_add_watch(bus, on_message, &run);
     gst_object_unref(bus);
@@ -186,6 +331,7 @@ int main(int argc, char **argv)
         g_timeout_add((guint)(timeout_s * 1000), on_timeout, &run);
     g_unix_signal_add(SIGINT, on_signal, &run);
     g_unix_signal_add(SIGTERM, on_signal, &run);
+    g_unix_signal_add(SIGUSR1, on_snapshot, &run);
 
     gint64 t0 = g_get_monotonic_time();
     if (gst_element_set_state(pipeline, GST_STATE_PLAYING) == GST_STATE_CHANGE_FAILURE) {
@@ -201,6 +347,8 @@ int main(int argc, char **argv)
         gst_object_unref(b);
         run.status = EXIT_ERROR;
     } else {
+        printf("started\n");
+        fflush(stdout);
         g_main_loop_run(run.loop);
     }
     double elapsed = (double)(g_get_monotonic_time() - t0) / 1e6;
@@ -219,5 +367,6 @@ int main(int argc, char **argv)
     gst_object_unref(pipeline);
     g_main_loop_unref(run.loop);
     g_ptr_array_free(prints, TRUE);
+    g_array_free(maps, TRUE);
     return status;
 }
