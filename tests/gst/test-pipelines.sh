@@ -383,10 +383,10 @@ if want d1; then
     bg P 60 "$TMP/d1.p.out" "$TMP/d1.p.err" gst-launch-1.0 videotestsrc is-live=true pattern=ball ! \
         $LIVE_CAPS ! varslotsink socket-path="$S" segment="$G"
     wait_socket "$S" || not_ok "(d1) the sink listens"
+    PP=$(child_of "$P") # (the pids to signal are looked up before the waits: ps takes time)
     bg C 60 "$TMP/d1.c.out" "$TMP/d1.c.err" stdbuf -oL gst-launch-1.0 -q varslotsrc socket-path="$S" ! checksumsink sync=false
     check "(d1) the consumer receives frames before the kill" wait_until 30 has_frames "$TMP/d1.c.out" 5
     check "(d1) both run before the kill" bash -c "kill -0 $P && kill -0 $C"
-    PP=$(child_of "$P")
     t0=$(now_ms)
     kill -9 "$PP"
     finish "$C" 20; crc=$?
@@ -409,10 +409,11 @@ if want d2; then
     bg P 60 "$TMP/d2.p.out" "$TMP/d2.p.err" gst-launch-1.0 videotestsrc is-live=true pattern=ball ! \
         $LIVE_CAPS ! varslotsink socket-path="$S" segment="$G"
     wait_socket "$S" || not_ok "(d2) the sink listens"
+    PP=$(child_of "$P")
     bg C 60 "$TMP/d2.c.out" "$TMP/d2.c.err" stdbuf -oL gst-launch-1.0 -q varslotsrc socket-path="$S" wait-for-producer=true ! \
         checksumsink sync=false
     check "(d2) the consumer receives frames before the kill" wait_until 30 has_frames "$TMP/d2.c.out" 5
-    kill -9 "$(child_of "$P")"
+    kill -9 "$PP"
     finish "$P" 10 >/dev/null
     # it says so (GST_WARNING) once it saw the producer go
     check "(d2) the consumer waits for a producer" wait_until 20 has_line "$TMP/d2.c.err" "producer went away .*waiting for it"
@@ -434,9 +435,10 @@ if want d3; then
     bg P 60 "$TMP/d3.p.out" "$TMP/d3.p.err" gst-launch-1.0 videotestsrc is-live=true pattern=ball ! \
         $LIVE_CAPS ! varslotsink socket-path="$S" segment="$G"
     wait_socket "$S" || not_ok "(d3) the sink listens"
+    PP=$(child_of "$P")
     bg C 60 "$TMP/d3.c.out" "$TMP/d3.c.err" stdbuf -oL gst-launch-1.0 -q varslotsrc socket-path="$S" ! checksumsink sync=false
     check "(d3) the consumer receives frames before the interrupt" wait_until 30 has_frames "$TMP/d3.c.out" 5
-    kill -INT "$(child_of "$P")"
+    kill -INT "$PP"
     finish "$P" 20; prc=$?
     finish "$C" 20; crc=$?
     check "(d3) the producer stops (exit 0)" exit_is $prc 0 "$TMP/d3.p.err"
@@ -456,12 +458,13 @@ if want e1; then
     bg P 60 "$TMP/e1.p.out" "$TMP/e1.p.err" "$RUNNER" --print s.buffers-sent --print s.dropped --print s.clients \
         "videotestsrc is-live=true pattern=ball ! $LIVE_CAPS ! varslotsink name=s wait-for-connection=false socket-path=$S segment=$G"
     wait_socket "$S" || not_ok "(e1) the sink listens"
-    bg C 60 "$TMP/e1.c.out" "$TMP/e1.c.err" stdbuf -oL gst-launch-1.0 -q varslotsrc socket-path="$S" ! checksumsink sync=false
-    check "(e1) the consumer receives frames" wait_until 30 has_frames "$TMP/e1.c.out" 5
     PR=$(child_of "$P")
+    bg C 60 "$TMP/e1.c.out" "$TMP/e1.c.err" stdbuf -oL gst-launch-1.0 -q varslotsrc socket-path="$S" ! checksumsink sync=false
+    CC=$(child_of "$C")
+    check "(e1) the consumer receives frames" wait_until 30 has_frames "$TMP/e1.c.out" 5
     d0=$(snapshot "$PR" "$TMP/e1.p.out" s.dropped) || not_ok "(e1) the producer reports its counters"
     d0=${d0:-0} # what it dropped before the consumer came: nothing is dropped while it is there
-    kill -9 "$(child_of "$C")"
+    kill -9 "$CC"
     finish "$C" 10 >/dev/null
     check "(e1) the producer goes on without its consumer, dropping frames" \
         wait_prop "$PR" "$TMP/e1.p.out" s.dropped -gt "$d0" 20
@@ -484,13 +487,14 @@ if want e2; then
     # The consumer is there first: a live producer that waited for it would catch up in a burst
     # and could send every frame before the kill.
     bg C 60 "$TMP/e2.c.out" "$TMP/e2.c.err" "$RUNNER" "varslotsrc socket-path=$S wait-for-producer=true ! checksumsink sync=false"
+    CC=$(child_of "$C")
     wait_until 30 has_line "$TMP/e2.c.out" '^started$' || not_ok "(e2) the consumer starts"
     bg P 60 "$TMP/e2.p.out" "$TMP/e2.p.err" "$RUNNER" --print s.buffers-sent --print s.copied-buffers --print s.dropped \
         --print s.clients --trace s.sink \
         "videotestsrc is-live=true pattern=ball num-buffers=$N ! $LIVE_CAPS ! varslotsink name=s socket-path=$S segment=$G"
-    check "(e2) the consumer receives frames" wait_until 30 has_frames "$TMP/e2.c.out" 5
     PR=$(child_of "$P")
-    kill -9 "$(child_of "$C")"
+    check "(e2) the consumer receives frames" wait_until 30 has_frames "$TMP/e2.c.out" 5
+    kill -9 "$CC"
     finish "$C" 10 >/dev/null
     check "(e2) the producer notices the consumer left (clients=0)" wait_prop "$PR" "$TMP/e2.p.out" s.clients -eq 0 20
     sent0=$(snapshot "$PR" "$TMP/e2.p.out" s.buffers-sent) dropped0=$(snapshot "$PR" "$TMP/e2.p.out" s.dropped)
