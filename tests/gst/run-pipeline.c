@@ -13,8 +13,10 @@
  * the file and offset of the shared mapping each memory maps to, from /proc/self/maps
  * ("private+SIZE": not in a shared file mapping). Two processes that print the same field
  * for a buffer see the same bytes of the same file: the buffer was not copied between them.
+ *     video PTS FORMAT WIDTHxHEIGHT OFFSET/STRIDE...  (its GstVideoMeta, if any: the layout)
  * And "caps CAPS" for each caps event through the pad. */
 #include <gst/gst.h>
+#include <gst/video/gstvideometa.h> /* the struct only: no libgstvideo needed */
 #include <glib-unix.h>
 
 #include <stdio.h>
@@ -111,6 +113,18 @@ static GstPadProbeReturn on_trace(GstPad *pad, GstPadProbeInfo *info, gpointer d
         g_string_append_printf(line, "buffer %" G_GINT64_FORMAT, GST_CLOCK_TIME_IS_VALID(pts) ? (gint64)pts : -1);
         for (guint i = 0; i < gst_buffer_n_memory(buf); i++)
             describe_memory(line, gst_buffer_peek_memory(buf, i));
+        gpointer state = NULL;
+        GstMeta *meta;
+        while ((meta = gst_buffer_iterate_meta(buf, &state))) {
+            if (strcmp(g_type_name(meta->info->api), "GstVideoMetaAPI"))
+                continue;
+            const GstVideoMeta *vm = (const GstVideoMeta *)meta;
+            g_string_append_printf(line, "\nvideo %" G_GINT64_FORMAT " %d %ux%u",
+                                   GST_CLOCK_TIME_IS_VALID(pts) ? (gint64)pts : -1, (int)vm->format,
+                                   vm->width, vm->height);
+            for (guint p = 0; p < vm->n_planes && p < GST_VIDEO_MAX_PLANES; p++)
+                g_string_append_printf(line, " %" G_GSIZE_FORMAT "/%d", vm->offset[p], vm->stride[p]);
+        }
     } else if (GST_EVENT_TYPE(GST_PAD_PROBE_INFO_EVENT(info)) == GST_EVENT_CAPS) {
         GstCaps *caps;
         gst_event_parse_caps(GST_PAD_PROBE_INFO_EVENT(info), &caps);

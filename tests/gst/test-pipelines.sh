@@ -3,7 +3,8 @@
 # Every process runs under `timeout`; every case has its own socket path and segment name,
 # and the EXIT trap kills what is left and removes both.
 #   (a) videotestsrc ! varslotsink | varslotsrc ! checksumsink: per-frame "<pts> <sha1>"
-#       identical to one process, timestamps included; caps arrive with no capsfilter
+#       identical to one process, timestamps included; caps arrive with no capsfilter, each
+#       buffer's GstVideoMeta as videotestsrc made it
 #   (b) no copy: each buffer the consumer gets is the very bytes (file, offset) videotestsrc
 #       wrote in the producer (vstest-gst-run --trace on both sides); copied-buffers=0 and
 #       buffers-sent=N
@@ -202,6 +203,13 @@ same_bytes() { # same_bytes PRODUCER CONSUMER N: the consumer's N buffers are th
     diff <(traced "$1") <(traced "$2") | head -n 10
     [ "${PIPESTATUS[0]}" -eq 0 ]
 }
+same_layout() { # same_layout PRODUCER CONSUMER N: N buffers' GstVideoMeta, as the producer's upstream made it
+    local n
+    n=$(grep -c '^video ' "$2")
+    [ "$n" -eq "$3" ] || { echo "$n buffers with a GstVideoMeta at the consumer, want $3"; return 1; }
+    diff <(grep '^video ' "$1") <(grep '^video ' "$2") | head -n 10
+    [ "${PIPESTATUS[0]}" -eq 0 ]
+}
 bytes_of() { # bytes_of PRODUCER CONSUMER MIN: each of the consumer's buffers (MIN at least) too
     local n other
     n=$(traced "$2" | wc -l)
@@ -316,8 +324,9 @@ fi
 
 # ---- (a)+(b) per-frame checksums across two processes, caps without capsfilter ----
 # (a2) has odd sizes, so the I420 planes have padded strides that both sides must read the
-# same way (GstVideoMeta). videotestsrc leaves the padding bytes unwritten (they differ even
-# between two one-process runs), so there both sides hash videoconvert's packed BGRx instead.
+# same way: the consumer's GstVideoMeta must be the producer's (the traces compare them).
+# videotestsrc leaves the padding bytes unwritten (they differ even between two one-process
+# runs), so there both sides hash videoconvert's packed BGRx instead.
 for variant in "a1 120 BGRx 640 480 30/1" "a2 60 I420 322 242 25/1 videoconvert ! video/x-raw,format=BGRx !"; do
     read -r id n fmt w h fps post <<<"$variant"
     want "$id" || continue
@@ -339,6 +348,8 @@ for variant in "a1 120 BGRx 640 480 30/1" "a2 60 I420 322 242 25/1 videoconvert 
     check "($id) per-frame '<pts> <sha1>' identical to one process, $n frames" same_sums "$TMP/$id.ref" "$TMP/$id.c.out" "$n"
     check "($id) caps reach the consumer with no capsfilter" \
         has_line "$TMP/$id.c.out" "^caps video/x-raw, format=\(string\)$fmt, width=\(int\)$w, height=\(int\)$h"
+    check "($id) each frame's GstVideoMeta (plane offsets, strides) reaches the consumer as videotestsrc made it" \
+        same_layout "$TMP/$id.p.out" "$TMP/$id.c.out" "$n"
     check "(b) $id: each frame reaches the consumer in the bytes videotestsrc wrote (same file, offset): no copy" \
         same_bytes "$TMP/$id.p.out" "$TMP/$id.c.out" "$n"
     check "(b) $id: copied-buffers=0 behind videotestsrc" eq "$(prop "$TMP/$id.p.out" s.copied-buffers)" 0
