@@ -182,9 +182,9 @@ idle() { # idle PID SENT0 DROPPED0 SENT1 DROPPED1: still running, nothing sent, 
 more_lines() { [ "$(grep -c "$2" "$1")" -gt "$3" ]; } # more_lines FILE REGEX N
 # wait_prop PID OUT NAME TEST VALUE SECS: until NAME TEST VALUE (-ge, -eq...), by snapshots
 wait_prop() {
-    local v= i
+    local v='' i
     for ((i = 0; i < $6 * 10; i++)); do
-        v=$(snapshot "$1" "$2" "$3") && [ "$v" "$4" "$5" ] 2>/dev/null && return 0
+        v=$(snapshot "$1" "$2" "$3") && test "$v" "$4" "$5" 2>/dev/null && return 0
         sleep 0.1
     done
     echo "$3=$v after $6 s, want $4 $5"
