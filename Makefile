@@ -83,9 +83,9 @@ $(LIB_SO): $(LIB_SO_REAL)
 # -fno-builtin: GCC must not treat our malloc as the builtin one (it would, for example, fold
 # malloc+memset into a call to calloc). jemalloc is DT_NEEDED, so it is loaded before any
 # malloc call; -z now keeps symbol resolution out of the middle of malloc.
-$(B)/obj/preload/%.o: preload/%.c preload/internal.h $(CORE_HDRS) | $(DEPS_STAMP)
+$(B)/obj/preload/%.o: preload/%.c preload/internal.h preload/include/varslot/preload.h $(CORE_HDRS) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -fno-builtin -Ipreload -c $< -o $@
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -fno-builtin -Ipreload -Ipreload/include -c $< -o $@
 $(B)/obj/preload/cxx.o: preload/cxx.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -std=c++17 $(WARN) -fPIC -fvisibility=hidden -fno-builtin -c $< -o $@
@@ -105,10 +105,12 @@ $(GST_PLUGIN): $(GST_SRCS:gst-plugin/%.c=$(B)/obj/gst/%.o) $(CORE_SRCS:core/src/
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@ $^ $(GST_LIBS) -pthread
 
-CLI_SRCS := $(wildcard core/cli/*.c)
-$(CLI): $(CLI_SRCS) core/cli/cli.h $(LIB_A) $(CORE_HDRS)
+# ---- the varslot tool: a user of the public header only ----
+CLI_SRCS := $(wildcard cli/*.c)
+CLI_CFLAGS = -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include
+$(CLI): $(CLI_SRCS) cli/cli.h $(LIB_A) core/include/varslot.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -o $@ $(CLI_SRCS) $(LIB_A) -pthread
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -o $@ $(CLI_SRCS) $(LIB_A) -pthread
 
 $(DEMO): scripts/demo/varslot-demo.c $(LIB_A) $(CORE_HDRS)
 	@mkdir -p $(dir $@)
@@ -143,9 +145,9 @@ $(INST)/paths: FORCE
 	    echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(SUPPDIR)' >$@
 FORCE:
 
-$(INST)/varslot: $(CLI_SRCS) core/cli/cli.h $(LIB_A) $(CORE_HDRS) $(INST)/paths
+$(INST)/varslot: $(CLI_SRCS) cli/cli.h $(LIB_A) core/include/varslot.h $(INST)/paths
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -DVS_LIBDIR='"$(LIBDIR)"' -o $@ $(CLI_SRCS) $(LIB_A) -pthread
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -DVS_LIBDIR='"$(LIBDIR)"' -o $@ $(CLI_SRCS) $(LIB_A) -pthread
 $(INST)/varslot-memcheck: valgrind/varslot-memcheck $(INST)/paths
 	sed -e "s|^installed_libdir=$$|installed_libdir='$(LIBDIR)'|" \
 	    -e "s|^installed_suppdir=$$|installed_suppdir='$(SUPPDIR)'|" $< >$@
@@ -161,7 +163,7 @@ install: all $(INST)/varslot $(INST)/varslot-memcheck $(INST)/varslot.pc
 	    $(DESTDIR)$(GSTPLUGINDIR) $(DESTDIR)$(SUPPDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 755 $(INST)/varslot $(INST)/varslot-memcheck $(DESTDIR)$(BINDIR)/
 	install -m 644 core/include/varslot.h $(DESTDIR)$(INCLUDEDIR)/
-	install -m 644 core/include/varslot/preload.h $(DESTDIR)$(INCLUDEDIR)/varslot/
+	install -m 644 preload/include/varslot/preload.h $(DESTDIR)$(INCLUDEDIR)/varslot/
 	install -m 755 $(LIB_SO_REAL) $(PRELOAD) $(DESTDIR)$(LIBDIR)/
 	ln -sf libvarslot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvarslot.so.$(SOVERSION)
 	ln -sf libvarslot.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libvarslot.so
@@ -169,7 +171,7 @@ install: all $(INST)/varslot $(INST)/varslot-memcheck $(INST)/varslot.pc
 	install -m 644 $(INST)/varslot.pc $(DESTDIR)$(PKGCONFIGDIR)/
 	install -m 755 $(GST_PLUGIN) $(DESTDIR)$(GSTPLUGINDIR)/
 	install -m 644 valgrind/varslot.supp valgrind/gst.supp $(DESTDIR)$(SUPPDIR)/
-	install -m 644 core/cli/varslot.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 cli/varslot.1 $(DESTDIR)$(MANDIR)/man1/
 
 # Removes what install put there, and the directories only varslot uses if they are empty.
 uninstall:
@@ -247,7 +249,7 @@ check-cli: all
 SEMANTICS := $(B)/tests/preload_semantics
 $(SEMANTICS): tests/preload/semantics_test.cpp $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
 	@mkdir -p $(dir $@)
-	$(CXX) -O1 -g -std=c++17 $(WARN) -isystem $(GTEST_SRC)/include -Icore/include $< \
+	$(CXX) -O1 -g -std=c++17 $(WARN) -isystem $(GTEST_SRC)/include -Icore/include -Ipreload/include $< \
 	    $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o -o $@ -pthread -ldl
 check-preload: all $(SEMANTICS)
 	timeout 1800 tests/preload/run-semantics.sh

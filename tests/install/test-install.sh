@@ -74,9 +74,10 @@ else
     not_ok "install's files differ from the expected list (< expected, > installed)" \
         "$(diff <(expected) <(echo "$got") | grep '^[<>]')"
 fi
-for h in varslot.h varslot/preload.h; do
-    if cmp -s "core/include/$h" "$P/include/$h"; then ok "include/$h is core/include/$h"
-    else not_ok "include/$h is not core/include/$h"; fi
+for pair in core/include:varslot.h preload/include:varslot/preload.h; do
+    src=${pair%%:*}/${pair#*:} h=${pair#*:}
+    if cmp -s "$src" "$P/include/$h"; then ok "include/$h is $src"
+    else not_ok "include/$h is not $src"; fi
 done
 so=$P/lib/libvarslot.so.$VERSION
 same "the library's soname is libvarslot.so.1" "libvarslot.so.1" \

@@ -41,7 +41,7 @@ run-semantics: test binary $BIN not found. Build it from $ROOT with:
   G=/usr/src/googletest/googletest
   g++ -O1 -g -std=c++17 -isystem \$G/include -I\$G -c \$G/src/gtest-all.cc -o build/tests/obj/gtest-all.o
   g++ -O1 -g -std=c++17 -isystem \$G/include -I\$G -c \$G/src/gtest_main.cc -o build/tests/obj/gtest_main.o
-  g++ -O1 -g -std=c++17 -Wall -Wextra -Werror -isystem \$G/include -I\$G -Icore/include \\
+  g++ -O1 -g -std=c++17 -Wall -Wextra -Werror -isystem \$G/include -I\$G -Icore/include -Ipreload/include \\
       tests/preload/semantics_test.cpp build/tests/obj/gtest-all.o build/tests/obj/gtest_main.o \\
       -o build/tests/preload_semantics -pthread -ldl
 EOF

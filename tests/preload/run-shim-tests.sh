@@ -62,9 +62,9 @@ if stale "$GTEST_O" "$GTEST_SRC/src/gtest-all.cc"; then
 fi
 TEST_BIN=$OUT/shim_test
 if stale "$TEST_BIN" tests/preload/shim_test.cpp "$GTEST_O" "$LIB_A" core/include/varslot.h \
-        core/include/varslot/preload.h; then
+        preload/include/varslot/preload.h; then
     # -fno-builtin: the compiler must not fold or drop malloc/free pairs under test.
-    build "$TEST_BIN" g++ "${CXXFLAGS[@]}" -fno-builtin -Wall -Wextra -Icore/include \
+    build "$TEST_BIN" g++ "${CXXFLAGS[@]}" -fno-builtin -Wall -Wextra -Icore/include -Ipreload/include \
         tests/preload/shim_test.cpp "$GTEST_O" "$LIB_A" -o "$TEST_BIN" -ldl -pthread
 fi
 CALLER_LIB=$OUT/libvstest-caller.so
@@ -73,8 +73,8 @@ if stale "$CALLER_LIB" tests/preload/caller_lib.c; then
         tests/preload/caller_lib.c -o "$CALLER_LIB"
 fi
 PEER=$OUT/vstest-peer
-if stale "$PEER" tests/preload/peer.c core/include/varslot/preload.h; then
-    build "$PEER" gcc -O1 -g -Wall -Wextra -Icore/include tests/preload/peer.c -o "$PEER" -ldl
+if stale "$PEER" tests/preload/peer.c preload/include/varslot/preload.h; then
+    build "$PEER" gcc -O1 -g -Wall -Wextra -Icore/include -Ipreload/include tests/preload/peer.c -o "$PEER" -ldl
 fi
 
 # ---- run ----

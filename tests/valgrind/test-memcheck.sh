@@ -24,7 +24,7 @@ trap 'build/bin/varslot rm "$VARSLOT_SEGMENT" >/dev/null 2>&1; rm -rf "$TMP"' EX
 
 mkdir -p build/tests
 if [ ! -x "$BIN" ] || [ "$SRC" -nt "$BIN" ]; then
-    gcc -O0 -g -Wall -Wextra -Werror -Icore/include "$SRC" -o "$BIN" -ldl || exit 1
+    gcc -O0 -g -Wall -Wextra -Werror -Icore/include -Ipreload/include "$SRC" -o "$BIN" -ldl || exit 1
 fi
 
 pass=0 fail=0
