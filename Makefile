@@ -23,8 +23,9 @@ TEST_CXXFLAGS := -std=c++17 $(WARN) -Wno-missing-field-initializers -Icore/inclu
 
 CORE_SRCS := $(wildcard core/src/*.c)
 CORE_HDRS := $(wildcard core/src/*.h core/include/*.h)
+# Each object's headers, as the compiler saw them (build/**/*.d, read at the end).
+DEPFLAGS := -MMD -MP
 CORE_TEST_SRCS := $(wildcard tests/core/*.cpp)
-TEST_HDRS := $(wildcard tests/*.h)
 
 # The shared library's version: SOVERSION changes only when a release breaks the ABI.
 VERSION   := 1.0.0
@@ -59,12 +60,12 @@ deps: $(DEPS_STAMP)
 # ---- libvarslot ----
 # The static library is what the preload shim links: initial-exec TLS there, because
 # __tls_get_addr may call malloc.
-$(B)/obj/a/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
+$(B)/obj/a/%.o: core/src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -DVS_TLS_INITIAL_EXEC -c $< -o $@
-$(B)/obj/so/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) $(DEPFLAGS) -DVS_TLS_INITIAL_EXEC -c $< -o $@
+$(B)/obj/so/%.o: core/src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) $(DEPFLAGS) -c $< -o $@
 
 $(LIB_A): $(CORE_SRCS:core/src/%.c=$(B)/obj/a/%.o)
 	@mkdir -p $(dir $@)
@@ -83,12 +84,12 @@ $(LIB_SO): $(LIB_SO_REAL)
 # -fno-builtin: GCC must not treat our malloc as the builtin one (it would, for example, fold
 # malloc+memset into a call to calloc). jemalloc is DT_NEEDED, so it is loaded before any
 # malloc call; -z now keeps symbol resolution out of the middle of malloc.
-$(B)/obj/preload/%.o: preload/%.c preload/internal.h preload/include/varslot/preload.h $(CORE_HDRS) | $(DEPS_STAMP)
+$(B)/obj/preload/%.o: preload/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -fno-builtin -Ipreload -Ipreload/include -c $< -o $@
+	$(CC) $(CFLAGS) $(CORE_CFLAGS) -fno-builtin -Ipreload -Ipreload/include $(DEPFLAGS) -c $< -o $@
 $(B)/obj/preload/cxx.o: preload/cxx.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXFLAGS) -std=c++17 $(WARN) -fPIC -fvisibility=hidden -fno-builtin -c $< -o $@
+	$(CXX) $(CXXFLAGS) -std=c++17 $(WARN) -fPIC -fvisibility=hidden -fno-builtin $(DEPFLAGS) -c $< -o $@
 $(PRELOAD): $(PRELOAD_SRCS:preload/%.c=$(B)/obj/preload/%.o) $(B)/obj/preload/cxx.o \
             $(CORE_SRCS:core/src/%.c=$(B)/obj/a/%.o) preload/exports.map
 	@mkdir -p $(dir $@)
@@ -98,9 +99,9 @@ $(PRELOAD): $(PRELOAD_SRCS:preload/%.c=$(B)/obj/preload/%.o) $(B)/obj/preload/cx
 # ---- the GStreamer plugin ----
 # Linked with the shared library's objects: GStreamer dlopens plugins, and initial-exec TLS
 # (the static library's) would compete for the little static TLS left after startup.
-$(B)/obj/gst/%.o: gst-plugin/%.c $(wildcard gst-plugin/*.h) $(CORE_HDRS) | $(DEPS_STAMP)
+$(B)/obj/gst/%.o: gst-plugin/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -std=gnu11 -D_GNU_SOURCE $(WARN) -fPIC -fvisibility=hidden -Icore/include $(GST_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) -std=gnu11 -D_GNU_SOURCE $(WARN) -fPIC -fvisibility=hidden -Icore/include $(GST_CFLAGS) $(DEPFLAGS) -c $< -o $@
 $(GST_PLUGIN): $(GST_SRCS:gst-plugin/%.c=$(B)/obj/gst/%.o) $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@ $^ $(GST_LIBS) -pthread
@@ -183,12 +184,12 @@ uninstall:
 # sanitizers see all of it. The core is built with its debug tier (VS_DEBUG: internal
 # assertions, core/src/debug.h) in every test flavour; the release library is not.
 define flavour
-$(B)/$(1)/obj/core/%.o: core/src/%.c $(CORE_HDRS) | $(DEPS_STAMP)
+$(B)/$(1)/obj/core/%.o: core/src/%.c | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
-	$(CC) $(CFLAGS) $(2) $(CORE_CFLAGS) -DVS_DEBUG -c $$< -o $$@
-$(B)/$(1)/obj/tests/%.o: tests/core/%.cpp $(TEST_HDRS) $(CORE_HDRS) | $(DEPS_STAMP)
+	$(CC) $(CFLAGS) $(2) $(CORE_CFLAGS) $(DEPFLAGS) -DVS_DEBUG -c $$< -o $$@
+$(B)/$(1)/obj/tests/%.o: tests/core/%.cpp | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
-	$(CXX) $(CXXFLAGS) $(2) $(TEST_CXXFLAGS) -c $$< -o $$@
+	$(CXX) $(CXXFLAGS) $(2) $(TEST_CXXFLAGS) $(DEPFLAGS) -c $$< -o $$@
 $(B)/$(1)/obj/gtest-all.o: | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	$(CXX) $(CXXFLAGS) $(2) -std=c++17 -isystem $(GTEST_SRC)/include -I$(GTEST_SRC) \
@@ -290,3 +291,6 @@ bench: all $(BENCH)
 
 clean:
 	rm -rf $(B)
+
+# The header dependencies the compiler wrote (none before the first build).
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
