@@ -183,6 +183,22 @@ VS_API int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag); 
 VS_API int vs_pool_set_size(const vs_pool *pool, vs_slot_ref ref, uint32_t size); /* bytes in use, <= slot size */
 VS_API int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out); /* ptr anywhere in an allocated slot */
 VS_API uint32_t vs_pool_slot_count(const vs_pool *pool, size_t class_idx);
+/* Where a slot is, whatever its state: for callers that manage the slot's pages themselves
+ * (the preload shim swaps private copies in under them). */
+typedef struct vs_slot_location {
+    uint8_t class_idx;
+    uint32_t slot_idx;   /* in its class: below vs_pool_slot_count (no lap, unlike a ref's) */
+    uint32_t pool_slot;  /* pool-wide: the slots of the classes before, plus slot_idx */
+    void *start;         /* the slot's first byte */
+    size_t span;         /* start to the next slot's start: the slot size plus its padding */
+} vs_slot_location;
+/* The slot whose span holds ptr (padding after a slot included); VS_EINVAL outside every
+ * class's slot array. */
+VS_API int vs_pool_locate(const vs_pool *pool, const void *ptr, vs_slot_location *out);
+/* The same for a slot given by index (slot_idx below vs_pool_slot_count); VS_EINVAL else. */
+VS_API int vs_pool_locate_slot(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx,
+                               vs_slot_location *out);
+VS_API uint32_t vs_pool_total_slots(const vs_pool *pool); /* every class's slots: pool_slot < this */
 VS_API unsigned vs_pool_republish_free(const vs_pool *pool); /* rebuild the free index from the slot words */
 
 /* Handles: one uint64_t, generation in the high half. 0 is never a valid handle. A ref that
@@ -244,6 +260,14 @@ typedef struct vs_peer_info {
 } vs_peer_info;
 VS_API int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out);
 VS_API uint32_t vs_segment_max_peers(const vs_segment *seg);
+/* The segment's mapping in this process: *addr, *len (any may be NULL), and whether it is at
+ * its creator's address (raw pointers are then portable to peers mapped there too). VS_EINVAL
+ * for a segment that is not open. */
+VS_API int vs_segment_mapping(const vs_segment *seg, void **addr, size_t *len, bool *at_creator);
+/* Maps the segment's own shared pages again over [addr, addr+len), page aligned and inside the
+ * mapping: undoes a private copy put there (mremap over it, say). VS_EINVAL out of bounds or
+ * unaligned, VS_ESYS when mmap fails (the range is then as it was). */
+VS_API int vs_segment_remap_shared(vs_segment *seg, void *addr, size_t len);
 
 #ifdef __cplusplus
 }

@@ -468,7 +468,14 @@ void *vs_pool_slot_data(const vs_pool *pool, const vs_slot_ref *ref)
     return vs_pool_class_data(cls) + (size_t)idx * cls->stride;
 }
 
-int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
+static void fill_location(const vs_pool *pool, size_t c, uint32_t idx, vs_slot_location *out)
+{
+    const struct vs_pool_class *cls = &pool->classes[c];
+    *out = (vs_slot_location){(uint8_t)c, idx, cls->index_base + idx,
+                              vs_pool_class_data(cls) + (size_t)idx * cls->stride, cls->stride};
+}
+
+int vs_pool_locate(const vs_pool *pool, const void *ptr, vs_slot_location *out)
 {
     if (!pool || !ptr || !out)
         return VS_EINVAL;
@@ -476,22 +483,49 @@ int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
     for (size_t c = 0; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
         uintptr_t lo = (uintptr_t)vs_pool_class_data(cls);
-        if (p < lo || p - lo >= cls->stride * cls->slot_count)
-            continue;
-        uint32_t idx = (uint32_t)((p - lo) / cls->stride);
-        if ((p - lo) % cls->stride >= cls->slot_size)
-            return VS_EINVAL; /* in the padding between slots */
-        uint64_t w = atomic_load_explicit(&vs__meta(cls, idx)->word, memory_order_acquire);
-        uint32_t lap = vs__word_lap(w);
-        if (vs__word_state(w) != VS_SLOT_ALLOCATED || lap >= cls->laps)
-            return VS_ESTALE;
-        out->class_idx = (uint8_t)c;
-        out->extent_idx = 0;
-        out->slot_idx = vs__ref_slot_idx(cls, idx, lap);
-        out->generation = vs__word_gen(w);
-        return VS_OK;
+        if (p >= lo && p - lo < cls->stride * cls->slot_count) {
+            fill_location(pool, c, (uint32_t)((p - lo) / cls->stride), out);
+            return VS_OK;
+        }
     }
     return VS_EINVAL;
+}
+
+int vs_pool_locate_slot(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx,
+                        vs_slot_location *out)
+{
+    if (!pool || !out || class_idx >= pool->class_count ||
+        slot_idx >= pool->classes[class_idx].slot_count)
+        return VS_EINVAL;
+    fill_location(pool, class_idx, slot_idx, out);
+    return VS_OK;
+}
+
+uint32_t vs_pool_total_slots(const vs_pool *pool)
+{
+    if (!pool || !pool->class_count)
+        return 0;
+    const struct vs_pool_class *last = &pool->classes[pool->class_count - 1];
+    return last->index_base + last->slot_count;
+}
+
+int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out)
+{
+    vs_slot_location loc;
+    if (!out || vs_pool_locate(pool, ptr, &loc) != VS_OK)
+        return VS_EINVAL;
+    const struct vs_pool_class *cls = &pool->classes[loc.class_idx];
+    if ((uintptr_t)ptr - (uintptr_t)loc.start >= cls->slot_size)
+        return VS_EINVAL; /* in the padding between slots */
+    uint64_t w = atomic_load_explicit(&vs__meta(cls, loc.slot_idx)->word, memory_order_acquire);
+    uint32_t lap = vs__word_lap(w);
+    if (vs__word_state(w) != VS_SLOT_ALLOCATED || lap >= cls->laps)
+        return VS_ESTALE;
+    out->class_idx = loc.class_idx;
+    out->extent_idx = 0;
+    out->slot_idx = vs__ref_slot_idx(cls, loc.slot_idx, lap);
+    out->generation = vs__word_gen(w);
+    return VS_OK;
 }
 
 /* The informational fields beside a live slot's word: the tag and the size in use. */

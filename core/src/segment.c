@@ -313,6 +313,38 @@ vs_pool *vs_segment_pool(vs_segment *seg) { return seg && seg->map ? &seg->pool 
 
 uint32_t vs_segment_max_peers(const vs_segment *seg) { return seg && seg->map ? seg->max_peers : 0; }
 
+int vs_segment_mapping(const vs_segment *seg, void **addr, size_t *len, bool *at_creator)
+{
+    if (!seg || !seg->map)
+        return VS_EINVAL;
+    if (addr)
+        *addr = seg->map;
+    if (len)
+        *len = seg->map_len;
+    if (at_creator)
+        *at_creator = seg->at_creator_address;
+    return VS_OK;
+}
+
+/* seg->fd is the description mapped at open; a fork child keeps it (only lock descriptions
+ * are replaced), so it is the one to map again. */
+int vs_segment_remap_shared(vs_segment *seg, void *addr, size_t len)
+{
+    if (!seg || !seg->map)
+        return VS_EINVAL;
+    uintptr_t a = (uintptr_t)addr, lo = (uintptr_t)seg->map;
+    if (!len || (a | len) % VS_SLOT_PAGE || a < lo || a - lo > seg->map_len || len > seg->map_len - (a - lo))
+        return VS_EINVAL;
+    if (mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, seg->fd, (off_t)(a - lo)) ==
+        MAP_FAILED) {
+        int e = errno;
+        vs__set_detail("cannot map the segment's pages again");
+        errno = e;
+        return VS_ESYS;
+    }
+    return VS_OK;
+}
+
 void vs_segment_close(vs_segment *seg)
 {
     VS__NO_CANCEL;

@@ -309,6 +309,69 @@ TEST(RefOf, MapsAnyInteriorPointerBackToItsRef)
     EXPECT_EQ(vs_pool_ref_of(p.get(), d, &got), VS_ESTALE);
 }
 
+TEST(Locate, FindsEverySlotWhateverItsState)
+{
+    HeapPool p;
+    const vs_pool *pool = &p.pool;
+    uint32_t before = 0;
+    for (uint8_t c = 0; c < 3; c++) {
+        uint32_t n = vs_pool_slot_count(pool, c);
+        vs_slot_location first, last, got;
+        ASSERT_EQ(vs_pool_locate_slot(pool, c, 0, &first), VS_OK);
+        ASSERT_EQ(vs_pool_locate_slot(pool, c, n - 1, &last), VS_OK);
+        EXPECT_EQ(vs_pool_locate_slot(pool, c, n, &got), VS_EINVAL); // no laps here
+        EXPECT_GE(first.span, vs_pool_slot_size(pool, c));
+        EXPECT_EQ(first.span % VS_SLOT_ALIGN, 0u);
+        EXPECT_EQ(static_cast<uint8_t *>(last.start),
+                  static_cast<uint8_t *>(first.start) + size_t(n - 1) * first.span);
+        // The first byte of the first slot and the last byte of the last, all free.
+        auto *lo = static_cast<uint8_t *>(first.start);
+        auto *hi = static_cast<uint8_t *>(last.start) + last.span - 1;
+        ASSERT_EQ(vs_pool_locate(pool, lo, &got), VS_OK);
+        EXPECT_EQ(got.class_idx, c);
+        EXPECT_EQ(got.slot_idx, 0u);
+        EXPECT_EQ(got.pool_slot, before);
+        EXPECT_EQ(got.start, first.start);
+        EXPECT_EQ(got.span, first.span);
+        ASSERT_EQ(vs_pool_locate(pool, hi, &got), VS_OK);
+        EXPECT_EQ(got.class_idx, c);
+        EXPECT_EQ(got.slot_idx, n - 1);
+        EXPECT_EQ(got.pool_slot, before + n - 1);
+        EXPECT_EQ(got.start, last.start);
+        // Around the array: what lies before and after it is some other class's metadata.
+        EXPECT_EQ(vs_pool_locate(pool, lo - 1, &got), VS_EINVAL);
+        EXPECT_EQ(vs_pool_locate(pool, hi + 1, &got), VS_EINVAL);
+        before += n;
+    }
+    EXPECT_EQ(vs_pool_total_slots(pool), before);
+    EXPECT_EQ(vs_pool_total_slots(nullptr), 0u);
+    vs_slot_location got;
+    int x;
+    EXPECT_EQ(vs_pool_locate(pool, nullptr, &got), VS_EINVAL);
+    EXPECT_EQ(vs_pool_locate(pool, &x, &got), VS_EINVAL);
+    EXPECT_EQ(vs_pool_locate(pool, p.mem, &got), VS_EINVAL); // the class headers
+    EXPECT_EQ(vs_pool_locate(nullptr, p.mem, &got), VS_EINVAL);
+    EXPECT_EQ(vs_pool_locate(pool, p.mem, nullptr), VS_EINVAL);
+    EXPECT_EQ(vs_pool_locate_slot(pool, 3, 0, &got), VS_EINVAL);
+    EXPECT_EQ(vs_pool_locate_slot(nullptr, 0, 0, &got), VS_EINVAL);
+}
+
+TEST(Locate, CoversThePaddingThatRefOfRefuses)
+{
+    const vs_class_config padded[1] = {{1000, 4}};
+    HeapPool p(padded, 1);
+    vs_slot_ref r, got_ref;
+    ASSERT_TRUE(vs_pool_allocate(&p.pool, 1000, 1, &r));
+    auto *d = static_cast<uint8_t *>(vs_pool_slot_data(&p.pool, &r));
+    vs_slot_location loc;
+    ASSERT_EQ(vs_pool_locate(&p.pool, d + 1000, &loc), VS_OK);
+    EXPECT_GT(loc.span, 1000u);
+    EXPECT_EQ(loc.start, d);
+    EXPECT_EQ(loc.slot_idx, r.slot_idx);
+    EXPECT_EQ(vs_pool_ref_of(&p.pool, d + 999, &got_ref), VS_OK);
+    EXPECT_EQ(vs_pool_ref_of(&p.pool, d + 1000, &got_ref), VS_EINVAL);
+}
+
 TEST(Status, EveryCodeHasItsOwnText)
 {
     std::set<std::string> texts;

@@ -176,6 +176,51 @@ TEST(Segment, PeersMapAtTheCreatorsAddress)
     vs_segment_close(&b);
 }
 
+TEST(Segment, MappingAndRemapShared)
+{
+    TestSegment a("remap");
+    void *addr = nullptr;
+    size_t len = 0;
+    bool at_creator = false;
+    ASSERT_EQ(vs_segment_mapping(&a.seg, &addr, &len, &at_creator), VS_OK);
+    EXPECT_EQ(addr, a.seg.map);
+    EXPECT_EQ(len, a.seg.map_len);
+    EXPECT_EQ(at_creator, a.seg.at_creator_address);
+    EXPECT_EQ(vs_segment_mapping(&a.seg, nullptr, nullptr, nullptr), VS_OK);
+    vs_segment closed{};
+    EXPECT_EQ(vs_segment_mapping(&closed, &addr, &len, &at_creator), VS_EINVAL);
+    EXPECT_EQ(vs_segment_mapping(nullptr, &addr, &len, &at_creator), VS_EINVAL);
+
+    auto *lo = static_cast<uint8_t *>(addr);
+    const size_t pg = VS_SLOT_PAGE;
+    EXPECT_EQ(vs_segment_remap_shared(&a.seg, lo - pg, pg), VS_EINVAL);        // before it
+    EXPECT_EQ(vs_segment_remap_shared(&a.seg, lo + len - pg, 2 * pg), VS_EINVAL); // past its end
+    EXPECT_EQ(vs_segment_remap_shared(&a.seg, lo + len, pg), VS_EINVAL);
+    EXPECT_EQ(vs_segment_remap_shared(&a.seg, lo + 64, pg), VS_EINVAL);         // unaligned
+    EXPECT_EQ(vs_segment_remap_shared(&a.seg, lo, pg + 64), VS_EINVAL);
+    EXPECT_EQ(vs_segment_remap_shared(&a.seg, lo, 0), VS_EINVAL);
+    EXPECT_EQ(vs_segment_remap_shared(&closed, lo, pg), VS_EINVAL);
+
+    // A page-sized slot with a private copy swapped in: remapping shows the shared bytes again.
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(a.pool(), 16384, 0, &r));
+    vs_slot_location loc;
+    ASSERT_EQ(vs_pool_locate(a.pool(), vs_pool_slot_data(a.pool(), &r), &loc), VS_OK);
+    auto *slot = static_cast<char *>(loc.start);
+    strcpy(slot, "shared");
+    ASSERT_NE(mmap(slot, loc.span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                   -1, 0), MAP_FAILED);
+    strcpy(slot, "private");
+    ASSERT_EQ(vs_segment_remap_shared(&a.seg, slot, loc.span), VS_OK);
+    EXPECT_STREQ(slot, "shared");
+    vs_segment b;
+    ASSERT_EQ(vs_segment_open(&b, a.name.c_str()), VS_OK);
+    strcpy(slot, "seen");
+    EXPECT_STREQ(static_cast<char *>(vs_pool_slot_data(vs_segment_pool(&b), &r)), "seen");
+    vs_segment_close(&b);
+    EXPECT_EQ(vs_pool_free(a.pool(), r), VS_OK);
+}
+
 TEST(Segment, JoinLeaveAndPeerInfo)
 {
     TestSegment a("peers", kRefClasses, 3, 2);
