@@ -121,6 +121,25 @@ uint64_t vsp_routed_handle_of(const void *p);
 void *vsp_routed_adopt(uint64_t handle);
 void vsp_segment_map(void); /* at init: open or create, and map; joining waits */
 void vsp_routed_at_exit(void);
+/* For fork.c. The segment is opaque here: only the core's calls look inside. */
+extern vs_segment vsp_seg;
+extern const vs_pool *vsp_pool; /* vsp_seg's pool once mapped, else NULL */
+bool vsp_routed_owns_blocks(void); /* joined and not left: there may be blocks to copy */
+/* In a fork child: forget the parent's peer id (join again to route). false: the segment
+ * is not in use here, nothing to do. */
+bool vsp_routed_forget_peer(void);
+/* Calls fn on each slot of whole pages that we own, until fn returns false. */
+void vsp_each_owned_page_slot(bool (*fn)(const vs_slot_location *slot, void *arg), void *arg);
+
+/* ---- fork privatisation (fork.c) ---- */
+extern uint8_t *vsp_privatized; /* NULL until a fork child took private copies */
+/* Whether p is in a slot whose pages are a private copy here; *slot says which. */
+bool vsp_is_privatized(const void *p, vs_slot_location *slot);
+/* Maps the segment's pages back under a privatized slot (the child frees it, or claims it).
+ * false: they could not be mapped, the slot is still private here. */
+bool vsp_unprivatize(const vs_slot_location *slot);
+/* Swaps a private copy of [slot, slot+len) in under the same address. */
+void vsp_make_private(void *slot, size_t len);
 void vsp_fork_prepare(void);
 void vsp_fork_parent(void);
 void vsp_fork_child(void);
