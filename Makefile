@@ -84,9 +84,11 @@ $(LIB_SO): $(LIB_SO_REAL)
 # -fno-builtin: GCC must not treat our malloc as the builtin one (it would, for example, fold
 # malloc+memset into a call to calloc). jemalloc is DT_NEEDED, so it is loaded before any
 # malloc call; -z now keeps symbol resolution out of the middle of malloc.
+# The shim sees only the public header: core/src's internals are not its business.
 $(B)/obj/preload/%.o: preload/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CORE_CFLAGS) -fno-builtin -Ipreload -Ipreload/include $(DEPFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(filter-out -Icore/src,$(CORE_CFLAGS)) -fno-builtin -Ipreload -Ipreload/include \
+	    $(DEPFLAGS) -c $< -o $@
 $(B)/obj/preload/cxx.o: preload/cxx.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -std=c++17 $(WARN) -fPIC -fvisibility=hidden -fno-builtin $(DEPFLAGS) -c $< -o $@
