@@ -184,7 +184,7 @@ VS_API int vs_pool_set_size(const vs_pool *pool, vs_slot_ref ref, uint32_t size)
 VS_API int vs_pool_ref_of(const vs_pool *pool, const void *ptr, vs_slot_ref *out); /* ptr anywhere in an allocated slot */
 VS_API uint32_t vs_pool_slot_count(const vs_pool *pool, size_t class_idx);
 /* Where a slot is, whatever its state: for callers that manage the slot's pages themselves
- * (the preload shim swaps private copies in under them). */
+ * (a malloc replacement may swap private copies in under them in a fork child). */
 typedef struct vs_slot_location {
     uint8_t class_idx;
     uint32_t slot_idx;   /* in its class: below vs_pool_slot_count (no lap, unlike a ref's) */

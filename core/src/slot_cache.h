@@ -27,7 +27,7 @@ static inline uint32_t vs__tc_key(uint8_t class_idx, uint32_t idx)
     return 1u << 31 | (uint32_t)class_idx << 24 | idx;
 }
 
-#ifdef VS_TLS_INITIAL_EXEC /* the preload build: no __tls_get_addr (it may call malloc) */
+#ifdef VS_TLS_INITIAL_EXEC /* a build used inside malloc: no __tls_get_addr (it may call malloc) */
 #define VS__TLS __thread __attribute__((tls_model("initial-exec")))
 #else
 #define VS__TLS __thread

@@ -50,7 +50,7 @@ vs__debug_hook vs__debug_before_publish;
 
 void vs__assert_fail(const char *cond, const char *file, int line, const char *func)
 {
-    /* No stdio: this may run inside malloc (the preload shim). */
+    /* No stdio: this may run inside malloc (a malloc replacement built on the core). */
     char num[12], *p = num + sizeof num;
     *--p = '\0';
     do
