@@ -109,9 +109,10 @@ $(GST_PLUGIN): $(GST_SRCS:gst-plugin/%.c=$(B)/obj/gst/%.o) $(CORE_SRCS:core/src/
 	$(CC) -shared -o $@ $^ $(GST_LIBS) -pthread
 
 # ---- the varslot tool: a user of the public header only ----
-CLI_SRCS := $(wildcard cli/*.c)
+# Plus the shim's option table (preload/options.[ch]), which `varslot run` shares with it.
+CLI_SRCS := $(wildcard cli/*.c) preload/options.c
 CLI_CFLAGS = -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include
-$(CLI): $(CLI_SRCS) cli/cli.h $(LIB_A) core/include/varslot.h
+$(CLI): $(CLI_SRCS) cli/cli.h preload/options.h $(LIB_A) core/include/varslot.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -o $@ $(CLI_SRCS) $(LIB_A) -pthread
 
@@ -148,7 +149,7 @@ $(INST)/paths: FORCE
 	    echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(SUPPDIR)' >$@
 FORCE:
 
-$(INST)/varslot: $(CLI_SRCS) cli/cli.h $(LIB_A) core/include/varslot.h $(INST)/paths
+$(INST)/varslot: $(CLI_SRCS) cli/cli.h preload/options.h $(LIB_A) core/include/varslot.h $(INST)/paths
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -DVS_LIBDIR='"$(LIBDIR)"' -o $@ $(CLI_SRCS) $(LIB_A) -pthread
 $(INST)/varslot-memcheck: valgrind/varslot-memcheck $(INST)/paths

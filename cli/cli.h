@@ -4,6 +4,7 @@
 #define VARSLOT_CLI_H
 
 #include "varslot.h"
+#include "../preload/options.h" /* the shim's option table, for run */
 
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,5 +30,12 @@ int library_error(const char *cmd, const char *name, int rc, int err);
 int run_stat(const struct command *cmd, const char *name, char *const *values);
 int run_ls(const struct command *cmd, const char *name, char *const *values);
 int run_run(int argc, char **argv);
+/* `varslot run`'s help; its options are the shim's table (preload/options.h). */
+#define RUN_HELP                                                                              \
+    "  varslot run [OPTIONS] -- CMD ARGS...\n"                                                \
+    "      run an unmodified program under the preload shim: its allocations of at least\n"  \
+    "      the minimum size, or made by the listed objects, go to the segment. Each option\n" \
+    "      sets its VARSLOT_* variable; a value may follow it or be joined with '='.\n"       \
+    VSOPT_HELP
 
 #endif

@@ -62,61 +62,33 @@ static int set_preload(const char *shim)
     return rc;
 }
 
-struct run_option {
-    const char *name;
-    const char *env;   /* the variable it sets */
-    bool takes_value;  /* else it sets env to "1" */
-};
-
-static const struct run_option run_options[] = {
-    {"--min-size", "VARSLOT_MIN_SIZE", true}, {"--callers", "VARSLOT_CALLERS", true},
-    {"--segment", "VARSLOT_SEGMENT", true},   {"--classes", "VARSLOT_CLASSES", true},
-    {"--fallback", "VARSLOT_FALLBACK", true}, {"--stats", "VARSLOT_STATS", false},
-    {"--verbose", "VARSLOT_VERBOSE", false},
-};
-
-/* Values are checked here, where a mistake can still stop us; the shim would only warn. */
-static int check_value(const char *opt, const char *v)
-{
-    uint64_t size;
-    vs_class_config classes[VS_MAX_CLASSES];
-    size_t n;
-    const char *why = NULL;
-    if (!strcmp(opt, "--min-size") && strcmp(v, "off") && vs_parse_size(v, &size) != VS_OK)
-        why = "expected a size such as 64K, 1M, or off";
-    else if (!strcmp(opt, "--classes") && vs_parse_classes(v, classes, &n, &why) == VS_OK)
-        why = NULL;
-    else if (!strcmp(opt, "--fallback") && strcmp(v, "jemalloc") && strcmp(v, "libc"))
-        why = "expected jemalloc or libc";
-    else if ((!strcmp(opt, "--callers") || !strcmp(opt, "--segment")) && !*v)
-        why = "must not be empty";
-    return why ? usage_error("run: bad %s '%s': %s", opt, v, why) : 0;
-}
-
+/* One flag per option of the shim's table (preload/options.h), checked with the shim's own
+ * parser: a mistake stops here, before the program starts, where the shim could only warn. */
 static int parse_run_option(int argc, char **argv, int *i)
 {
     const char *arg = argv[*i];
     const char *eq = strchr(arg, '=');
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
-    for (size_t k = 0; k < sizeof run_options / sizeof *run_options; k++) {
-        const struct run_option *o = &run_options[k];
-        if (strlen(o->name) != len || strncmp(arg, o->name, len) != 0)
+    for (size_t k = 0; k < vsopt_count; k++) {
+        const struct vsopt *o = &vsopt_table[k];
+        if (strlen(o->flag) != len || strncmp(arg, o->flag, len) != 0)
             continue;
         const char *v = "1";
-        if (o->takes_value) {
+        if (o->metavar[0]) {
             if (eq)
                 v = eq + 1;
             else if (*i + 1 < argc)
                 v = argv[++*i];
             else
-                return usage_error("run: %s needs a value", o->name);
-            int rc = check_value(o->name, v);
-            if (rc)
-                return rc;
+                return usage_error("run: %s needs a value", o->flag);
         } else if (eq) {
-            return usage_error("run: %s takes no value", o->name);
+            return usage_error("run: %s takes no value", o->flag);
         }
-        setenv(o->env, v, 1);
+        static struct vsopt_values scratch; /* large (the classes): not on the stack */
+        const char *why = o->parse(v, &scratch);
+        if (why)
+            return usage_error("run: bad %s '%s': %s", o->flag, v, why);
+        setenv(o->variable, v, 1);
         return 0;
     }
     return usage_error("run: unknown option '%s'", arg);

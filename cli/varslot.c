@@ -203,13 +203,7 @@ static const struct command commands[] = {
      "      every live allocation: owner peer and pid, class, slot, bytes in use, tag\n"
      "      ('-' untagged or routed by size, caller#N routed by VARSLOT_CALLERS entry N)\n",
      run_ls},
-    {"run", 0,
-     "  varslot run [--min-size S] [--callers LIST] [--segment NAME] [--classes SPEC]\n"
-     "              [--fallback jemalloc|libc] [--stats] [--verbose] -- CMD ARGS...\n"
-     "      run an unmodified program with the preload shim: allocations of at least S\n"
-     "      bytes (default 64K; 'off' for none), or made by the objects in LIST, go to the\n"
-     "      segment (default /varslot-UID); --stats prints what was routed at exit\n",
-     NULL},
+    {"run", 0, RUN_HELP, NULL},
     {"reap", 0,
      "  varslot reap NAME\n"
      "      return the slots of dead peers and free their entries\n",

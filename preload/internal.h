@@ -5,6 +5,7 @@
 
 #include "varslot.h"
 #include "varslot/preload.h"
+#include "options.h"
 
 #include <malloc.h>
 #include <stdatomic.h>
@@ -24,27 +25,19 @@
 /* glibc's malloc alignment: every block the shim returns is aligned at least this much. */
 #define VSP_MIN_ALIGN 16
 
-/* ---- options (config.c) ---- */
-#define VSP_MAX_CALLERS 16
-struct vsp_config {
-    uint64_t min_size;          /* route allocations of at least this many bytes; 0 = off */
-    char segment[256];          /* VARSLOT_SEGMENT */
-    vs_class_config classes[VS_MAX_CLASSES];
-    size_t class_count;         /* 0: the library's defaults */
-    bool fallback_libc;         /* VARSLOT_FALLBACK=libc */
-    bool stats, verbose;
-    bool fork_share;            /* VARSLOT_FORK=share: fork children share routed blocks */
-    int ncallers;
-    char callers[VSP_MAX_CALLERS][64];
-};
-extern struct vsp_config vsp_cfg;
+/* ---- options (config.c; the table and its parsers: options.h) ---- */
+extern struct vsopt_values vsp_cfg;
 void vsp_config_load(void); /* reads VARSLOT_* once (secure_getenv), warns on bad values */
 void vsp_config_print(void);
 
-/* ---- small output helpers (no stdio: it may allocate) ---- */
+/* ---- lines for stderr without stdio (line.c) ---- */
 void vsp_write(const char *s);
 char *vsp_fmt_u64(char *p, const char *end, uint64_t v);
 char *vsp_append(char *p, const char *end, const char *s);
+/* s, cut to max bytes and "..." when longer. */
+char *vsp_append_clipped(char *p, const char *end, const char *s, size_t max);
+/* Writes [line, p) and a newline to fd; a full line is cut to end in "...". */
+void vsp_write_line(int fd, char *line, char *p, char *end);
 
 /* ---- the fallback allocator (backend.c): jemalloc, or glibc's with VARSLOT_FALLBACK=libc ---- */
 /* jemalloc's extended API, called directly on the hot path (jemalloc.h would also declare
@@ -103,7 +96,7 @@ static inline bool vsp_wants_route(size_t size, const void *caller, uint32_t *ta
     *tag = 0;
     if (vsp_cfg.min_size && size >= vsp_cfg.min_size)
         return true;
-    return vsp_cfg.ncallers && vsp_caller_routed(caller, tag);
+    return vsp_cfg.callers.count && vsp_caller_routed(caller, tag);
 }
 
 /* ---- the segment side (routed.c) ---- */

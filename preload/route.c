@@ -50,8 +50,8 @@ static int find_caller(const void *ret)
     if (_dl_find_object((void *)ret, &found) != 0)
         return -1;
     const char *name = object_name(found.dlfo_link_map);
-    for (int i = 0; i < vsp_cfg.ncallers; i++)
-        if (!strcmp(name, vsp_cfg.callers[i]))
+    for (int i = 0; i < vsp_cfg.callers.count; i++)
+        if (!strcmp(name, vsp_cfg.callers.names[i]))
             return i;
     return -1;
 }

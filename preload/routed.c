@@ -60,16 +60,16 @@ static void warn_once(const char *what, int rc)
     p = vsp_append(p, end, vs_strerror(rc));
     p = vsp_append(p, end, " (");
     p = vsp_append(p, end, vs_last_detail());
-    vsp_append(p, end, "); routed allocations fall back\n");
-    vsp_write(line);
+    p = vsp_append(p, end, "); routed allocations fall back");
+    vsp_write_line(STDERR_FILENO, line, p, end);
 }
 
 void vsp_segment_map(void)
 {
     vs_segment_options opts = {0};
-    if (vsp_cfg.class_count) {
-        opts.classes = vsp_cfg.classes;
-        opts.class_count = vsp_cfg.class_count;
+    if (vsp_cfg.classes.count) {
+        opts.classes = vsp_cfg.classes.list;
+        opts.class_count = vsp_cfg.classes.count;
     }
     int rc = vs_segment_open_or_create(&vsp_seg, vsp_cfg.segment, &opts);
     if (rc != VS_OK) {

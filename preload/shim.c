@@ -25,7 +25,7 @@ static __attribute__((noinline)) void init_slow(void)
         vsp_busy++; /* what init allocates (dlvsym, pthread_atfork) goes straight to the fallback */
         vsp_config_load();
         vsp_backend_init();
-        if (vsp_cfg.ncallers)
+        if (vsp_cfg.callers.count)
             vsp_route_init();
         vsp_stats_init();
         vsp_segment_map();
@@ -64,7 +64,7 @@ __attribute__((constructor)) static void vsp_constructor(void)
 static inline bool maybe_routed(size_t size)
 {
     return VSP_UNLIKELY(vsp_tag_depth || (vsp_cfg.min_size && size >= vsp_cfg.min_size) ||
-                        vsp_cfg.ncallers);
+                        vsp_cfg.callers.count);
 }
 
 /* The cheap tests first: inside the shim, or before the constructor, the caller lookup

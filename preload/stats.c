@@ -73,6 +73,5 @@ void vsp_stats_print(void)
     }
     p = vsp_append(p, end, " segment=");
     p = vsp_append(p, end, vsp_cfg.segment);
-    p = vsp_append(p, end, "\n");
-    (void)!write(stats_fd, line, (size_t)(p - line));
+    vsp_write_line(stats_fd, line, p, end);
 }
