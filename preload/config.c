@@ -16,10 +16,12 @@
 struct vsopt_values vsp_cfg;
 
 /* "varslot: ignoring VAR=VALUE: why; using the default (D)", on one line however long the
- * value: it is cut to a readable length, visibly. */
+ * value: it is cut to a readable length, visibly. Printed once per process tree (warn.c). */
 static void warn(const struct vsopt *o, const char *value, const char *why)
 {
     char line[512], *p = line, *end = line + sizeof line;
+    if (!vsp_warning_is_new(o->variable, value))
+        return;
     p = vsp_append(p, end, "varslot: ignoring ");
     p = vsp_append(p, end, o->variable);
     p = vsp_append(p, end, "=");

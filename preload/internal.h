@@ -30,6 +30,10 @@ extern struct vsopt_values vsp_cfg;
 void vsp_config_load(void); /* reads VARSLOT_* once (secure_getenv), warns on bad values */
 void vsp_config_print(void);
 
+/* ---- warnings about options: once per process tree (warn.c) ---- */
+/* Whether this process is the first of its tree to see VARIABLE=value, and so should warn. */
+bool vsp_warning_is_new(const char *variable, const char *value);
+
 /* ---- lines for stderr without stdio (line.c) ---- */
 void vsp_write(const char *s);
 char *vsp_fmt_u64(char *p, const char *end, uint64_t v);
