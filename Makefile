@@ -249,7 +249,8 @@ check-cli: all
 
 # The shim's suites: glibc semantics of the malloc family (plain and in every shim mode),
 # routing, cross-process, fork, exhaustion and bad options, and real unmodified programs
-# (python3, sort, xz, gcc, perl, a threaded C program) with and without the shim.
+# (python3, sort, xz, gcc, perl, a threaded C program) with and without the shim; the option
+# table against varslot run, its help, the man page and README, and how bad values are warned.
 SEMANTICS := $(B)/tests/preload_semantics
 $(SEMANTICS): tests/preload/semantics_test.cpp $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
 	@mkdir -p $(dir $@)
@@ -259,6 +260,7 @@ check-preload: all $(SEMANTICS)
 	timeout 1800 tests/preload/run-semantics.sh
 	timeout 900 tests/preload/run-shim-tests.sh
 	timeout 900 tests/preload/test-real-programs.sh
+	timeout 300 tests/preload/test-options.sh
 
 # The GStreamer plugin: GstHarness unit tests (allocator, pool, ALLOCATION answer, metadata
 # round trip, zero copy) and real two-process gst-launch pipelines (checksums, kills, fan-out).
