@@ -95,7 +95,7 @@ static GstMemory *system_fallback(GstVarslotAllocator *self, gsize size, GstAllo
     return gst_allocator_alloc(NULL, size, params);
 }
 
-static GstMemory *varslot_alloc(GstAllocator *allocator, gsize size, GstAllocationParams *params)
+static GstMemory *gst_varslot_allocator_alloc(GstAllocator *allocator, gsize size, GstAllocationParams *params)
 {
     GstVarslotAllocator *self = GST_VARSLOT_ALLOCATOR(allocator);
     GError *err = NULL;
@@ -155,7 +155,7 @@ GstMemory *gst_varslot_memory_wrap_owned(GstAllocator *allocator, vs_slot_ref re
     return GST_MEMORY_CAST(m);
 }
 
-static void varslot_free(GstAllocator *allocator, GstMemory *mem)
+static void gst_varslot_allocator_free(GstAllocator *allocator, GstMemory *mem)
 {
     GstVarslotMemory *m = as_varslot(mem);
     if (!mem->parent) {
@@ -180,18 +180,18 @@ static void varslot_free(GstAllocator *allocator, GstMemory *mem)
 /* ---- memory operations ---- */
 
 /* The core adds mem->offset: map returns the start of the maxsize region. */
-static gpointer varslot_map(GstMemory *mem, gsize maxsize, GstMapFlags flags)
+static gpointer gst_varslot_memory_map(GstMemory *mem, gsize maxsize, GstMapFlags flags)
 {
     (void)maxsize;
     (void)flags;
     return root_of(mem)->base;
 }
 
-static void varslot_unmap(GstMemory *mem) { (void)mem; }
+static void gst_varslot_memory_unmap(GstMemory *mem) { (void)mem; }
 
 /* A sub-memory: same slot and region, its own window; the parent (and so the slot) lives
  * as long as it does. */
-static GstMemory *varslot_share(GstMemory *mem, gssize offset, gssize size)
+static GstMemory *gst_varslot_memory_share(GstMemory *mem, gssize offset, gssize size)
 {
     GstVarslotMemory *root = root_of(mem);
     if (size == -1)
@@ -208,7 +208,7 @@ static GstMemory *varslot_share(GstMemory *mem, gssize offset, gssize size)
 }
 
 /* Deep copies go to system memory: a slot is for sharing, a copy is private by definition. */
-static GstMemory *varslot_copy(GstMemory *mem, gssize offset, gssize size)
+static GstMemory *gst_varslot_memory_copy(GstMemory *mem, gssize offset, gssize size)
 {
     if (size == -1)
         size = (gssize)mem->size > offset ? (gssize)mem->size - offset : 0;
@@ -222,7 +222,7 @@ static GstMemory *varslot_copy(GstMemory *mem, gssize offset, gssize size)
     return copy;
 }
 
-static gboolean varslot_is_span(GstMemory *a, GstMemory *b, gsize *offset)
+static gboolean gst_varslot_memory_is_span(GstMemory *a, GstMemory *b, gsize *offset)
 {
     if (offset)
         *offset = a->offset - a->parent->offset;
@@ -288,20 +288,20 @@ static void gst_varslot_allocator_finalize(GObject *object)
 
 static void gst_varslot_allocator_class_init(GstVarslotAllocatorClass *klass)
 {
-    GST_ALLOCATOR_CLASS(klass)->alloc = varslot_alloc;
-    GST_ALLOCATOR_CLASS(klass)->free = varslot_free;
-    G_OBJECT_CLASS(klass)->finalize = gst_varslot_allocator_finalize;
+    GST_ALLOCATOR_CLASS(klass)->alloc = GST_DEBUG_FUNCPTR(gst_varslot_allocator_alloc);
+    GST_ALLOCATOR_CLASS(klass)->free = GST_DEBUG_FUNCPTR(gst_varslot_allocator_free);
+    G_OBJECT_CLASS(klass)->finalize = GST_DEBUG_FUNCPTR(gst_varslot_allocator_finalize);
 }
 
 static void gst_varslot_allocator_init(GstVarslotAllocator *self)
 {
     GstAllocator *a = GST_ALLOCATOR_CAST(self);
     a->mem_type = GST_VARSLOT_MEMORY_TYPE;
-    a->mem_map = varslot_map;
-    a->mem_unmap = varslot_unmap;
-    a->mem_share = varslot_share;
-    a->mem_copy = varslot_copy;
-    a->mem_is_span = varslot_is_span;
+    a->mem_map = GST_DEBUG_FUNCPTR(gst_varslot_memory_map);
+    a->mem_unmap = GST_DEBUG_FUNCPTR(gst_varslot_memory_unmap);
+    a->mem_share = GST_DEBUG_FUNCPTR(gst_varslot_memory_share);
+    a->mem_copy = GST_DEBUG_FUNCPTR(gst_varslot_memory_copy);
+    a->mem_is_span = GST_DEBUG_FUNCPTR(gst_varslot_memory_is_span);
     g_mutex_init(&self->lock);
     self->wait_ms = DEFAULT_WAIT_MS;
     const gchar *wait = g_getenv("VARSLOT_GST_WAIT_MS");

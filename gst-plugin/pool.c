@@ -22,7 +22,7 @@ GstBufferPool *gst_varslot_buffer_pool_new(GstAllocator *allocator)
 
 /* Upstream (GstBaseSrc) writes its allocator choice into our config: keep its params, but
  * the memories must be slots, or nothing downstream can be zero copy. */
-static gboolean set_config(GstBufferPool *pool, GstStructure *config)
+static gboolean gst_varslot_buffer_pool_set_config(GstBufferPool *pool, GstStructure *config)
 {
     GstVarslotBufferPool *self = GST_VARSLOT_BUFFER_POOL(pool);
     GstAllocationParams params;
@@ -35,7 +35,7 @@ static gboolean set_config(GstBufferPool *pool, GstStructure *config)
  * the slot word decides, not what this process last believed. And while the segment is out
  * of slots, an idle buffer would keep its slot from whoever waits for one (the sink's copies
  * for its further consumers): it is freed instead of kept (a tagged buffer is not pooled). */
-static void release_buffer(GstBufferPool *pool, GstBuffer *buffer)
+static void gst_varslot_buffer_pool_release_buffer(GstBufferPool *pool, GstBuffer *buffer)
 {
     GstVarslotBufferPool *self = GST_VARSLOT_BUFFER_POOL(pool);
     gboolean give_back = gst_varslot_allocator_starved(self->allocator);
@@ -47,7 +47,7 @@ static void release_buffer(GstBufferPool *pool, GstBuffer *buffer)
     GST_BUFFER_POOL_CLASS(gst_varslot_buffer_pool_parent_class)->release_buffer(pool, buffer);
 }
 
-static void finalize(GObject *object)
+static void gst_varslot_buffer_pool_finalize(GObject *object)
 {
     gst_object_unref(GST_VARSLOT_BUFFER_POOL(object)->allocator);
     G_OBJECT_CLASS(gst_varslot_buffer_pool_parent_class)->finalize(object);
@@ -55,9 +55,9 @@ static void finalize(GObject *object)
 
 static void gst_varslot_buffer_pool_class_init(GstVarslotBufferPoolClass *klass)
 {
-    GST_BUFFER_POOL_CLASS(klass)->set_config = set_config;
-    GST_BUFFER_POOL_CLASS(klass)->release_buffer = release_buffer;
-    G_OBJECT_CLASS(klass)->finalize = finalize;
+    GST_BUFFER_POOL_CLASS(klass)->set_config = GST_DEBUG_FUNCPTR(gst_varslot_buffer_pool_set_config);
+    GST_BUFFER_POOL_CLASS(klass)->release_buffer = GST_DEBUG_FUNCPTR(gst_varslot_buffer_pool_release_buffer);
+    G_OBJECT_CLASS(klass)->finalize = GST_DEBUG_FUNCPTR(gst_varslot_buffer_pool_finalize);
 }
 
 static void gst_varslot_buffer_pool_init(GstVarslotBufferPool *self) { (void)self; }
