@@ -13,7 +13,7 @@
 
 #include "allocator.h"
 #include "protocol.h"
-#include "wire_check.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <gst/video/video.h>
@@ -234,18 +234,6 @@ static gboolean handle_caps(GstVarslotSrc *self, const vsg_caps *msg)
 
 /* ---- buffers ---- */
 
-static void add_video_meta(GstBuffer *buf, const vsg_video_meta *v)
-{
-    gsize offset[GST_VIDEO_MAX_PLANES] = {0};
-    gint stride[GST_VIDEO_MAX_PLANES] = {0};
-    for (guint p = 0; p < v->n_planes; p++) {
-        offset[p] = v->offset[p];
-        stride[p] = v->stride[p];
-    }
-    gst_buffer_add_video_meta_full(buf, v->flags, v->format, v->width, v->height, v->n_planes,
-                                   offset, stride);
-}
-
 /* Takes every slot of the message; on any failure frees what it had taken (the memories do)
  * and refuses the whole buffer: the sink sees those slots are no longer its own. */
 static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
@@ -274,12 +262,7 @@ static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
         }
         gst_buffer_append_memory(buf, mem);
     }
-    GST_BUFFER_PTS(buf) = b->pts;
-    GST_BUFFER_DTS(buf) = b->dts;
-    GST_BUFFER_DURATION(buf) = b->duration;
-    GST_BUFFER_OFFSET(buf) = b->offset;
-    GST_BUFFER_OFFSET_END(buf) = b->offset_end;
-    GST_BUFFER_FLAGS(buf) = b->flags & (GST_BUFFER_FLAG_LAST - 1) & ~GST_BUFFER_FLAG_TAG_MEMORY;
+    vsg_buffer_read_metadata(b, buf);
     gsize sizes[VSG_MAX_MEMORIES];
     for (guint i = 0; i < b->n_memories; i++)
         sizes[i] = gst_buffer_peek_memory(buf, i)->size;
@@ -289,8 +272,7 @@ static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
         gst_buffer_unref(buf); /* its slots are ours now: freed */
         return NULL;
     }
-    if (b->video.present)
-        add_video_meta(buf, &b->video);
+    vsg_buffer_read_video_meta(b, buf);
     return buf;
 }
 
@@ -307,7 +289,7 @@ static GstFlowReturn producer_gone(GstVarslotSrc *self, const char *why)
     return GST_FLOW_ERROR;
 }
 
-static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
+static GstFlowReturn gst_varslot_src_create(GstPushSrc *psrc, GstBuffer **out)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(psrc);
     GstFlowReturn ret;
@@ -383,7 +365,7 @@ static GstFlowReturn create(GstPushSrc *psrc, GstBuffer **out)
 }
 
 /* Caps come from the producer, in create(): nothing to negotiate before that. */
-static gboolean negotiate(GstBaseSrc *bsrc)
+static gboolean gst_varslot_src_negotiate(GstBaseSrc *bsrc)
 {
     (void)bsrc;
     return TRUE;
@@ -391,7 +373,7 @@ static gboolean negotiate(GstBaseSrc *bsrc)
 
 /* ---- lifecycle ---- */
 
-static gboolean start(GstBaseSrc *bsrc)
+static gboolean gst_varslot_src_start(GstBaseSrc *bsrc)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
     self->poll = gst_poll_new(TRUE);
@@ -407,7 +389,7 @@ static gboolean start(GstBaseSrc *bsrc)
     return TRUE;
 }
 
-static gboolean stop(GstBaseSrc *bsrc)
+static gboolean gst_varslot_src_stop(GstBaseSrc *bsrc)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
     if (self->fd >= 0)
@@ -420,7 +402,7 @@ static gboolean stop(GstBaseSrc *bsrc)
     return TRUE;
 }
 
-static gboolean unlock(GstBaseSrc *bsrc)
+static gboolean gst_varslot_src_unlock(GstBaseSrc *bsrc)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
     if (self->poll)
@@ -428,7 +410,7 @@ static gboolean unlock(GstBaseSrc *bsrc)
     return TRUE;
 }
 
-static gboolean unlock_stop(GstBaseSrc *bsrc)
+static gboolean gst_varslot_src_unlock_stop(GstBaseSrc *bsrc)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(bsrc);
     if (self->poll)
@@ -438,7 +420,7 @@ static gboolean unlock_stop(GstBaseSrc *bsrc)
 
 /* ---- properties ---- */
 
-static void set_property(GObject *object, guint id, const GValue *value, GParamSpec *pspec)
+static void gst_varslot_src_set_property(GObject *object, guint id, const GValue *value, GParamSpec *pspec)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(object);
     switch (id) {
@@ -454,7 +436,7 @@ static void set_property(GObject *object, guint id, const GValue *value, GParamS
     }
 }
 
-static void get_property(GObject *object, guint id, GValue *value, GParamSpec *pspec)
+static void gst_varslot_src_get_property(GObject *object, guint id, GValue *value, GParamSpec *pspec)
 {
     GstVarslotSrc *self = GST_VARSLOT_SRC(object);
     switch (id) {
@@ -475,7 +457,7 @@ static void get_property(GObject *object, guint id, GValue *value, GParamSpec *p
     }
 }
 
-static void finalize(GObject *object)
+static void gst_varslot_src_finalize(GObject *object)
 {
     g_free(GST_VARSLOT_SRC(object)->socket_path);
     G_OBJECT_CLASS(gst_varslot_src_parent_class)->finalize(object);
@@ -485,9 +467,9 @@ static void gst_varslot_src_class_init(GstVarslotSrcClass *klass)
 {
     GObjectClass *gobject = G_OBJECT_CLASS(klass);
     GstBaseSrcClass *base = GST_BASE_SRC_CLASS(klass);
-    gobject->set_property = set_property;
-    gobject->get_property = get_property;
-    gobject->finalize = finalize;
+    gobject->set_property = GST_DEBUG_FUNCPTR(gst_varslot_src_set_property);
+    gobject->get_property = GST_DEBUG_FUNCPTR(gst_varslot_src_get_property);
+    gobject->finalize = GST_DEBUG_FUNCPTR(gst_varslot_src_finalize);
     const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
     g_object_class_install_property(gobject, PROP_SOCKET_PATH,
         g_param_spec_string("socket-path", "Socket path", "Unix socket of the varslotsink", VSG_DEFAULT_SOCKET_PATH, rw));
@@ -505,12 +487,12 @@ static void gst_varslot_src_class_init(GstVarslotSrcClass *klass)
                             "Buffers whose slots could not be taken (the producer died or they "
                             "were reclaimed first)", 0, G_MAXUINT64, 0,
                             G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
-    base->start = start;
-    base->stop = stop;
-    base->unlock = unlock;
-    base->unlock_stop = unlock_stop;
-    base->negotiate = negotiate;
-    GST_PUSH_SRC_CLASS(klass)->create = create;
+    base->start = GST_DEBUG_FUNCPTR(gst_varslot_src_start);
+    base->stop = GST_DEBUG_FUNCPTR(gst_varslot_src_stop);
+    base->unlock = GST_DEBUG_FUNCPTR(gst_varslot_src_unlock);
+    base->unlock_stop = GST_DEBUG_FUNCPTR(gst_varslot_src_unlock_stop);
+    base->negotiate = GST_DEBUG_FUNCPTR(gst_varslot_src_negotiate);
+    GST_PUSH_SRC_CLASS(klass)->create = GST_DEBUG_FUNCPTR(gst_varslot_src_create);
     gst_element_class_add_static_pad_template(GST_ELEMENT_CLASS(klass), &src_template);
     gst_element_class_set_static_metadata(GST_ELEMENT_CLASS(klass), "varslot source", "Source/Network",
         "Receives buffers from a varslotsink in another process, in place in shared memory",

@@ -1,10 +1,71 @@
-/* What a consumer checks before it believes a buffer message: GstVideoMeta from the wire
- * says where each plane starts and how far apart its rows are, and whatever maps the buffer
- * downstream (videoconvert's orc code, say) reads exactly there, unchecked. So every plane
- * must lie inside the buffer's bytes, and the meta must agree with the negotiated caps. */
-#include "wire_check.h"
+/* The buffer message, written by the sink and read by the source, and what a consumer
+ * checks before it believes one: GstVideoMeta from the wire says where each plane starts and
+ * how far apart its rows are, and whatever maps the buffer downstream (videoconvert's orc
+ * code, say) reads exactly there, unchecked. So every plane must lie inside the buffer's
+ * bytes, and the meta must agree with the negotiated caps. */
+#include "wire.h"
+
+#include "allocator.h"
 
 #include <string.h>
+
+void vsg_buffer_write(vsg_buffer *b, GstBuffer *buf, guint64 seq)
+{
+    memset(b, 0, sizeof *b);
+    vsg_init_header(&b->h, VSG_BUFFER, sizeof *b);
+    b->seq = seq;
+    b->pts = GST_BUFFER_PTS(buf);
+    b->dts = GST_BUFFER_DTS(buf);
+    b->duration = GST_BUFFER_DURATION(buf);
+    b->offset = GST_BUFFER_OFFSET(buf);
+    b->offset_end = GST_BUFFER_OFFSET_END(buf);
+    b->flags = GST_BUFFER_FLAGS(buf) & ~GST_BUFFER_FLAG_TAG_MEMORY;
+    b->n_memories = gst_buffer_n_memory(buf);
+    for (guint i = 0; i < b->n_memories; i++) {
+        GstMemory *mem = gst_buffer_peek_memory(buf, i);
+        gsize off;
+        vs_slot_ref ref = gst_varslot_memory_slot(mem, &off);
+        b->memories[i] = (vsg_memory){vs_slot_ref_pack(ref), (uint32_t)off, (uint32_t)mem->size};
+    }
+    GstVideoMeta *vm = gst_buffer_get_video_meta(buf);
+    if (vm && vm->n_planes <= VSG_MAX_PLANES) {
+        b->video.present = 1;
+        b->video.flags = vm->flags;
+        b->video.format = vm->format;
+        b->video.width = vm->width;
+        b->video.height = vm->height;
+        b->video.n_planes = vm->n_planes;
+        for (guint p = 0; p < vm->n_planes; p++) {
+            b->video.offset[p] = vm->offset[p];
+            b->video.stride[p] = vm->stride[p];
+        }
+    }
+}
+
+void vsg_buffer_read_metadata(const vsg_buffer *b, GstBuffer *buf)
+{
+    GST_BUFFER_PTS(buf) = b->pts;
+    GST_BUFFER_DTS(buf) = b->dts;
+    GST_BUFFER_DURATION(buf) = b->duration;
+    GST_BUFFER_OFFSET(buf) = b->offset;
+    GST_BUFFER_OFFSET_END(buf) = b->offset_end;
+    GST_BUFFER_FLAGS(buf) = b->flags & (GST_BUFFER_FLAG_LAST - 1) & ~GST_BUFFER_FLAG_TAG_MEMORY;
+}
+
+void vsg_buffer_read_video_meta(const vsg_buffer *b, GstBuffer *buf)
+{
+    const vsg_video_meta *v = &b->video;
+    if (!v->present)
+        return;
+    gsize offset[GST_VIDEO_MAX_PLANES] = {0};
+    gint stride[GST_VIDEO_MAX_PLANES] = {0};
+    for (guint p = 0; p < v->n_planes; p++) {
+        offset[p] = v->offset[p];
+        stride[p] = v->stride[p];
+    }
+    gst_buffer_add_video_meta_full(buf, v->flags, v->format, v->width, v->height, v->n_planes,
+                                   offset, stride);
+}
 
 /* Largest width or height accepted from the wire: far above any real frame, and small enough
  * that stride * height cannot overflow 64 bits. */
@@ -112,6 +173,16 @@ const char *vsg_check_buffer_video(const vsg_video_meta *v, const gsize *memory_
             return "video meta with a plane outside the buffer, or across two of its memories";
     }
     return NULL;
+}
+
+gboolean vsg_caps_write(vsg_caps *m, const gchar *text)
+{
+    gsize len = strlen(text) + 1;
+    if (len > VSG_MAX_CAPS)
+        return FALSE;
+    vsg_init_header(&m->h, VSG_CAPS, sizeof(vsg_header) + len);
+    memcpy(m->caps, text, len);
+    return TRUE;
 }
 
 /* A caps feature name as GStreamer accepts it ("namespace:Name"; or ANY): any other makes
