@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GStreamer plugin's suites:
-#   plugin_test         GoogleTest + GstHarness, in one process (tests/gst/plugin_test.cpp),
-#                       run under GStreamer's leaks tracer
+#   plugin_test         GoogleTest + GstHarness, in one process (every tests/gst/*.cpp: one
+#                       *_test.cpp per part of the plugin, and their main and helpers), run
+#                       under GStreamer's leaks tracer
 #   test-pipelines.sh   real two-process runs with gst-launch-1.0 and vstest-gst-run
 # Builds into build/tests/ what it needs (gtest once, reusing build/plain/obj/gtest-all.o when
 # present; plugin_test; vstest-gst-run). Needs `make all` first (the plugin, the CLI).
@@ -50,12 +51,13 @@ if stale "$WIRE_O" gst-plugin/protocol.c gst-plugin/protocol.h; then
     build "$WIRE_O" gcc -O1 -g -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror $GST_CFLAGS \
         -c gst-plugin/protocol.c -o "$WIRE_O"
 fi
-if stale "$TEST_BIN" tests/gst/plugin_test.cpp "$GTEST_O" "$LIBVARSLOT" "$WIRE_O"; then
+TEST_SRCS=(tests/gst/*.cpp)
+if stale "$TEST_BIN" "${TEST_SRCS[@]}" tests/gst/*.h "$GTEST_O" "$LIBVARSLOT" "$WIRE_O"; then
     # shellcheck disable=SC2086
     build "$TEST_BIN" g++ "${CXXFLAGS[@]}" -Wall -Wextra -Werror -Wno-missing-field-initializers \
         -DVSTEST_PLUGIN_DIR="\"$PLUGIN_DIR\"" -DVSTEST_VARSLOT_CLI="\"$VARSLOT\"" \
         -DVSTEST_REGISTRY="\"$OUT/gst-registry-unit.bin\"" -I"$ROOT/core/include" \
-        $GST_CFLAGS tests/gst/plugin_test.cpp "$WIRE_O" "$GTEST_O" "$LIBVARSLOT" -o "$TEST_BIN" $GST_LIBS -pthread
+        $GST_CFLAGS "${TEST_SRCS[@]}" "$WIRE_O" "$GTEST_O" "$LIBVARSLOT" -o "$TEST_BIN" $GST_LIBS -pthread
 fi
 RUNNER=$OUT/vstest-gst-run
 if stale "$RUNNER" tests/gst/run-pipeline.c; then

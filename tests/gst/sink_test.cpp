@@ -1,0 +1,144 @@
+// varslotsink's ALLOCATION answer (gst-plugin/varslotsink.c), through GstHarness.
+#include "gst_test.h"
+
+namespace {
+
+class SinkAllocation : public testing::Test {
+protected:
+    std::string seg = unique_segment("alloc"), sock = unique_socket("alloc");
+    GstHarness *h = nullptr;
+    GstElement *sink = nullptr;
+    void SetUp() override
+    {
+        sink = gst_element_factory_make("varslotsink", nullptr);
+        ASSERT_NE(sink, nullptr);
+        g_object_set(sink, "socket-path", sock.c_str(), "segment", seg.c_str(), "wait-for-connection", FALSE,
+                     NULL);
+        h = gst_harness_new_with_element(sink, "sink", nullptr); // starts it
+        gst_harness_set_src_caps_str(h, kI420);
+    }
+    void TearDown() override
+    {
+        if (h)
+            gst_harness_teardown(h);
+        if (sink)
+            gst_object_unref(sink);
+        EXPECT_FALSE(shm_exists(seg)) << "the sink's own segment is removed when it stops";
+        EXPECT_NE(access(sock.c_str(), F_OK), 0) << "the socket file is removed when it stops";
+        remove_segment(seg);
+        unlink(sock.c_str());
+    }
+    GstQuery *query(const char *caps_str, gboolean need_pool)
+    {
+        GstCaps *caps = caps_str ? gst_caps_from_string(caps_str) : nullptr;
+        GstQuery *q = gst_query_new_allocation(caps, need_pool);
+        if (caps)
+            gst_caps_unref(caps);
+        EXPECT_TRUE(gst_pad_peer_query(h->srcpad, q));
+        return q;
+    }
+};
+
+TEST_F(SinkAllocation, OffersPoolAllocatorAndVideoMeta)
+{
+    GstQuery *q = query(kI420, TRUE);
+    ASSERT_GE(gst_query_get_n_allocation_pools(q), 1u);
+    GstBufferPool *pool = nullptr;
+    guint size = 0, min = 0, max = 0;
+    gst_query_parse_nth_allocation_pool(q, 0, &pool, &size, &min, &max);
+    ASSERT_NE(pool, nullptr) << "a pool is offered";
+    EXPECT_GE(size, kI420Size);
+    EXPECT_TRUE(GST_IS_VIDEO_BUFFER_POOL(pool));
+    EXPECT_STREQ(G_OBJECT_TYPE_NAME(pool), "GstVarslotBufferPool");
+
+    ASSERT_GE(gst_query_get_n_allocation_params(q), 1u);
+    GstAllocator *alloc = nullptr;
+    GstAllocationParams params;
+    gst_query_parse_nth_allocation_param(q, 0, &alloc, &params);
+    ASSERT_NE(alloc, nullptr);
+    EXPECT_STREQ(alloc->mem_type, "VarslotMemory");
+    guint idx = 0;
+    EXPECT_TRUE(gst_query_find_allocation_meta(q, GST_VIDEO_META_API_TYPE, &idx));
+
+    // Configured with VIDEO_META, the pool yields slot buffers with GstVideoMeta.
+    GstStructure *config = gst_buffer_pool_get_config(pool);
+    GstCaps *caps = gst_caps_from_string(kI420);
+    gst_buffer_pool_config_set_params(config, caps, size, min, max);
+    gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
+    ASSERT_TRUE(gst_buffer_pool_set_config(pool, config));
+    ASSERT_TRUE(gst_buffer_pool_set_active(pool, TRUE));
+    GstBuffer *buf = nullptr;
+    ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+    GstVideoMeta *vm = gst_buffer_get_video_meta(buf);
+    ASSERT_NE(vm, nullptr);
+    EXPECT_EQ(vm->format, GST_VIDEO_FORMAT_I420);
+    EXPECT_EQ(vm->width, 64u);
+    EXPECT_EQ(vm->height, 48u);
+    EXPECT_EQ(vm->n_planes, 3u);
+    ASSERT_EQ(gst_buffer_n_memory(buf), 1u);
+    EXPECT_TRUE(is_varslot(gst_buffer_peek_memory(buf, 0)));
+    // Mapping it as a video frame works with the meta.
+    GstVideoInfo info;
+    ASSERT_TRUE(gst_video_info_from_caps(&info, caps));
+    GstVideoFrame frame;
+    ASSERT_TRUE(gst_video_frame_map(&frame, &info, buf, GST_MAP_WRITE));
+    memset(GST_VIDEO_FRAME_PLANE_DATA(&frame, 0), 0x10, 64);
+    gst_video_frame_unmap(&frame);
+
+    // Without a consumer (wait-for-connection=false) the sink drops it, counted.
+    EXPECT_EQ(gst_harness_push(h, buf), GST_FLOW_OK);
+    EXPECT_EQ(get_u64(sink, "dropped"), 1u);
+    EXPECT_EQ(get_u64(sink, "buffers-sent"), 0u);
+
+    gst_caps_unref(caps);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    gst_object_unref(alloc);
+    gst_query_unref(q);
+}
+
+TEST_F(SinkAllocation, AllocatorWithoutPoolWhenNotAsked)
+{
+    GstQuery *q = query(kI420, FALSE);
+    ASSERT_GE(gst_query_get_n_allocation_params(q), 1u);
+    GstAllocator *alloc = nullptr;
+    gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+    ASSERT_NE(alloc, nullptr);
+    EXPECT_STREQ(alloc->mem_type, "VarslotMemory");
+    for (guint i = 0; i < gst_query_get_n_allocation_pools(q); i++) {
+        GstBufferPool *pool = nullptr;
+        gst_query_parse_nth_allocation_pool(q, i, &pool, nullptr, nullptr, nullptr);
+        EXPECT_EQ(pool, nullptr) << "need_pool=FALSE: no pool object";
+        if (pool)
+            gst_object_unref(pool);
+    }
+    EXPECT_TRUE(gst_query_find_allocation_meta(q, GST_VIDEO_META_API_TYPE, nullptr));
+    // The harness's own buffers come from that allocator.
+    GstBuffer *buf = gst_harness_create_buffer(h, 1000);
+    ASSERT_NE(buf, nullptr);
+    EXPECT_TRUE(is_varslot(gst_buffer_peek_memory(buf, 0)));
+    gst_buffer_unref(buf);
+    gst_object_unref(alloc);
+    gst_query_unref(q);
+}
+
+TEST_F(SinkAllocation, NonVideoCapsGetTheAllocatorOnly)
+{
+    GstQuery *q = query("application/x-test", TRUE);
+    for (guint i = 0; i < gst_query_get_n_allocation_pools(q); i++) {
+        GstBufferPool *pool = nullptr;
+        gst_query_parse_nth_allocation_pool(q, i, &pool, nullptr, nullptr, nullptr);
+        EXPECT_EQ(pool, nullptr) << "a video pool cannot take non-video caps";
+        if (pool)
+            gst_object_unref(pool);
+    }
+    ASSERT_GE(gst_query_get_n_allocation_params(q), 1u);
+    GstAllocator *alloc = nullptr;
+    gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+    ASSERT_NE(alloc, nullptr);
+    EXPECT_STREQ(alloc->mem_type, "VarslotMemory");
+    gst_object_unref(alloc);
+    gst_query_unref(q);
+}
+
+} // namespace
