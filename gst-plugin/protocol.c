@@ -1,7 +1,8 @@
 /* Sockets and messages for varslotsink/varslotsrc. Everything is non-blocking: waiting is
  * the elements' business (on a GstPoll they can flush), so nobody ever sits in send() while
  * the other side sits in send() too, the deadlock shmsink and shmsrc can fall into. A
- * received message is hostile until validated: lengths, counts and strings are checked. */
+ * received message is hostile until validated: lengths, counts and strings are checked here,
+ * what a buffer's fields mean in wire.c. */
 #include "protocol.h"
 
 #include <errno.h>
