@@ -76,13 +76,15 @@ typedef struct vs_segment_options {
     const vs_class_config *classes; /* NULL: VS_DEFAULT_CLASSES */
     size_t class_count;
     uint32_t max_peers;             /* 0: VS_DEFAULT_MAX_PEERS */
-    uint32_t mode;                  /* 0: 0600 */
+    uint32_t mode;                  /* 0: 0600; set as given, whatever the umask. The group is
+                                     * the creator's effective group (its directory's if setgid) */
     uint32_t flags;                 /* VS_SEGMENT_* below */
 } vs_segment_options;
 
 /* The last peer to leave removes the segment's name (a joined peer's vs_segment_close that
  * finds no other peer joined): for segments a pipeline makes for itself. Recorded in the
- * segment, so it holds whichever process leaves last. */
+ * segment, so it holds whichever process leaves last; in a sticky directory such as /dev/shm
+ * only the owner may remove a name, so a peer of another user that leaves last leaves it. */
 #define VS_SEGMENT_REMOVE_WHEN_UNUSED 1u
 
 /* Default classes, sized for media buffers and large heap blocks:
@@ -232,6 +234,19 @@ VS_API int vs_parse_classes(const char *spec, vs_class_config *out, size_t *n, c
 VS_API int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_options *opts); /* "/x" = POSIX shm, else a file path */
 VS_API int vs_segment_open(vs_segment *seg, const char *name);
 VS_API int vs_segment_open_or_create(vs_segment *seg, const char *name, const vs_segment_options *opts);
+/* The same, with VS_OPEN_* flags: how this process opens the segment (never recorded in it).
+ * VS_EINVAL for an unknown flag. */
+VS_API int vs_segment_open_flags(vs_segment *seg, const char *name, uint32_t flags);
+VS_API int vs_segment_open_or_create_flags(vs_segment *seg, const char *name,
+                                           const vs_segment_options *opts, uint32_t flags);
+/* Accept a segment another user owns when it is shared through a group: its mode lets this
+ * user read and write it, and its group is this process's effective or a supplementary
+ * group. Without the flag (the default) such a segment is VS_EPERM. One open to this user
+ * only through its "other" bits is refused even with it: any user may have made it (a shared
+ * /dev/shm lets anyone take a name first). Trusting it means trusting every member of the
+ * group as a peer (README, "Trust model"): they may take or spoil slots; the core's checks
+ * of segment memory still keep their scribbles from crashing this process. */
+#define VS_OPEN_TRUST_OWNER 1u
 /* VS_ESTALE: the segment's name was removed since it was opened (nobody may join it now):
  * close it and open the name again. */
 VS_API int vs_segment_join(vs_segment *seg, uint8_t *peer_id);

@@ -178,9 +178,31 @@ void vs__segment_finish_attach(vs_segment *seg, const vs__seg_header *h, void *m
 
 /* ---- opening ---- */
 
+/* Another user's segment is taken only when asked (VS_OPEN_TRUST_OWNER), and only when its
+ * group is one of this process's. The read-write open already proved the mode lets this user
+ * in, but a file open to everyone through its "other" bits may be anyone's: /dev/shm lets
+ * every user take a name first. Its owner could only give it a group the owner is in (chown
+ * allows no other), so trusting it is trusting the members of that group. */
+static int check_owner(const struct stat *st, uint32_t open_flags)
+{
+    if (st->st_uid == geteuid())
+        return VS_OK;
+    if (!(open_flags & VS_OPEN_TRUST_OWNER)) {
+        vs__set_detail("segment is owned by another user (accepting one is an explicit choice: "
+                       "VS_OPEN_TRUST_OWNER)");
+        return VS_EPERM;
+    }
+    if (st->st_gid != getegid() && !group_member(st->st_gid)) {
+        vs__set_detail("segment is owned by another user and its group is not one of this "
+                       "process's groups (trusted only when shared through a group)");
+        return VS_EPERM;
+    }
+    return VS_OK;
+}
+
 /* Reads the header without mapping (a truncated file cannot SIGBUS a pread). Every file a
  * name names is a complete segment or not one at all: creators give the name last. */
-static int read_header(int fd, vs__seg_header *h, size_t *file_size)
+static int read_header(int fd, uint32_t open_flags, vs__seg_header *h, size_t *file_size)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
@@ -189,10 +211,9 @@ static int read_header(int fd, vs__seg_header *h, size_t *file_size)
         vs__set_detail("not a regular file");
         return VS_ECORRUPT;
     }
-    if (st.st_uid != geteuid()) {
-        vs__set_detail("segment is owned by another user");
-        return VS_EPERM;
-    }
+    int rc = check_owner(&st, open_flags);
+    if (rc != VS_OK)
+        return rc;
     memset(h, 0, sizeof *h);
     ssize_t got = pread(fd, h, sizeof *h, 0);
     if (got < 0)
@@ -254,13 +275,21 @@ static int validate_header(const vs__seg_header *h, size_t file_size, size_t *po
     return VS_OK;
 }
 
-int vs_segment_open(vs_segment *seg, const char *name)
+int vs_segment_open_flags(vs_segment *seg, const char *name, uint32_t flags)
 {
     VS__NO_CANCEL;
     int rc = vs__segment_begin(seg, name);
     if (rc != VS_OK)
         return rc;
+    if (flags & ~VS_OPEN_TRUST_OWNER) {
+        vs__set_detail("unknown open flags");
+        return VS_EINVAL;
+    }
     int fd = vs__open_name(name, O_RDWR, 0);
+    if (fd < 0 && errno == EACCES) {
+        vs__set_detail("permission denied: the segment's mode does not let this user read and write it");
+        return VS_EPERM;
+    }
     if (fd < 0)
         return vs__errno_status(errno, "cannot open the segment");
     vs__seg_header h;
@@ -268,7 +297,7 @@ int vs_segment_open(vs_segment *seg, const char *name)
     void *map = NULL;
     vs__proc_id me;
     if ((rc = vs__segment_record_file(seg, fd, name)) != VS_OK ||
-        (rc = read_header(fd, &h, &file_size)) != VS_OK ||
+        (rc = read_header(fd, flags, &h, &file_size)) != VS_OK ||
         (rc = validate_header(&h, file_size, &pool_offset)) != VS_OK ||
         (rc = vs__segment_take_lock_fd(seg, vs__lock_fd_open(seg, &me), me)) != VS_OK)
         goto fail;
@@ -293,18 +322,30 @@ fail:
     return rc;
 }
 
-int vs_segment_open_or_create(vs_segment *seg, const char *name, const vs_segment_options *opts)
+int vs_segment_open(vs_segment *seg, const char *name) { return vs_segment_open_flags(seg, name, 0); }
+
+int vs_segment_open_or_create_flags(vs_segment *seg, const char *name, const vs_segment_options *opts,
+                                    uint32_t flags)
 {
+    if (flags & ~VS_OPEN_TRUST_OWNER) { /* checked before a create could succeed */
+        vs__set_detail("unknown open flags");
+        return VS_EINVAL;
+    }
     int rc = VS_EINVAL;
     for (int attempt = 0; attempt < 8; attempt++) {
         rc = vs_segment_create(seg, name, opts);
         if (rc != VS_EEXIST)
             return rc;
-        rc = vs_segment_open(seg, name);
+        rc = vs_segment_open_flags(seg, name, flags);
         if (rc != VS_ENOENT) /* ENOENT: removed between the two calls; try again */
             return rc;
     }
     return rc;
+}
+
+int vs_segment_open_or_create(vs_segment *seg, const char *name, const vs_segment_options *opts)
+{
+    return vs_segment_open_or_create_flags(seg, name, opts, 0);
 }
 
 /* ---- closing ---- */
