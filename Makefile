@@ -48,7 +48,8 @@ DEMO   := $(B)/bin/varslot-demo
 DEPS_STAMP := $(B)/.deps-ok
 
 .PHONY: all check demo bench clean deps install uninstall FORCE check-core check-asan check-tsan check-cli \
-        check-preload check-gst check-memcheck check-model check-demo check-install check-mutants
+        check-preload check-gst check-memcheck check-model check-demo check-install check-mutants \
+        check-users
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -215,7 +216,7 @@ TESTS_ASAN  := $(B)/asan/tests/core_tests
 TESTS_TSAN  := $(B)/tsan/tests/core_tests
 
 check: check-model check-core check-asan check-tsan check-cli check-preload check-gst check-memcheck check-demo \
-       check-install
+       check-install check-users
 	@echo "make check: all suites passed"
 
 # The README's first command must keep working: the demo runs to its end.
@@ -246,6 +247,15 @@ check-tsan: $(TESTS_TSAN)
 	    timeout 1200 scripts/run-tsan $(TESTS_TSAN) --gtest_brief=1
 check-cli: all
 	timeout 300 tests/cli/test-cli.sh $(CLI)
+
+# Sharing a segment between real users (useradd; as root, else it prints SKIP): trusted
+# opens, a refused outsider, a slot handed across users, a cross-user reap.
+USERS_HELPER := $(B)/tests/hand-over
+$(USERS_HELPER): tests/users/hand-over.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include $< $(LIB_A) -o $@ -pthread
+check-users: all $(USERS_HELPER)
+	timeout 300 tests/users/test-users.sh $(CLI) $(USERS_HELPER)
 
 # The shim's suites: glibc semantics of the malloc family (plain and in every shim mode),
 # routing, cross-process, fork, exhaustion and bad options, and real unmodified programs

@@ -15,7 +15,7 @@
 /* ---- usage ---- */
 
 /* Option values by index; a flag's value is "" when given. NULL: not given. */
-enum { OPT_CLASSES, OPT_MAX_PEERS, OPT_MODE, OPT_JSON, OPT_FORCE, OPT_COUNT };
+enum { OPT_CLASSES, OPT_MAX_PEERS, OPT_MODE, OPT_JSON, OPT_FORCE, OPT_TRUST_OWNER, OPT_COUNT };
 
 struct command {
     const char *name;
@@ -26,6 +26,9 @@ struct command {
 
 __attribute__((format(printf, 1, 2))) int usage_error(const char *fmt, ...);
 int library_error(const char *cmd, const char *name, int rc, int err);
+/* Opens NAME for cmd (another user's segment only with --trust-owner); 0, or the exit status
+ * after the message. */
+int open_segment(const struct command *cmd, const char *name, char *const *values, vs_segment *seg);
 
 int run_stat(const struct command *cmd, const char *name, char *const *values);
 int run_ls(const struct command *cmd, const char *name, char *const *values);

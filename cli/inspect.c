@@ -216,9 +216,9 @@ static void print_stat_table(vs_segment *seg, const char *name, const struct cen
 int run_stat(const struct command *cmd, const char *name, char *const *values)
 {
     vs_segment seg;
-    int rc = vs_segment_open(&seg, name);
-    if (rc != VS_OK)
-        return library_error(cmd->name, name, rc, errno);
+    int rc = open_segment(cmd, name, values, &seg);
+    if (rc)
+        return rc;
     struct census *cs = malloc(sizeof *cs);
     if (!cs) {
         vs_segment_close(&seg);
@@ -263,9 +263,9 @@ static void print_ls_row(bool json, bool first, vs_segment *seg, uint8_t c, uint
 int run_ls(const struct command *cmd, const char *name, char *const *values)
 {
     vs_segment seg;
-    int rc = vs_segment_open(&seg, name);
-    if (rc != VS_OK)
-        return library_error(cmd->name, name, rc, errno);
+    int rc = open_segment(cmd, name, values, &seg);
+    if (rc)
+        return rc;
     vs_pool *pool = vs_segment_pool(&seg);
     bool json = values[OPT_JSON] != NULL;
     uint64_t rows = 0, bytes = 0;

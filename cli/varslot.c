@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -24,6 +25,10 @@ static const char usage_head[] =
     "commands:\n";
 
 static const char usage_tail[] =
+    "\n"
+    "  --trust-owner: open a segment another user owns when its group is one of yours and\n"
+    "  may read and write it (one open to you only as 'other' is refused: anyone may have\n"
+    "  made it); its group's members are then trusted peers\n"
     "\n"
     "  varslot help | --help | -h      this text; 'varslot COMMAND --help' for one command\n"
     "\n"
@@ -48,6 +53,31 @@ int library_error(const char *cmd, const char *name, int rc, int err)
         fprintf(stderr, ": %s", strerror(err));
     fputs(")\n", stderr);
     return EXIT_LIBRARY;
+}
+
+/* "/x", one leading slash and no other: a POSIX shm object, /dev/shm/x. */
+static bool is_shm_name(const char *name) { return name[0] == '/' && !strchr(name + 1, '/'); }
+
+/* Whether NAME is a file another user owns. */
+static bool owned_by_another_user(const char *name)
+{
+    char path[512];
+    struct stat st;
+    snprintf(path, sizeof path, "%s%s", is_shm_name(name) ? "/dev/shm" : "", name);
+    return lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid != geteuid();
+}
+
+int open_segment(const struct command *cmd, const char *name, char *const *values, vs_segment *seg)
+{
+    bool trust = values[OPT_TRUST_OWNER] != NULL;
+    int rc = vs_segment_open_flags(seg, name, trust ? VS_OPEN_TRUST_OWNER : 0);
+    if (rc == VS_OK)
+        return 0;
+    int status = library_error(cmd->name, name, rc, errno);
+    if (rc == VS_EPERM && !trust && owned_by_another_user(name))
+        fputs("varslot: --trust-owner accepts another user's segment shared through one of your "
+              "groups\n", stderr);
+    return status;
 }
 
 /* ---- strict number parsing ---- */
@@ -89,8 +119,8 @@ static int parse_max_peers(const char *s, uint32_t *out)
     return 0;
 }
 
-/* The library opens segments read-write as their owner only, so a mode without u+rw would
- * create a segment nobody (but root) can open again. */
+/* The library opens segments read-write (another user's only through its group, and only
+ * when trusted), so a mode without u+rw would lock its own owner out. */
 static int parse_mode(const char *s, uint32_t *out)
 {
     char *end;
@@ -150,15 +180,15 @@ static int run_create(const struct command *cmd, const char *name, char *const *
 
 static int run_reap(const struct command *cmd, const char *name, char *const *values)
 {
-    (void)values;
     vs_segment seg;
     unsigned reaped = 0;
-    int rc = vs_segment_open(&seg, name);
-    if (rc == VS_OK && (rc = vs_segment_reap(&seg, &reaped)) != VS_OK)
-        vs_segment_close(&seg);
+    int rc = open_segment(cmd, name, values, &seg);
+    if (rc)
+        return rc;
+    rc = vs_segment_reap(&seg, &reaped);
+    vs_segment_close(&seg);
     if (rc != VS_OK)
         return library_error(cmd->name, name, rc, errno);
-    vs_segment_close(&seg);
     printf("reaped %u dead peer%s in %s\n", reaped, reaped == 1 ? "" : "s", name);
     return 0;
 }
@@ -167,8 +197,7 @@ static int run_reap(const struct command *cmd, const char *name, char *const *va
  * be recognised, and removes the name whatever it holds. */
 static int force_remove(const struct command *cmd, const char *name)
 {
-    bool shm = name[0] == '/' && !strchr(name + 1, '/');
-    if ((shm ? shm_unlink(name) : unlink(name)) != 0) {
+    if ((is_shm_name(name) ? shm_unlink(name) : unlink(name)) != 0) {
         fprintf(stderr, "varslot: %s %s: %s\n", cmd->name, name, strerror(errno));
         return EXIT_LIBRARY;
     }
@@ -186,32 +215,37 @@ static int run_rm(const struct command *cmd, const char *name, char *const *valu
     return 0;
 }
 
+#define TRUST_HELP "      --trust-owner: also another user's segment, shared through one of your groups\n"
+
 static const struct command commands[] = {
     {"create", 1u << OPT_CLASSES | 1u << OPT_MAX_PEERS | 1u << OPT_MODE,
      "  varslot create NAME [--classes SIZE:COUNT,...] [--max-peers N] [--mode OCTAL]\n"
      "      create a segment. SIZE takes K, M or G (powers of 1024), sizes strictly ascending;\n"
      "      default classes 64K:256,256K:128,1M:64,4M:32,16M:8; --max-peers 1..255 (default\n"
-     "      64); --mode default 0600, must include 0600\n",
+     "      64); --mode default 0600, must include 0600, set whatever the umask (0660 and a\n"
+     "      shared group as the effective group: members may open it with --trust-owner)\n",
      run_create},
-    {"stat", 1u << OPT_JSON,
-     "  varslot stat NAME [--json]\n"
+    {"stat", 1u << OPT_JSON | 1u << OPT_TRUST_OWNER,
+     "  varslot stat NAME [--json] [--trust-owner]\n"
      "      per class: slot size, slot count, allocated slots; per peer: id, pid, state\n"
-     "      (alive, dead = waiting to be reaped, reaping) and the slots it owns\n",
+     "      (alive, dead = waiting to be reaped, reaping) and the slots it owns\n" TRUST_HELP,
      run_stat},
-    {"ls", 1u << OPT_JSON,
-     "  varslot ls NAME [--json]\n"
+    {"ls", 1u << OPT_JSON | 1u << OPT_TRUST_OWNER,
+     "  varslot ls NAME [--json] [--trust-owner]\n"
      "      every live allocation: owner peer and pid, class, slot, bytes in use, tag\n"
-     "      ('-' untagged or routed by size, caller#N routed by VARSLOT_CALLERS entry N)\n",
+     "      ('-' untagged or routed by size, caller#N routed by VARSLOT_CALLERS entry N)\n"
+     TRUST_HELP,
      run_ls},
     {"run", 0, RUN_HELP, NULL},
-    {"reap", 0,
-     "  varslot reap NAME\n"
-     "      return the slots of dead peers and free their entries\n",
+    {"reap", 1u << OPT_TRUST_OWNER,
+     "  varslot reap NAME [--trust-owner]\n"
+     "      return the slots of dead peers and free their entries\n" TRUST_HELP,
      run_reap},
     {"rm", 1u << OPT_FORCE,
      "  varslot rm NAME [--force]\n"
      "      remove the segment's name (processes that have it mapped keep their mapping);\n"
-     "      refuses a NAME that is not a varslot segment unless --force\n",
+     "      refuses a NAME that is not a varslot segment unless --force, and another\n"
+     "      user's segment\n",
      run_rm},
     {NULL, 0, NULL, NULL},
 };
@@ -243,6 +277,7 @@ static const struct {
     [OPT_MODE] = {"--mode", true},
     [OPT_JSON] = {"--json", false},
     [OPT_FORCE] = {"--force", false},
+    [OPT_TRUST_OWNER] = {"--trust-owner", false},
 };
 
 static bool is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }

@@ -188,8 +188,7 @@ static int check_owner(const struct stat *st, uint32_t open_flags)
     if (st->st_uid == geteuid())
         return VS_OK;
     if (!(open_flags & VS_OPEN_TRUST_OWNER)) {
-        vs__set_detail("segment is owned by another user (accepting one is an explicit choice: "
-                       "VS_OPEN_TRUST_OWNER)");
+        vs__set_detail("segment is owned by another user, and VS_OPEN_TRUST_OWNER was not given");
         return VS_EPERM;
     }
     if (st->st_gid != getegid() && !group_member(st->st_gid)) {

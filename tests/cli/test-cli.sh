@@ -174,6 +174,12 @@ expect_usage_error "another command's option (create --json)" create "$NEVER" --
 expect_usage_error "another command's option (stat --classes)" stat "$NEVER" --classes 64K:1
 expect_usage_error "rm takes no options" rm "$NEVER" --json
 expect_usage_error "--json with a value" stat "$NEVER" --json=1
+expect_usage_error "--trust-owner with a value" stat "$NEVER" --trust-owner=1
+expect_usage_error "create takes no --trust-owner (it makes its own segment)" create "$NEVER" --trust-owner
+expect_usage_error "rm takes no --trust-owner (only the owner removes)" rm "$NEVER" --trust-owner
+for cmd in stat ls reap; do
+    expect_ok "varslot $cmd --help tells of --trust-owner" "varslot $cmd NAME .*\[--trust-owner\]" "$cmd" --help
+done
 check "argument errors created no segment" test ! -e "/dev/shm/$PREFIX-never"
 
 # ---- a POSIX shm segment ----
@@ -203,6 +209,10 @@ expect_stat "stat --json: name, max_peers, total_size" "$SEG" \
 expect_ok "stat prints a table row per class" \
     '^ *0 +65536 +256 +0$' stat "$SEG"
 expect_ok "stat table: second class row" '^ *1 +1048576 +64 +0$' stat "$SEG"
+expect_ok "stat --trust-owner of one's own segment is stat" '^ *1 +1048576 +64 +0$' stat "$SEG" --trust-owner
+(umask 077 && V create "/$PREFIX-umask" --classes 4K:1 --mode 0660 >/dev/null)
+check "create --mode 0660 under umask 077 makes a 0660 segment" \
+    test "$(stat -c %a "/dev/shm/$PREFIX-umask" 2>/dev/null)" = 660
 expect_library_error "create twice fails with VS_EEXIST" "segment already exists" create "$SEG"
 expect_stat "a failed second create leaves the first segment intact" "$SEG" \
     "$(classes_are '[[65536,256,0],[1048576,64,0]]')"
@@ -373,7 +383,7 @@ check "rm removed $SHMFILE" test ! -e "$SHMFILE"
 expect_library_error "stat after rm exits 1" "no such segment" stat "$SEG"
 expect_ok "rm of a file-path segment exits 0" "" rm "$FSEG"
 check "rm removed the file" test ! -e "$FSEG"
-for name in "/$PREFIX-d" "$PSEG"; do
+for name in "/$PREFIX-d" "$PSEG" "/$PREFIX-umask"; do
     run rm "$name"
 done
 check "rm left no segment of this run in /dev/shm" \

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Sharing a segment between real users: user A creates a 0660 segment under group G; user B,
+# a member of G, opens it only with --trust-owner (VS_OPEN_TRUST_OWNER), takes a slot A's
+# process hands over, and once B's process is SIGKILLed A reaps its slots; user C, outside
+# G, is refused with a clear message, and so is a world-writable segment of a stranger.
+# Needs root to create the accounts (useradd), else prints SKIP. The accounts, their groups
+# and every segment of the run are removed at the end, whatever happens.
+# Usage, from the repository root: tests/users/test-users.sh build/bin/varslot build/tests/hand-over
+set -u
+
+die() { echo "test-users: $*" >&2; exit 1; }
+
+[ $# -eq 2 ] || die "usage: $0 path/to/varslot path/to/hand-over"
+for f in "$1" "$2"; do [ -f "$f" ] && [ -x "$f" ] || die "not an executable: $f"; done
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+. "$ROOT/tests/lib.sh"
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "SKIP: test-users needs root to create the users it runs as (useradd)"
+    exit 0
+fi
+for tool in useradd userdel groupadd groupdel setpriv getent jq; do
+    command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps installs it)"
+done
+
+TAG="vsu$$"                                      # this run's accounts and group
+UA=${TAG}a UB=${TAG}b UC=${TAG}c G=${TAG}g
+PREFIX="varslot-users-test-$$"                   # every segment is /dev/shm/$PREFIX-*
+SEG="/$PREFIX-cam"
+MADE_USERS=() MADE_GROUPS=() PIDS=()
+
+cleanup() {
+    local pid u g
+    for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    rm -f /dev/shm/"$PREFIX"-*
+    for u in ${MADE_USERS[@]+"${MADE_USERS[@]}"}; do
+        userdel "$u" || echo "test-users: could not remove user $u: remove it by hand" >&2
+        getent group "$u" >/dev/null && groupdel "$u" 2>/dev/null # its own group, if left
+    done
+    for g in ${MADE_GROUPS[@]+"${MADE_GROUPS[@]}"}; do groupdel "$g" 2>/dev/null; done
+    [ -n "${TMP:-}" ] && rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP # through the EXIT trap, so nothing is left behind
+
+# ---- the accounts: never one that existed before this run ----
+for name in "$UA" "$UB" "$UC" "$G"; do
+    if getent passwd "$name" >/dev/null || getent group "$name" >/dev/null; then
+        die "$name already exists"
+    fi
+done
+groupadd "$G" || die "groupadd $G failed"
+MADE_GROUPS+=("$G")
+for u in "$UA" "$UB" "$UC"; do
+    groups=()
+    [ "$u" != "$UC" ] && groups=(-G "$G") # C is in no group but its own
+    useradd -M -U -s /usr/sbin/nologin ${groups[@]+"${groups[@]}"} "$u" || die "cannot create user $u"
+    MADE_USERS+=("$u")
+done
+
+# The programs, where the test's users can run them (the tree may sit in a private home).
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/varslot-users-test.XXXXXX") || die "mktemp failed"
+chmod 755 "$TMP"
+mkdir -p "$TMP/bin" && cp "$1" "$TMP/bin/varslot" && cp "$2" "$TMP/bin/hand-over" || die "cannot copy the programs"
+chmod 755 "$TMP/bin" "$TMP/bin/"*
+VARSLOT="$TMP/bin/varslot" HAND_OVER="$TMP/bin/hand-over"
+
+# Processes run as USER with GROUP as their effective group and USER's groups (setpriv).
+# run USER GROUP ARGS...: OUT, ERR and RC of one varslot command as USER.
+run() {
+    local u=$1 g=$2
+    shift 2
+    OUT=$(timeout 30 setpriv --reuid="$u" --regid="$g" --init-groups -- "$VARSLOT" "$@" 2>"$TMP/stderr")
+    RC=$?
+    ERR=$(cat "$TMP/stderr")
+}
+expect() { # expect DESC WANTED_RC PATTERN(ERE, on stdout then stderr) USER GROUP ARGS...
+    local desc=$1 want=$2 pattern=$3
+    shift 3
+    run "$@"
+    if [ "$RC" -ne "$want" ] || ! grep -Eq -- "$pattern" <<<"$OUT$ERR"; then
+        not_ok "$desc" "wanted exit $want and /$pattern/" "exit status $RC" "stdout: $OUT" "stderr: $ERR"
+    else
+        ok "$desc"
+    fi
+}
+expect_stat() { # expect_stat DESC JQ_FILTER: the segment as its owner sees it
+    run "$UA" "$G" stat "$SEG" --json
+    if [ "$RC" -ne 0 ] || ! jq -e "$2" <<<"$OUT" >/dev/null 2>&1; then
+        not_ok "$1" "jq filter is not true: $2" "exit status $RC" "stdout: $OUT" "stderr: $ERR"
+    else
+        ok "$1"
+    fi
+}
+check() { # check DESC COMMAND...
+    local desc=$1
+    shift
+    if "$@"; then ok "$desc"; else not_ok "$desc" "condition failed: $*"; fi
+}
+# start USER GROUP OUTFILE CMD...: CMD in the background as USER; waits for its first line.
+start() {
+    local u=$1 g=$2 out=$3
+    shift 3
+    : >"$out"
+    setpriv --reuid="$u" --regid="$g" --init-groups -- "$@" >"$out" 2>&1 &
+    STARTED=$! # setpriv execs CMD: this is its pid
+    PIDS+=("$STARTED")
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [ -s "$out" ] && return 0
+        kill -0 "$STARTED" 2>/dev/null || return 0
+        sleep 0.05
+    done
+}
+
+# ---- a segment shared through a group ----
+umask 077
+expect "A creates a 0660 segment, its effective group G" 0 "^created $SEG" \
+    "$UA" "$G" create "$SEG" --mode 0660 --classes 4K:8 --max-peers 4
+umask 022
+FILE=/dev/shm${SEG}
+check "the segment is A's, of group G, mode 0660 despite A's umask 077" \
+    test "$(stat -c '%U %G %a' "$FILE" 2>/dev/null)" = "$UA $G 660"
+
+expect "B (in G) is refused another user's segment by default" 1 \
+    "not permitted .*segment is owned by another user" "$UB" "$UB" stat "$SEG"
+check "... and told about --trust-owner" grep -q -- "--trust-owner accepts" <<<"$ERR"
+expect "B opens it with --trust-owner" 0 '"slot_count": ?8' "$UB" "$UB" stat "$SEG" --trust-owner --json
+expect "C (not in G) is refused even with --trust-owner" 1 \
+    "permission denied: the segment's mode does not let this user read and write it" \
+    "$UC" "$UC" stat "$SEG" --trust-owner
+expect "C is refused ls too" 1 "permission denied" "$UC" "$UC" ls "$SEG" --trust-owner
+
+# ---- a slot handed from A's process to B's, and B's death reaped by A ----
+start "$UA" "$G" "$TMP/give.out" "$HAND_OVER" give "$SEG" "frame from A"
+GIVER=$STARTED
+read -r word FROM HANDLE <"$TMP/give.out"
+if [ "${word:-}" != gave ]; then
+    not_ok "A's process joins and gives a slot" "its output: $(cat "$TMP/give.out")"
+    FROM=0 HANDLE=0
+else
+    ok "A's process joins and gives a slot"
+fi
+
+start "$UB" "$UB" "$TMP/refused.out" "$HAND_OVER" take "$SEG" "$FROM" "$HANDLE"
+wait "$STARTED"
+rc=$?
+check "B's process without trust cannot take it (exit 1: owned by another user)" \
+    test "$rc" -eq 1 -a -n "$(grep 'owned by another user' "$TMP/refused.out")"
+
+start "$UB" "$UB" "$TMP/take.out" "$HAND_OVER" take "$SEG" "$FROM" "$HANDLE" --trust-owner
+TAKER=$STARTED
+for ((i = 0; i < 200; i++)); do grep -q '^holding' "$TMP/take.out" && break; sleep 0.05; done
+check "B's process, trusting, takes A's slot and reads A's bytes in place" \
+    grep -qx "took frame from A" "$TMP/take.out"
+check "... and holds a slot of its own" grep -q '^holding' "$TMP/take.out"
+
+expect_stat "A sees B's process as a live peer holding both slots" \
+    "(.peers | map(select(.pid == $TAKER)) | length == 1 and .[0].state == \"alive\" and .[0].slots == 2)
+     and .classes[0].allocated == 2"
+expect "A's reap takes nothing of B's live process" 0 "^reaped 0 " "$UA" "$G" reap "$SEG"
+expect_stat "B's slots are still B's" ".classes[0].allocated == 2 and (.peers | length) == 2"
+
+kill -9 "$TAKER" && wait "$TAKER" 2>/dev/null
+expect_stat "B's SIGKILLed process shows dead, still holding its slots" \
+    "(.peers | map(select(.pid == $TAKER)) | .[0].state == \"dead\" and .[0].slots == 2)"
+expect "A reaps B's dead process" 0 "^reaped 1 dead peer " "$UA" "$G" reap "$SEG"
+expect_stat "after the reap B's slots are free and only A's process is a peer" \
+    ".classes[0].allocated == 0 and (.peers | length) == 1 and .peers[0].pid == $GIVER"
+
+# ---- removal is the owner's ----
+expect "B cannot remove A's segment" 1 "owned by another user" "$UB" "$UB" rm "$SEG"
+check "the segment is still there" test -e "$FILE"
+
+# ---- a stranger's world-writable segment is not trusted ----
+SQUAT="/$PREFIX-squat"
+expect "C creates a 0666 segment" 0 "^created " "$UC" "$UC" create "$SQUAT" --mode 0666 --classes 4K:8
+expect "B refuses a 0666 segment of a group it is not in, even trusting" 1 \
+    "its group is not one of this process's groups" "$UB" "$UB" stat "$SQUAT" --trust-owner
+
+kill -9 "$GIVER" && wait "$GIVER" 2>/dev/null
+expect "A removes its segment" 0 "^removed " "$UA" "$G" rm "$SEG"
+echo "# $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
