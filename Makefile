@@ -248,15 +248,6 @@ check-tsan: $(TESTS_TSAN)
 check-cli: all
 	timeout 300 tests/cli/test-cli.sh $(CLI)
 
-# Sharing a segment between real users (useradd; as root, else it prints SKIP): trusted
-# opens, a refused outsider, a slot handed across users, a cross-user reap.
-USERS_HELPER := $(B)/tests/hand-over
-$(USERS_HELPER): tests/users/hand-over.c $(LIB_A)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include $< $(LIB_A) -o $@ -pthread
-check-users: all $(USERS_HELPER)
-	timeout 300 tests/users/test-users.sh $(CLI) $(USERS_HELPER)
-
 # The shim's suites: glibc semantics of the malloc family (plain and in every shim mode),
 # routing, cross-process, fork, exhaustion and bad options, and real unmodified programs
 # (python3, sort, xz, gcc, perl, a threaded C program) with and without the shim; the option
@@ -291,6 +282,16 @@ GST_RUN := $(B)/tests/vstest-gst-run
 $(GST_RUN): tests/gst/run-pipeline.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -std=gnu11 $(WARN) $(GST_CFLAGS) $< -o $@ $(GST_LIBS)
+
+# Sharing a segment between real users (useradd; as root, else it prints SKIP): trusted
+# opens, a refused outsider, a slot handed across users, a cross-user reap, and
+# varslotsink/varslotsrc of two users.
+USERS_HELPER := $(B)/tests/hand-over
+$(USERS_HELPER): tests/users/hand-over.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include $< $(LIB_A) -o $@ -pthread
+check-users: all $(USERS_HELPER) $(GST_RUN)
+	timeout 300 tests/users/test-users.sh $(CLI) $(USERS_HELPER) $(GST_RUN) $(dir $(GST_PLUGIN))
 
 demo: all $(GST_RUN)
 	scripts/demo/run-demo

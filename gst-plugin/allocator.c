@@ -45,7 +45,8 @@ GstVarslotSegment *gst_varslot_allocator_segment(GstAllocator *allocator, GError
     GstVarslotAllocator *self = GST_VARSLOT_ALLOCATOR(allocator);
     g_mutex_lock(&self->lock);
     if (!self->segment)
-        self->segment = gst_varslot_segment_open(NULL, GST_VARSLOT_ROLE_PRODUCER, 0, error);
+        self->segment = gst_varslot_segment_open(NULL, GST_VARSLOT_ROLE_PRODUCER, 0,
+                                                 gst_varslot_default_trust_owner(), error);
     GstVarslotSegment *s = self->segment;
     g_mutex_unlock(&self->lock);
     return s;

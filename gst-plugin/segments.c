@@ -21,6 +21,8 @@ gchar *gst_varslot_default_segment_name(void)
     return env && *env ? g_strdup(env) : g_strdup_printf("/varslot-gst-%u", (unsigned)getuid());
 }
 
+gboolean gst_varslot_default_trust_owner(void) { return g_strcmp0(g_getenv("VARSLOT_TRUST"), "1") == 0; }
+
 /* A small class for everything else, and one sized for the frames: frames of a caps change
  * to a larger size need a new segment (the element says so). */
 static gsize creation_classes(gsize frame_size, vs_class_config *classes)
@@ -42,7 +44,7 @@ static gboolean same_file(int a, int b)
 
 /* Opens the segment of that name and joins it; a producer creates it if missing. */
 static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize frame_size,
-                                   gboolean may_create, GError **error)
+                                   gboolean may_create, gboolean trust_owner, GError **error)
 {
     GstVarslotSegment *s = g_new0(GstVarslotSegment, 1);
     vs_class_config classes[2];
@@ -58,7 +60,7 @@ static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize fr
         rc = may_create ? vs_segment_create(&s->seg, name, &opts) : VS_EEXIST;
         created = rc == VS_OK;
         if (rc == VS_EEXIST)
-            rc = vs_segment_open(&s->seg, name);
+            rc = vs_segment_open_flags(&s->seg, name, trust_owner ? VS_OPEN_TRUST_OWNER : 0);
         if (rc == VS_OK && (rc = vs_segment_join(&s->seg, &s->peer)) != VS_OK)
             vs_segment_close(&s->seg);
         if (!may_create || (rc != VS_ENOENT && rc != VS_ESTALE) || attempt == 8)
@@ -81,11 +83,12 @@ static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize fr
  * only that very file, opened, never created; an older segment of the same name stays with
  * those who hold it, and the new one takes its place in the registry. */
 static GstVarslotSegment *registry_open(const gchar *name, GstVarslotRole role, gsize frame_size,
-                                        int file_fd, GError **error)
+                                        int file_fd, gboolean trust_owner, GError **error)
 {
     gchar *dflt = name ? NULL : gst_varslot_default_segment_name();
     const gchar *n = name ? name : dflt;
-    gchar *key = g_strdup_printf("%s %s", role == GST_VARSLOT_ROLE_PRODUCER ? "producer" : "consumer", n);
+    gchar *key = g_strdup_printf("%s%s %s", role == GST_VARSLOT_ROLE_PRODUCER ? "producer" : "consumer",
+                                 trust_owner ? " trusting" : "", n);
     g_mutex_lock(&registry_lock);
     if (!registry)
         registry = g_hash_table_new(g_str_hash, g_str_equal);
@@ -94,7 +97,7 @@ static GstVarslotSegment *registry_open(const gchar *name, GstVarslotRole role, 
         s = NULL;
     if (s) {
         s->refcount++;
-    } else if ((s = open_new(key, n, frame_size, file_fd < 0, error))) {
+    } else if ((s = open_new(key, n, frame_size, file_fd < 0, trust_owner, error))) {
         if (file_fd >= 0 && !same_file(s->seg.fd, file_fd)) {
             g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_OPEN_READ_WRITE,
                         "varslot segment %s is not the file the producer passed", n);
@@ -113,9 +116,9 @@ static GstVarslotSegment *registry_open(const gchar *name, GstVarslotRole role, 
 }
 
 GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole role,
-                                            gsize frame_size, GError **error)
+                                            gsize frame_size, gboolean trust_owner, GError **error)
 {
-    GstVarslotSegment *s = registry_open(name, role, frame_size, -1, error);
+    GstVarslotSegment *s = registry_open(name, role, frame_size, -1, trust_owner, error);
     if (s && frame_size > gst_varslot_segment_largest_slot(s)) {
         g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
                     "varslot segment %s: its largest slot (%u bytes) cannot hold %" G_GSIZE_FORMAT
@@ -127,9 +130,10 @@ GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole ro
     return s;
 }
 
-GstVarslotSegment *gst_varslot_segment_open_consumer(const gchar *name, int file_fd, GError **error)
+GstVarslotSegment *gst_varslot_segment_open_consumer(const gchar *name, int file_fd,
+                                                     gboolean trust_owner, GError **error)
 {
-    return registry_open(name, GST_VARSLOT_ROLE_CONSUMER, 0, file_fd, error);
+    return registry_open(name, GST_VARSLOT_ROLE_CONSUMER, 0, file_fd, trust_owner, error);
 }
 
 GstVarslotSegment *gst_varslot_segment_ref(GstVarslotSegment *s)

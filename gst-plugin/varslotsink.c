@@ -25,7 +25,7 @@ struct _GstVarslotSink {
     /* properties */
     gchar *socket_path;
     gchar *segment_name;
-    gboolean wait_for_connection;
+    gboolean wait_for_connection, trust_owner;
     VsgServerLimits limits; /* client-timeout, client-max-pending, max-clients */
     /* counters, read by property getters from any thread */
     guint64 buffers_sent, copied_buffers, fanout_copies, dropped, skipped;
@@ -54,6 +54,7 @@ enum {
     PROP_SKIPPED,
     PROP_CLIENTS_DROPPED,
     PROP_MAX_CLIENTS,
+    PROP_TRUST_OWNER,
 };
 
 #define DEFAULT_CLIENT_TIMEOUT_MS 2000
@@ -92,7 +93,8 @@ static gboolean ensure_segment(GstVarslotSink *self, GstCaps *caps)
         return FALSE;
     }
     GError *err = NULL;
-    self->segment = gst_varslot_segment_open(self->segment_name, GST_VARSLOT_ROLE_PRODUCER, frame, &err);
+    self->segment = gst_varslot_segment_open(self->segment_name, GST_VARSLOT_ROLE_PRODUCER, frame,
+                                             self->trust_owner, &err);
     if (!self->segment) {
         GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot use the varslot segment"),
                           ("%s", err->message));
@@ -350,6 +352,7 @@ static void gst_varslot_sink_set_property(GObject *object, guint id, const GValu
     case PROP_CLIENT_TIMEOUT: self->limits.client_timeout_ms = g_value_get_uint(value); break;
     case PROP_CLIENT_MAX_PENDING: self->limits.client_max_pending = g_value_get_uint(value); break;
     case PROP_MAX_CLIENTS: self->limits.max_clients = g_value_get_uint(value); break;
+    case PROP_TRUST_OWNER: self->trust_owner = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
     }
     GST_OBJECT_UNLOCK(self);
@@ -366,6 +369,7 @@ static void gst_varslot_sink_get_property(GObject *object, guint id, GValue *val
     case PROP_CLIENT_TIMEOUT: g_value_set_uint(value, self->limits.client_timeout_ms); break;
     case PROP_CLIENT_MAX_PENDING: g_value_set_uint(value, self->limits.client_max_pending); break;
     case PROP_MAX_CLIENTS: g_value_set_uint(value, self->limits.max_clients); break;
+    case PROP_TRUST_OWNER: g_value_set_boolean(value, self->trust_owner); break;
     case PROP_SKIPPED: g_value_set_uint64(value, READ_COUNT(skipped)); break;
     case PROP_CLIENTS_DROPPED: g_value_set_uint64(value, READ_COUNT(server_counts.clients_dropped)); break;
     case PROP_BUFFERS_SENT: g_value_set_uint64(value, READ_COUNT(buffers_sent)); break;
@@ -429,6 +433,11 @@ static void gst_varslot_sink_class_init(GstVarslotSinkClass *klass)
         g_param_spec_uint("max-clients", "Max clients",
                           "Connections served at once; further ones are closed as they come", 1, 4096,
                           DEFAULT_MAX_CLIENTS, rw));
+    g_object_class_install_property(gobject, PROP_TRUST_OWNER,
+        g_param_spec_boolean("trust-owner", "Trust owner",
+                             "Use an existing segment owned by another user when it is shared "
+                             "through one of this process's groups (its members become trusted peers)",
+                             FALSE, rw));
     g_object_class_install_property(gobject, PROP_SKIPPED,
         counter("buffers-skipped", "Buffers some client did not get because no slot came free "
                                    "for its copy within client-timeout"));

@@ -28,6 +28,7 @@ struct _GstVarslotSrc {
     /* properties */
     gchar *socket_path;
     gboolean wait_for_producer;
+    gboolean trust_owner;
     guint64 buffers_received, buffers_refused; /* atomic */
     /* streaming state */
     int fd;
@@ -49,7 +50,8 @@ struct _GstVarslotSrc {
     gint64 last_ack;
 };
 
-enum { PROP_0, PROP_SOCKET_PATH, PROP_IS_LIVE, PROP_WAIT_FOR_PRODUCER, PROP_RECEIVED, PROP_REFUSED };
+enum { PROP_0, PROP_SOCKET_PATH, PROP_IS_LIVE, PROP_WAIT_FOR_PRODUCER, PROP_RECEIVED, PROP_REFUSED,
+       PROP_TRUST_OWNER };
 
 static GstStaticPadTemplate src_template =
     GST_STATIC_PAD_TEMPLATE("src", GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS_ANY);
@@ -170,7 +172,7 @@ static gboolean handle_hello(GstVarslotSrc *self, const vsg_hello *hello, int fi
         g_free(shown);
         return FALSE;
     }
-    self->segment = gst_varslot_segment_open_consumer(hello->segment, file_fd, &err);
+    self->segment = gst_varslot_segment_open_consumer(hello->segment, file_fd, self->trust_owner, &err);
     close(file_fd);
     if (!self->segment) {
         GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ_WRITE, ("Cannot attach the producer's segment"),
@@ -432,6 +434,7 @@ static void gst_varslot_src_set_property(GObject *object, guint id, const GValue
         break;
     case PROP_IS_LIVE: gst_base_src_set_live(GST_BASE_SRC(self), g_value_get_boolean(value)); break;
     case PROP_WAIT_FOR_PRODUCER: self->wait_for_producer = g_value_get_boolean(value); break;
+    case PROP_TRUST_OWNER: self->trust_owner = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
     }
 }
@@ -447,6 +450,7 @@ static void gst_varslot_src_get_property(GObject *object, guint id, GValue *valu
         break;
     case PROP_IS_LIVE: g_value_set_boolean(value, gst_base_src_is_live(GST_BASE_SRC(self))); break;
     case PROP_WAIT_FOR_PRODUCER: g_value_set_boolean(value, self->wait_for_producer); break;
+    case PROP_TRUST_OWNER: g_value_set_boolean(value, self->trust_owner); break;
     case PROP_RECEIVED:
         g_value_set_uint64(value, __atomic_load_n(&self->buffers_received, __ATOMIC_RELAXED));
         break;
@@ -479,6 +483,11 @@ static void gst_varslot_src_class_init(GstVarslotSrcClass *klass)
         g_param_spec_boolean("wait-for-producer", "Wait for producer",
                              "Wait (and reconnect) while no varslotsink answers, instead of "
                              "posting an error", FALSE, rw));
+    g_object_class_install_property(gobject, PROP_TRUST_OWNER,
+        g_param_spec_boolean("trust-owner", "Trust owner",
+                             "Accept a producer's segment owned by another user when it is shared "
+                             "through one of this process's groups (its members become trusted peers)",
+                             FALSE, rw));
     g_object_class_install_property(gobject, PROP_RECEIVED,
         g_param_spec_uint64("buffers-received", "Buffers received", "Buffers taken from the producer",
                             0, G_MAXUINT64, 0, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));

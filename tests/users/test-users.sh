@@ -5,13 +5,18 @@
 # G, is refused with a clear message, and so is a world-writable segment of a stranger.
 # Needs root to create the accounts (useradd), else prints SKIP. The accounts, their groups
 # and every segment of the run are removed at the end, whatever happens.
-# Usage, from the repository root: tests/users/test-users.sh build/bin/varslot build/tests/hand-over
+# The GStreamer elements too: a varslotsrc of B takes A's varslotsink's frames only with
+# trust-owner=true, and a varslotsink of B uses A's segment only with trust-owner=true.
+# Usage, from the repository root:
+#   tests/users/test-users.sh build/bin/varslot build/tests/hand-over \
+#       [build/tests/vstest-gst-run build/lib/gstreamer-1.0]     (without them: no GStreamer part)
 set -u
 
 die() { echo "test-users: $*" >&2; exit 1; }
 
-[ $# -eq 2 ] || die "usage: $0 path/to/varslot path/to/hand-over"
-for f in "$1" "$2"; do [ -f "$f" ] && [ -x "$f" ] || die "not an executable: $f"; done
+[ $# -eq 2 ] || [ $# -eq 4 ] || die "usage: $0 varslot hand-over [vstest-gst-run gstreamer-plugin-dir]"
+for f in "$1" "$2" ${3:+"$3"}; do [ -f "$f" ] && [ -x "$f" ] || die "not an executable: $f"; done
+[ $# -eq 2 ] || [ -f "$4/libgstvarslot.so" ] || die "no libgstvarslot.so in $4"
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 . "$ROOT/tests/lib.sh"
 
@@ -64,6 +69,17 @@ chmod 755 "$TMP"
 mkdir -p "$TMP/bin" && cp "$1" "$TMP/bin/varslot" && cp "$2" "$TMP/bin/hand-over" || die "cannot copy the programs"
 chmod 755 "$TMP/bin" "$TMP/bin/"*
 VARSLOT="$TMP/bin/varslot" HAND_OVER="$TMP/bin/hand-over"
+if [ $# -eq 4 ]; then
+    mkdir -p "$TMP/gst" "$TMP/registry" && cp "$3" "$TMP/bin/vstest-gst-run" && cp "$4/libgstvarslot.so" "$TMP/gst/" ||
+        die "cannot copy the GStreamer programs"
+    chmod 755 "$TMP/bin/vstest-gst-run" "$TMP/gst" && chmod 644 "$TMP/gst/libgstvarslot.so"
+    # Only the plugins the pipelines use: each user's first run scans them into its registry.
+    system=$(pkg-config --variable=pluginsdir gstreamer-1.0) || die "pkg-config knows no gstreamer-1.0"
+    for p in coreelements videotestsrc; do
+        ln -s "$system/libgst$p.so" "$TMP/gst/" || die "no libgst$p.so in $system"
+    done
+    chmod 1777 "$TMP/registry" # each user's plugin registry
+fi
 
 # Processes run as USER with GROUP as their effective group and USER's groups (setpriv).
 # run USER GROUP ARGS...: OUT, ERR and RC of one varslot command as USER.
@@ -180,5 +196,67 @@ expect "B refuses a 0666 segment of a group it is not in, even trusting" 1 \
 
 kill -9 "$GIVER" && wait "$GIVER" 2>/dev/null
 expect "A removes its segment" 0 "^removed " "$UA" "$G" rm "$SEG"
+
+# ---- GStreamer: A's varslotsink feeds B's varslotsrc ----
+if [ $# -eq 4 ]; then
+    GSEG="/$PREFIX-gst"
+    SOCKDIR="$TMP/sock" SOCK="$TMP/sock/cam.sock"
+    mkdir "$SOCKDIR" && chown "$UA:$G" "$SOCKDIR" && chmod 0770 "$SOCKDIR" # A's and G's only
+    # gst USER GROUP OUT ERR PIPELINE...: vstest-gst-run in the background as USER.
+    gst() {
+        local u=$1 g=$2 out=$3 err=$4
+        shift 4
+        GST_PLUGIN_SYSTEM_PATH_1_0="" GST_PLUGIN_PATH=$TMP/gst GST_REGISTRY=$TMP/registry/$u.bin \
+            setpriv --reuid="$u" --regid="$g" --init-groups -- "$TMP/bin/vstest-gst-run" --timeout 30 "$@" \
+            >"$out" 2>"$err" &
+        STARTED=$!
+        PIDS+=("$STARTED")
+    }
+    prop() { sed -n "s/^$2=//p" "$1" | tail -n 1; } # prop FILE NAME.PROP
+    FRAMES="videotestsrc num-buffers=20 ! video/x-raw,format=GRAY8,width=64,height=48"
+
+    umask 077
+    expect "A creates a 0660 segment for the pipeline" 0 "^created " "$UA" "$G" create "$GSEG" --mode 0660 --classes 64K:16
+    umask 007 # the sink's socket: A's and G's
+    gst "$UA" "$G" "$TMP/p.out" "$TMP/p.err" --print s.buffers-sent \
+        "$FRAMES ! varslotsink name=s socket-path=$SOCK segment=$GSEG"
+    PRODUCER=$STARTED
+    umask 022
+    for ((i = 0; i < 200; i++)); do [ -S "$SOCK" ] && break; sleep 0.05; done
+    check "A's varslotsink listens" test -S "$SOCK"
+
+    gst "$UB" "$UB" "$TMP/c0.out" "$TMP/c0.err" "varslotsrc socket-path=$SOCK ! fakesink"
+    wait "$STARTED"
+    rc=$?
+    check "B's varslotsrc without trust-owner is refused A's segment (error, exit 1)" \
+        test "$rc" -eq 1 -a -n "$(grep 'owned by another user' "$TMP/c0.err")"
+
+    gst "$UB" "$UB" "$TMP/c1.out" "$TMP/c1.err" --print r.buffers-received \
+        "varslotsrc name=r socket-path=$SOCK trust-owner=true ! fakesink"
+    wait "$STARTED"
+    crc=$?
+    wait "$PRODUCER"
+    prc=$?
+    got=$(prop "$TMP/c1.out" r.buffers-received)
+    check "B's varslotsrc with trust-owner=true runs to EOS" test "$crc" -eq 0
+    check "... and takes A's frames in place (buffers-received ${got:-none})" test "${got:-0}" -gt 0
+    check "A's pipeline runs to EOS" test "$prc" -eq 0
+    [ "$crc" -eq 0 ] && [ "$prc" -eq 0 ] || sed 's/^/#   /' "$TMP/c1.err" "$TMP/p.err"
+
+    # The other way round: B's producer in A's segment (no consumer: it drops).
+    gst "$UB" "$UB" "$TMP/b0.out" "$TMP/b0.err" "$FRAMES ! varslotsink wait-for-connection=false \
+        socket-path=$TMP/registry/b.sock segment=$GSEG"
+    wait "$STARTED"
+    rc=$?
+    check "B's varslotsink without trust-owner is refused A's segment" \
+        test "$rc" -eq 1 -a -n "$(grep 'owned by another user' "$TMP/b0.err")"
+    gst "$UB" "$UB" "$TMP/b1.out" "$TMP/b1.err" --print s.buffers-sent "$FRAMES ! varslotsink name=s \
+        wait-for-connection=false trust-owner=true socket-path=$TMP/registry/b.sock segment=$GSEG"
+    wait "$STARTED"
+    rc=$?
+    check "B's varslotsink with trust-owner=true uses A's segment to EOS" test "$rc" -eq 0
+    [ "$rc" -eq 0 ] || sed 's/^/#   /' "$TMP/b1.err"
+    expect "A removes the pipeline's segment" 0 "^removed " "$UA" "$G" rm "$GSEG"
+fi
 echo "# $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
