@@ -21,7 +21,16 @@ gchar *gst_varslot_default_segment_name(void)
     return env && *env ? g_strdup(env) : g_strdup_printf("/varslot-gst-%u", (unsigned)getuid());
 }
 
-gboolean gst_varslot_default_trust_owner(void) { return g_strcmp0(g_getenv("VARSLOT_TRUST"), "1") == 0; }
+/* Read as the preload shim reads its booleans. */
+gboolean gst_varslot_default_trust_owner(void)
+{
+    static const gchar *const yes[] = {"1", "yes", "true", "on"};
+    const gchar *v = g_getenv("VARSLOT_TRUST");
+    for (gsize i = 0; v && i < G_N_ELEMENTS(yes); i++)
+        if (!g_ascii_strcasecmp(v, yes[i]))
+            return TRUE;
+    return FALSE;
+}
 
 /* A small class for everything else, and one sized for the frames: frames of a caps change
  * to a larger size need a new segment (the element says so). */

@@ -31,7 +31,8 @@ GstVarslotSegment *gst_varslot_segment_open(const gchar *name, GstVarslotRole ro
  * the very file the producer passed (file_fd): a name alone may name anything. */
 GstVarslotSegment *gst_varslot_segment_open_consumer(const gchar *name, int file_fd,
                                                      gboolean trust_owner, GError **error);
-/* VARSLOT_TRUST=1: what the allocator, which has no properties, does about other owners. */
+/* VARSLOT_TRUST=1 (or yes, true, on): what the allocator, which has no properties, does
+ * about other owners. */
 gboolean gst_varslot_default_trust_owner(void);
 GstVarslotSegment *gst_varslot_segment_ref(GstVarslotSegment *s);
 void gst_varslot_segment_unref(GstVarslotSegment *s);
