@@ -71,6 +71,7 @@ void vsp_config_print(void)
     p = vsp_append(p, end, vsp_cfg.classes.count ? "" : "default");
     p = vsp_append(p, end, vsp_cfg.fallback_libc ? " fallback=libc" : " fallback=jemalloc");
     p = vsp_append(p, end, vsp_cfg.fork_share ? " fork=share" : " fork=copy");
+    p = vsp_append(p, end, vsp_cfg.trust_owner ? " trust=on" : " trust=off");
     p = vsp_append(p, end, vsp_cfg.stats ? " stats=on" : " stats=off");
     vsp_write_line(STDERR_FILENO, line, p, end);
 }

@@ -49,6 +49,8 @@ typedef char vsopt_segment_name[256];
       "jemalloc", "where requests that are not routed go")                                          \
     X(fork_share, bool, vsopt_parse_fork, "VARSLOT_FORK", "--fork", " copy|share", "copy",          \
       "a fork child copies its parent's routed blocks, or shares them")                           \
+    X(trust_owner, bool, vsopt_parse_switch, "VARSLOT_TRUST", "--trust", "", "0",                   \
+      "use another user's segment shared through one of our groups")                               \
     X(stats, bool, vsopt_parse_switch, "VARSLOT_STATS", "--stats", "", "0",                         \
       "one line of what was routed, on stderr at exit")                                             \
     X(verbose, bool, vsopt_parse_switch, "VARSLOT_VERBOSE", "--verbose", "", "0",                   \

@@ -71,7 +71,8 @@ void vsp_segment_map(void)
         opts.classes = vsp_cfg.classes.list;
         opts.class_count = vsp_cfg.classes.count;
     }
-    int rc = vs_segment_open_or_create(&vsp_seg, vsp_cfg.segment, &opts);
+    int rc = vs_segment_open_or_create_flags(&vsp_seg, vsp_cfg.segment, &opts,
+                                             vsp_cfg.trust_owner ? VS_OPEN_TRUST_OWNER : 0);
     if (rc != VS_OK) {
         warn_once("cannot open or create", rc);
         atomic_store(&seg_state, SEG_FAILED);

@@ -1548,6 +1548,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"VARSLOT_CLASSES", "64K"}, BadValue{"VARSLOT_CLASSES", "1M:4,64K:4"},
                       BadValue{"VARSLOT_FALLBACK", "tcmalloc"}, BadValue{"VARSLOT_STATS", "maybe"},
                       BadValue{"VARSLOT_VERBOSE", "loud"}, BadValue{"VARSLOT_FORK", "sometimes"},
+                      BadValue{"VARSLOT_TRUST", "perhaps"},
                       BadValue{"VARSLOT_CALLERS", ",,"}, BadValue{"VARSLOT_SEGMENT", ""}),
     [](const ::testing::TestParamInfo<BadValue> &info) {
         std::string name = std::string(info.param.var).substr(8) + "_" + std::to_string(info.index);

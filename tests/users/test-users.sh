@@ -7,6 +7,8 @@
 # and every segment of the run are removed at the end, whatever happens.
 # The GStreamer elements too: a varslotsrc of B takes A's varslotsink's frames only with
 # trust-owner=true, and a varslotsink of B uses A's segment only with trust-owner=true.
+# So does the preload shim: B's program routes into A's segment only with VARSLOT_TRUST=1
+# (varslot run --trust), and falls back with one warning without it.
 # Usage, from the repository root:
 #   tests/users/test-users.sh build/bin/varslot build/tests/hand-over \
 #       [build/tests/vstest-gst-run build/lib/gstreamer-1.0]     (without them: no GStreamer part)
@@ -69,6 +71,9 @@ chmod 755 "$TMP"
 mkdir -p "$TMP/bin" && cp "$1" "$TMP/bin/varslot" && cp "$2" "$TMP/bin/hand-over" || die "cannot copy the programs"
 chmod 755 "$TMP/bin" "$TMP/bin/"*
 VARSLOT="$TMP/bin/varslot" HAND_OVER="$TMP/bin/hand-over"
+SHIM=$(dirname "$1")/../lib/libvarslot-preload.so # where varslot run finds it: ../lib
+mkdir -p "$TMP/lib" && cp "$SHIM" "$TMP/lib/" && chmod 755 "$TMP/lib" && chmod 644 "$TMP/lib/"* ||
+    die "cannot copy $SHIM"
 if [ $# -eq 4 ]; then
     mkdir -p "$TMP/gst" "$TMP/registry" && cp "$3" "$TMP/bin/vstest-gst-run" && cp "$4/libgstvarslot.so" "$TMP/gst/" ||
         die "cannot copy the GStreamer programs"
@@ -196,6 +201,29 @@ expect "B refuses a 0666 segment of a group it is not in, even trusting" 1 \
 
 kill -9 "$GIVER" && wait "$GIVER" 2>/dev/null
 expect "A removes its segment" 0 "^removed " "$UA" "$G" rm "$SEG"
+
+# ---- the preload shim: B's program allocates in A's segment ----
+SHSEG="/$PREFIX-shim"
+umask 077
+expect "A creates a 0660 segment for the shim" 0 "^created " "$UA" "$G" create "$SHSEG" --mode 0660 --classes 256K:8
+umask 022
+ALLOC=(python3 -c 'block = bytearray(200000)') # one allocation the shim routes (>= 64K)
+expect "B's program without --trust runs, its block falling back" 0 "routed=0 bytes=0 fallback=[1-9]" \
+    "$UB" "$UB" run --segment "$SHSEG" --min-size 64K --stats -- "${ALLOC[@]}"
+check "... with one warning naming the other owner" \
+    test "$(grep -c "^varslot: cannot open or create $SHSEG: .*owned by another user" <<<"$ERR")" -eq 1
+expect "B's program with --trust routes its block into A's segment" 0 \
+    "^varslot: pid=[0-9]+ routed=[1-9][0-9]* bytes=[0-9]+ fallback=[0-9]+ .*segment=$SHSEG" \
+    "$UB" "$UB" run --trust --segment "$SHSEG" --min-size 64K --stats -- "${ALLOC[@]}"
+expect "... and so does VARSLOT_TRUST=yes" 0 "routed=[1-9]" \
+    "$UB" "$UB" run --segment "$SHSEG" --min-size 64K --stats -- env VARSLOT_TRUST=yes "${ALLOC[@]}"
+expect_stat_of() { # the shim's segment: B's program left it (nothing held, no peer)
+    run "$UA" "$G" stat "$SHSEG" --json
+    check "$1" jq -e "$2" <<<"$OUT"
+}
+expect_stat_of "B's programs left A's segment as they found it" \
+    '.classes[0].allocated == 0 and .peers == []'
+expect "A removes the shim's segment" 0 "^removed " "$UA" "$G" rm "$SHSEG"
 
 # ---- GStreamer: A's varslotsink feeds B's varslotsrc ----
 if [ $# -eq 4 ]; then
