@@ -133,7 +133,7 @@ TEST(Segment, RefusesAnotherUsersSegment)
     ASSERT_EQ(fchown(a.seg.fd, 65534, 65534), 0); // nobody
     vs_segment b;
     EXPECT_EQ(vs_segment_open(&b, a.name.c_str()), VS_EPERM);
-    EXPECT_STREQ(vs_last_detail(), "segment is owned by another user");
+    EXPECT_STREQ(vs_last_detail(), "segment is owned by another user, and VS_OPEN_TRUST_OWNER was not given");
 }
 
 TEST(Segment, RefusesThingsThatAreNotSegments)
