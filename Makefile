@@ -47,6 +47,10 @@ DEMO   := $(B)/bin/varslot-demo
 
 DEPS_STAMP := $(B)/.deps-ok
 
+# $(call remember,FILE,TEXT): FILE holds TEXT, rewritten (and so newer than what depends on
+# it) only when TEXT changes.
+remember = @mkdir -p $(dir $(1)); echo '$(2)' | cmp -s - $(1) || echo '$(2)' >$(1)
+
 .PHONY: all check demo bench clean deps install uninstall FORCE check-core check-asan check-tsan check-cli \
         check-preload check-gst check-memcheck check-model check-demo check-install check-mutants \
         check-users
@@ -86,6 +90,8 @@ $(LIB_SO): $(LIB_SO_REAL)
 # malloc+memset into a call to calloc). jemalloc is DT_NEEDED, so it is loaded before any
 # malloc call; -z now keeps symbol resolution out of the middle of malloc.
 # The shim sees only the public header: core/src's internals are not its business.
+# Its soname lets a library that needs the shim (the tests' allocation counter) take whichever
+# copy is preloaded, wherever it lies.
 $(B)/obj/preload/%.o: preload/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(filter-out -Icore/src,$(CORE_CFLAGS)) -fno-builtin -Ipreload -Ipreload/include \
@@ -93,11 +99,15 @@ $(B)/obj/preload/%.o: preload/%.c | $(DEPS_STAMP)
 $(B)/obj/preload/cxx.o: preload/cxx.cpp | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -std=c++17 $(WARN) -fPIC -fvisibility=hidden -fno-builtin $(DEPFLAGS) -c $< -o $@
+# Its link flags are remembered, so changing them relinks it.
+PRELOAD_LDFLAGS := -Wl,-soname,$(notdir $(PRELOAD)) -Wl,--version-script=preload/exports.map -Wl,-z,now \
+                   -Wl,--no-as-needed -ljemalloc -ldl -pthread
+$(B)/obj/preload/ldflags: FORCE
+	$(call remember,$@,$(PRELOAD_LDFLAGS))
 $(PRELOAD): $(PRELOAD_SRCS:preload/%.c=$(B)/obj/preload/%.o) $(B)/obj/preload/cxx.o \
-            $(CORE_SRCS:core/src/%.c=$(B)/obj/a/%.o) preload/exports.map
+            $(CORE_SRCS:core/src/%.c=$(B)/obj/a/%.o) preload/exports.map $(B)/obj/preload/ldflags
 	@mkdir -p $(dir $@)
-	$(CXX) -shared -o $@ $(filter %.o,$^) -Wl,--version-script=preload/exports.map -Wl,-z,now \
-	    -Wl,--no-as-needed -ljemalloc -ldl -pthread
+	$(CXX) -shared -o $@ $(filter %.o,$^) $(PRELOAD_LDFLAGS)
 
 # ---- the GStreamer plugin ----
 # Linked with the shared library's objects: GStreamer dlopens plugins, and initial-exec TLS
@@ -145,9 +155,7 @@ INST_FILES  = $(BINDIR)/varslot $(BINDIR)/varslot-memcheck \
 # The paths built into the installed files: rewritten, and so rebuilding them, only when one
 # changes.
 $(INST)/paths: FORCE
-	@mkdir -p $(dir $@)
-	@echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(SUPPDIR)' | cmp -s - $@ || \
-	    echo '$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(SUPPDIR)' >$@
+	$(call remember,$@,$(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(SUPPDIR))
 FORCE:
 
 $(INST)/varslot: $(CLI_SRCS) cli/cli.h preload/options.h $(LIB_A) core/include/varslot.h $(INST)/paths
