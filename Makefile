@@ -53,7 +53,7 @@ remember = @mkdir -p $(dir $(1)); echo '$(2)' | cmp -s - $(1) || echo '$(2)' >$(
 
 .PHONY: all check demo bench clean deps install uninstall FORCE check-core check-asan check-tsan check-cli \
         check-preload check-gst check-memcheck check-model check-demo check-install check-mutants \
-        check-users
+        check-users test-programs test-programs-plain bench-programs
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -191,24 +191,32 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INST_FILES))
 	rmdir $(DESTDIR)$(INCLUDEDIR)/varslot $(DESTDIR)$(SUPPDIR) 2>/dev/null || true
 
-# ---- tests: one binary per build flavour (plain, asan, tsan) ----
-# GoogleTest is compiled from Debian's source package with the flavour's flags, so the
-# sanitizers see all of it. The core is built with its debug tier (VS_DEBUG: internal
-# assertions, core/src/debug.h) in every test flavour; the release library is not.
+# ---- test programs: one build graph ----
+# Every program a suite runs is a target here; the scripts under tests/ and scripts/ only run
+# what make built (by hand they call make for their programs first, tests/need.sh).
+#
+# GoogleTest (gtest-all.o) and the shared main (tests/gtest_main.cpp) are compiled once per
+# flavour, from Debian's source package with the flavour's flags so the sanitizers see all of
+# it, and every suite of that flavour links the same objects. The core is built with its debug
+# tier (VS_DEBUG: internal assertions, core/src/debug.h) in every test flavour; the release
+# library is not.
 define flavour
 $(B)/$(1)/obj/core/%.o: core/src/%.c | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	$(CC) $(CFLAGS) $(2) $(CORE_CFLAGS) $(DEPFLAGS) -DVS_DEBUG -c $$< -o $$@
-$(B)/$(1)/obj/tests/%.o: tests/core/%.cpp | $(DEPS_STAMP)
+$(B)/$(1)/obj/tests/core/%.o: tests/core/%.cpp | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
 	$(CXX) $(CXXFLAGS) $(2) $(TEST_CXXFLAGS) $(DEPFLAGS) -c $$< -o $$@
 $(B)/$(1)/obj/gtest-all.o: | $(DEPS_STAMP)
 	@mkdir -p $$(dir $$@)
-	$(CXX) $(CXXFLAGS) $(2) -std=c++17 -isystem $(GTEST_SRC)/include -I$(GTEST_SRC) \
+	$(CXX) $(CXXFLAGS) $(2) -std=c++17 -isystem $(GTEST_SRC)/include -I$(GTEST_SRC) $(DEPFLAGS) \
 	    -c $(GTEST_SRC)/src/gtest-all.cc -o $$@
+$(B)/$(1)/obj/gtest_main.o: tests/gtest_main.cpp | $(DEPS_STAMP)
+	@mkdir -p $$(dir $$@)
+	$(CXX) $(CXXFLAGS) $(2) $(TEST_CXXFLAGS) $(DEPFLAGS) -c $$< -o $$@
 $(B)/$(1)/tests/core_tests: $(CORE_SRCS:core/src/%.c=$(B)/$(1)/obj/core/%.o) \
-                            $(CORE_TEST_SRCS:tests/core/%.cpp=$(B)/$(1)/obj/tests/%.o) \
-                            $(B)/$(1)/obj/gtest-all.o
+                            $(CORE_TEST_SRCS:tests/core/%.cpp=$(B)/$(1)/obj/tests/core/%.o) \
+                            $(B)/$(1)/obj/gtest-all.o $(B)/$(1)/obj/gtest_main.o
 	@mkdir -p $$(dir $$@)
 	$(CXX) $(2) -o $$@ $$^ -pthread
 endef
@@ -222,7 +230,109 @@ $(eval $(call flavour,tsan,$(SAN_TSAN)))
 TESTS_PLAIN := $(B)/plain/tests/core_tests
 TESTS_ASAN  := $(B)/asan/tests/core_tests
 TESTS_TSAN  := $(B)/tsan/tests/core_tests
+GTEST_PLAIN := $(B)/plain/obj/gtest-all.o $(B)/plain/obj/gtest_main.o
 
+# The shim's suites, plain flavour only. Never under ASan or TSan: they run with
+# libvarslot-preload.so in LD_PRELOAD, and a sanitizer's runtime replaces malloc itself (it
+# insists on coming first in the library list, where the shim must be), so the allocator the
+# tests call would not be the shim; the semantics suite also pins glibc's own behaviour
+# (usable sizes, mallinfo, mallopt), which a sanitizer's allocator does not have. The
+# semantics binary links nothing of varslot: it must also run, and pass, against plain glibc.
+# -fno-builtin (shim suite): the compiler must not fold or drop the malloc/free pairs under
+# test (the semantics suite hides its sizes with opaque() instead).
+PRELOAD_TEST_CXXFLAGS := -O1 -g -std=c++17 $(WARN) -isystem $(GTEST_SRC)/include -Icore/include \
+                         -Ipreload/include
+SHIM_TEST_SRCS := $(wildcard tests/preload/shim/*.cpp)
+SEMANTICS_TEST_SRCS := $(wildcard tests/preload/semantics/*.cpp)
+SHIM_TESTS := $(B)/plain/tests/shim_tests
+SEMANTICS := $(B)/plain/tests/semantics_tests
+$(B)/plain/obj/tests/preload/shim/%.o: tests/preload/shim/%.cpp | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(PRELOAD_TEST_CXXFLAGS) -fno-builtin $(DEPFLAGS) -c $< -o $@
+$(SHIM_TESTS): $(SHIM_TEST_SRCS:tests/%.cpp=$(B)/plain/obj/tests/%.o) $(GTEST_PLAIN) $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CXX) -o $@ $^ -ldl -pthread
+$(B)/plain/obj/tests/preload/semantics/%.o: tests/preload/semantics/%.cpp | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) $(PRELOAD_TEST_CXXFLAGS) $(DEPFLAGS) -c $< -o $@
+$(SEMANTICS): $(SEMANTICS_TEST_SRCS:tests/%.cpp=$(B)/plain/obj/tests/%.o) $(GTEST_PLAIN)
+	@mkdir -p $(dir $@)
+	$(CXX) -o $@ $^ -pthread -ldl
+
+# The programs around them. The caller library must really call malloc: no sibling calls
+# (a tail call would make malloc's return address the test binary's, not the library's).
+CALLER_LIB := $(B)/tests/libvstest-caller.so
+PEER       := $(B)/tests/vstest-peer
+MT_ALLOC   := $(B)/tests/mt-alloc
+COUNTER    := $(B)/tests/libvstest-count.so
+$(CALLER_LIB): tests/preload/caller_lib.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -fno-optimize-sibling-calls $(WARN) -shared -fPIC $(DEPFLAGS) $< -o $@
+$(PEER): tests/preload/peer.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(WARN) -Icore/include -Ipreload/include $(DEPFLAGS) $< -o $@ -ldl
+$(MT_ALLOC): tests/preload/mt-alloc.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g $(WARN) $(DEPFLAGS) $< -o $@ -pthread
+# The counter preloaded in front of the shim needs it (DT_NEEDED, by the shim's soname, so it
+# takes whichever shim is preloaded): its constructor then runs after the shim's.
+$(COUNTER): tests/preload/count-large.c $(PRELOAD) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g $(WARN) -shared -fPIC -fexceptions $(DEPFLAGS) $< -o $@ \
+	    -Wl,--no-as-needed -L$(dir $(PRELOAD)) -l:$(notdir $(PRELOAD)) -ldl -pthread
+PRELOAD_TEST_PROGS := $(SHIM_TESTS) $(SEMANTICS) $(CALLER_LIB) $(PEER) $(MT_ALLOC) $(COUNTER)
+
+# The GStreamer plugin's suite: every tests/gst/*.cpp (a *_test.cpp per part of the plugin,
+# their main and helpers) in one binary, with the plugin's own wire code (hand-made peers
+# speak it) and libvarslot.a (they are real peers of real segments). Plain only: it runs under GStreamer's leaks tracer, and the plugin it loads is
+# the release build, the one installed. The build tree's paths are compiled in (the test's
+# environment may override them); build/tests/paths rebuilds the objects when they move.
+GST_TEST_PKGS = gstreamer-1.0 gstreamer-check-1.0 gstreamer-app-1.0 gstreamer-video-1.0
+GST_TEST_SRCS := $(wildcard tests/gst/*.cpp)
+GST_TEST_WIRE := $(B)/obj/gst/protocol.o
+GST_TESTS := $(B)/plain/tests/gst_tests
+GST_TEST_DIRS = $(abspath $(dir $(GST_PLUGIN))) $(abspath $(CLI)) $(abspath $(B))/tests/gst-registry-unit.bin
+GST_TEST_PATHS = -DVSTEST_PLUGIN_DIR='"$(word 1,$(GST_TEST_DIRS))"' -DVSTEST_VARSLOT_CLI='"$(word 2,$(GST_TEST_DIRS))"' \
+                 -DVSTEST_REGISTRY='"$(word 3,$(GST_TEST_DIRS))"'
+$(B)/tests/paths: FORCE
+	$(call remember,$@,$(GST_TEST_DIRS))
+$(B)/plain/obj/tests/gst/%.o: tests/gst/%.cpp $(B)/tests/paths | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CXX) -O1 -g -std=c++17 $(WARN) -Wno-missing-field-initializers -isystem $(GTEST_SRC)/include \
+	    -Icore/include $(GST_TEST_PATHS) $(shell pkg-config --cflags $(GST_TEST_PKGS)) $(DEPFLAGS) -c $< -o $@
+$(GST_TESTS): $(GST_TEST_SRCS:tests/%.cpp=$(B)/plain/obj/tests/%.o) $(GST_TEST_WIRE) \
+              $(B)/plain/obj/gtest-all.o $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CXX) -o $@ $^ $(shell pkg-config --libs $(GST_TEST_PKGS)) -pthread
+# A small runner that prints element counters at EOS (gst-launch cannot): tests and demo.
+GST_RUN := $(B)/tests/vstest-gst-run
+$(GST_RUN): tests/gst/run-pipeline.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=gnu11 $(WARN) $(GST_CFLAGS) $(DEPFLAGS) $< -o $@ $(GST_LIBS)
+GST_TEST_PROGS := $(GST_TESTS) $(GST_RUN)
+
+# The CLI's slot holder links the static library; the planted defects are built at -O0, so
+# memcheck reports them at the very lines test-memcheck.sh looks for.
+HOLD_SLOTS := $(B)/tests/hold-slots
+PLANTED    := $(B)/tests/vstest-planted
+$(HOLD_SLOTS): tests/cli/hold-slots.c $(LIB_A) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g $(WARN) -Icore/include $(DEPFLAGS) $< $(LIB_A) -o $@ -pthread
+$(PLANTED): tests/valgrind/planted.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O0 -g $(WARN) -Icore/include -Ipreload/include $(DEPFLAGS) $< -o $@ -ldl
+# The users suite's hand-over helper, a peer of another user's segment.
+USERS_HELPER := $(B)/tests/hand-over
+$(USERS_HELPER): tests/users/hand-over.c $(LIB_A) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include $(DEPFLAGS) $< $(LIB_A) -o $@ -pthread
+
+# Every test program without running any: plain (what the shell suites run), and all flavours.
+test-programs-plain: all $(TESTS_PLAIN) $(PRELOAD_TEST_PROGS) $(GST_TEST_PROGS) $(HOLD_SLOTS) $(PLANTED) \
+                     $(USERS_HELPER)
+test-programs: test-programs-plain $(TESTS_ASAN) $(TESTS_TSAN)
+
+# ---- make check ----
 check: check-model check-core check-asan check-tsan check-cli check-preload check-gst check-memcheck check-demo \
        check-install check-users
 	@echo "make check: all suites passed"
@@ -253,19 +363,14 @@ check-asan: $(TESTS_ASAN)
 check-tsan: $(TESTS_TSAN)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	    timeout 1200 scripts/run-tsan $(TESTS_TSAN) --gtest_brief=1
-check-cli: all
+check-cli: all $(HOLD_SLOTS)
 	timeout 300 tests/cli/test-cli.sh $(CLI)
 
 # The shim's suites: glibc semantics of the malloc family (plain and in every shim mode),
 # routing, cross-process, fork, exhaustion and bad options, and real unmodified programs
 # (python3, sort, xz, gcc, perl, a threaded C program) with and without the shim; the option
 # table against varslot run, its help, the man page and README, and how bad values are warned.
-SEMANTICS := $(B)/tests/preload_semantics
-$(SEMANTICS): tests/preload/semantics_test.cpp $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
-	@mkdir -p $(dir $@)
-	$(CXX) -O1 -g -std=c++17 $(WARN) -isystem $(GTEST_SRC)/include -Icore/include -Ipreload/include $< \
-	    $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o -o $@ -pthread -ldl
-check-preload: all $(SEMANTICS)
+check-preload: all $(PRELOAD_TEST_PROGS)
 	timeout 1800 tests/preload/run-semantics.sh
 	timeout 900 tests/preload/run-shim-tests.sh
 	timeout 900 tests/preload/test-real-programs.sh
@@ -273,42 +378,42 @@ check-preload: all $(SEMANTICS)
 
 # The GStreamer plugin: GstHarness unit tests (allocator, pool, ALLOCATION answer, metadata
 # round trip, zero copy) and real two-process gst-launch pipelines (checksums, kills, fan-out).
-check-gst: all $(B)/plain/obj/gtest-all.o $(B)/plain/obj/tests/main.o
+check-gst: all $(GST_TEST_PROGS)
 	timeout 1800 tests/gst/run-gst-tests.sh
 
 # Memcheck: the core suites under Valgrind with 0 errors and no definite leak (VSTEST_SLOW
 # shortens the stress loops: Valgrind runs one thread at a time, some 50x slower), then
 # planted defects and a cross-process hand-over through valgrind/varslot-memcheck, and a
 # varslotsink/varslotsrc pipeline pair under memcheck.
-check-memcheck: $(TESTS_PLAIN) all
+check-memcheck: $(TESTS_PLAIN) all $(PLANTED)
 	VSTEST_SLOW=1 timeout 1200 valgrind -q --error-exitcode=9 --leak-check=full --show-leak-kinds=definite \
 	    --errors-for-leak-kinds=definite $(TESTS_PLAIN) --gtest_brief=1
 	timeout 900 tests/valgrind/test-memcheck.sh
 
-# A small runner that prints element counters at EOS (gst-launch cannot): tests and demo.
-GST_RUN := $(B)/tests/vstest-gst-run
-$(GST_RUN): tests/gst/run-pipeline.c | $(DEPS_STAMP)
-	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -std=gnu11 $(WARN) $(GST_CFLAGS) $< -o $@ $(GST_LIBS)
-
 # Sharing a segment between real users (useradd; as root, else it prints SKIP): trusted
 # opens, a refused outsider, a slot handed across users, a cross-user reap, and
 # varslotsink/varslotsrc of two users.
-USERS_HELPER := $(B)/tests/hand-over
-$(USERS_HELPER): tests/users/hand-over.c $(LIB_A)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include $< $(LIB_A) -o $@ -pthread
 check-users: all $(USERS_HELPER) $(GST_RUN)
 	timeout 300 tests/users/test-users.sh $(CLI) $(USERS_HELPER) $(GST_RUN) $(dir $(GST_PLUGIN))
 
 demo: all $(GST_RUN)
 	scripts/demo/run-demo
 
+# The benchmarks' programs; scripts/bench* only run them.
 BENCH := $(B)/bench/bench_core
-$(BENCH): tests/bench/bench_core.cpp $(LIB_A) $(CORE_HDRS)
+BENCH_PRELOAD := $(B)/bench/bench_preload_alloc
+BENCH_GST := $(B)/bench/bench_gst
+$(BENCH): tests/bench/bench_core.cpp $(LIB_A) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CXX) -O2 -g -std=c++17 $(WARN) -Icore/include $< $(LIB_A) -o $@ -pthread -lrt
-bench: all $(BENCH)
+	$(CXX) -O2 -g -std=c++17 $(WARN) -Icore/include $(DEPFLAGS) $< $(LIB_A) -o $@ -pthread -lrt
+$(BENCH_PRELOAD): tests/bench/bench_preload_alloc.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g $(WARN) $(DEPFLAGS) $< -o $@
+$(BENCH_GST): tests/bench/bench_gst.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g $(WARN) $(GST_CFLAGS) $(DEPFLAGS) $< -o $@ $(GST_LIBS)
+bench-programs: all $(BENCH) $(BENCH_PRELOAD) $(BENCH_GST)
+bench: bench-programs
 	scripts/bench
 	scripts/bench-preload
 	scripts/bench-gst

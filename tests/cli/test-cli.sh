@@ -37,15 +37,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP # through the EXIT trap, so nothing is left behind
 
-# ---- the helper that holds slots ----
-LIB="$ROOT/build/lib/libvarslot.a"
+# ---- the helper that holds slots (make builds it: tests/need.sh) ----
+. "$ROOT/tests/need.sh"
+need build/tests/hold-slots
 HELPER="$ROOT/build/tests/hold-slots"
-[ -f "$LIB" ] || die "build the library first: make build/lib/libvarslot.a"
-if [ ! -x "$HELPER" ] || [ "$ROOT/tests/cli/hold-slots.c" -nt "$HELPER" ] || [ "$LIB" -nt "$HELPER" ]; then
-    mkdir -p "$ROOT/build/tests"
-    (cd "$ROOT" && gcc -O1 -Icore/include tests/cli/hold-slots.c build/lib/libvarslot.a \
-        -o build/tests/hold-slots -pthread) || die "cannot build $HELPER"
-fi
 
 # ---- reporting ----
 . "$ROOT/tests/lib.sh"

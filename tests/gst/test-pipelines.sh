@@ -27,8 +27,8 @@
 # Usage, from the repo root (or anywhere): tests/gst/test-pipelines.sh [CASE...]
 #   CASE: h a1 a2 b c d1 d2 d3 e1 e2 e3 f g g-race, or a, d, e for all of theirs (b runs
 #   a1 and a2, where its checks are); none: every case. (i) checks run with their cases.
-#   VSTEST_GST_RUN   the vstest-gst-run binary (default build/tests/vstest-gst-run, built
-#                    here if missing)
+#   VSTEST_GST_RUN   the vstest-gst-run binary (default build/tests/vstest-gst-run, which
+#                    make builds: tests/need.sh)
 set -u
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,21 +47,16 @@ for c in "$@"; do
 done
 want() { [ ${#CASES[@]} -eq 0 ] || [[ " ${CASES[*]} " == *" $1 "* ]]; } # want CASE: run it
 
+. "$ROOT/tests/need.sh"
+need build/lib/gstreamer-1.0/libgstvarslot.so build/bin/varslot
+[ -n "${VSTEST_GST_RUN:-}" ] || need build/tests/vstest-gst-run
 PLUGIN_DIR=$ROOT/build/lib/gstreamer-1.0
 VARSLOT=$ROOT/build/bin/varslot
 RUNNER=${VSTEST_GST_RUN:-$ROOT/build/tests/vstest-gst-run}
-for f in "$PLUGIN_DIR/libgstvarslot.so" "$VARSLOT"; do
-    [ -e "$f" ] || die "missing $f: run 'make all' first"
-done
+[ -x "$RUNNER" ] || die "VSTEST_GST_RUN: not an executable: $RUNNER"
 for tool in gst-launch-1.0 gst-inspect-1.0 jq timeout stdbuf; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
-if [ ! -x "$RUNNER" ] || [ tests/gst/run-pipeline.c -nt "$RUNNER" ]; then
-    mkdir -p "$(dirname "$RUNNER")"
-    # shellcheck disable=SC2046
-    timeout 300 gcc -O2 -g -std=gnu11 -Wall -Wextra -Werror tests/gst/run-pipeline.c -o "$RUNNER" \
-        $(pkg-config --cflags --libs gstreamer-1.0) || die "cannot build $RUNNER"
-fi
 
 # Nothing of the caller's environment may change what is tested.
 for v in $(compgen -e | grep -E '^(VARSLOT_|GST_)'); do unset "$v"; done

@@ -1,6 +1,6 @@
-/* A tiny shared library for shim_test.cpp's caller-routing tests: built as
- * build/tests/libvstest-caller.so, dlopened by path, and named in VARSLOT_CALLERS, so every
- * allocation it makes is routed whatever its size.
+/* A tiny shared library for the shim suite's caller-routing tests (tests/preload/shim/
+ * route_test.cpp): built as build/tests/libvstest-caller.so, dlopened by path, and named in
+ * VARSLOT_CALLERS, so every allocation it makes is routed whatever its size.
  *
  * The malloc/realloc calls must not be tail calls: a `jmp malloc` would make malloc's return
  * address the test binary's, and the shim would (rightly) not see this library as the caller.

@@ -1,7 +1,8 @@
-/* The second process of shim_test.cpp's cross-process tests. shim_test fork+execs it under
- * the same LD_PRELOAD and VARSLOT_SEGMENT and talks to it over pipes (stdin / stdout), one
- * line at a time. Like any program that must also run without the shim, it finds the opt-in
- * API with dlsym(RTLD_DEFAULT, ...) and links nothing of varslot.
+/* The second process of the shim suite's cross-process tests (tests/preload/shim/
+ * routed_test.cpp), which fork+execs it under the same LD_PRELOAD and VARSLOT_SEGMENT and
+ * talks to it over pipes (stdin / stdout), one line at a time. Like any program that must
+ * also run without the shim, it finds the opt-in API with dlsym(RTLD_DEFAULT, ...) and links
+ * nothing of varslot.
  *
  *   peer raw [--prime]
  *       reads "PTR LEN" (PTR in hex, as %p prints it); with --prime first makes one routed

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the glibc-semantics suite (tests/preload/semantics_test.cpp):
+# Runs the glibc-semantics suite (tests/preload/semantics/):
 #   1. plainly, against glibc: proves the expectations are glibc 2.36's own;
 #   2. with LD_PRELOAD=build/lib/libvarslot-preload.so in each shim mode:
 #        default | VARSLOT_FALLBACK=libc | VARSLOT_MIN_SIZE=1 | VARSLOT_MIN_SIZE=1 VARSLOT_FALLBACK=libc
@@ -7,15 +7,16 @@
 #
 # usage: tests/preload/run-semantics.sh [--glibc-only] [--bin PATH] [--shim PATH] [-- GTEST_ARGS...]
 #   --glibc-only  run only the plain glibc pass; a missing shim is then not an error
-#   --bin PATH    the test binary (default build/tests/preload_semantics)
+#   --bin PATH    the test binary (default build/plain/tests/semantics_tests)
 #   --shim PATH   the preload library (default build/lib/libvarslot-preload.so)
 #   GTEST_ARGS    passed to every run, e.g. -- --gtest_filter='Realloc.*'
-# Exit status: 0 when every run passed; 1 when a run failed (each is named) or the shim is
-# missing without --glibc-only; 2 for bad arguments or a missing test binary.
+# The defaults are make's (tests/need.sh): run by hand, make brings them up to date first.
+# Exit status: 0 when every run passed; 1 when a run failed (each is named), the shim is
+# missing without --glibc-only, or make failed; 2 for bad arguments or a missing test binary.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=$ROOT/build/tests/preload_semantics
+BIN=$ROOT/build/plain/tests/semantics_tests
 SHIM=$ROOT/build/lib/libvarslot-preload.so
 CLI=$ROOT/build/bin/varslot
 GLIBC_ONLY=0
@@ -34,17 +35,18 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+# What make builds, unless a path was given: the binary, the shim (for the shim runs) and the
+# CLI that removes their segments.
+. "$ROOT/tests/need.sh"
+DEFAULTS=()
+[ "$BIN" = "$ROOT/build/plain/tests/semantics_tests" ] && DEFAULTS+=(build/plain/tests/semantics_tests)
+if [ $GLIBC_ONLY -eq 0 ]; then
+    DEFAULTS+=(build/bin/varslot)
+    [ "$SHIM" = "$ROOT/build/lib/libvarslot-preload.so" ] && DEFAULTS+=(build/lib/libvarslot-preload.so)
+fi
+[ ${#DEFAULTS[@]} -eq 0 ] || need "${DEFAULTS[@]}"
 if [ ! -x "$BIN" ]; then
-    cat >&2 <<EOF
-run-semantics: test binary $BIN not found. Build it from $ROOT with:
-  mkdir -p build/tests/obj
-  G=/usr/src/googletest/googletest
-  g++ -O1 -g -std=c++17 -isystem \$G/include -I\$G -c \$G/src/gtest-all.cc -o build/tests/obj/gtest-all.o
-  g++ -O1 -g -std=c++17 -isystem \$G/include -I\$G -c \$G/src/gtest_main.cc -o build/tests/obj/gtest_main.o
-  g++ -O1 -g -std=c++17 -Wall -Wextra -Werror -isystem \$G/include -I\$G -Icore/include -Ipreload/include \\
-      tests/preload/semantics_test.cpp build/tests/obj/gtest-all.o build/tests/obj/gtest_main.o \\
-      -o build/tests/preload_semantics -pthread -ldl
-EOF
+    echo "run-semantics: test binary $BIN not found (make builds build/plain/tests/semantics_tests)" >&2
     exit 2
 fi
 case $SHIM in /*) ;; *) SHIM=$PWD/$SHIM ;; esac  # LD_PRELOAD wants an absolute path

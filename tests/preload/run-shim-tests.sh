@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs tests/preload/shim_test.cpp under libvarslot-preload.so, once per configuration, each
-# with a fresh segment:
+# Runs the shim's suite (tests/preload/shim/) under libvarslot-preload.so, once per
+# configuration, each with a fresh segment:
 #   default     VARSLOT_MIN_SIZE=64K, VARSLOT_CALLERS=libvstest-caller.so, default classes
 #   libc        the same with VARSLOT_FALLBACK=libc
 #   tiny        VARSLOT_CLASSES=64K:2, only the tests written for it (pool exhaustion, routing
@@ -9,9 +9,9 @@
 # After each run: the process's stats line (routed > 0), and `varslot stat --json` showing
 # no allocated slot and no peer once the test process has exited. Segments are removed.
 #
-# Builds what it needs under build/tests/: gtest (once), the test binary, the caller library
-# libvstest-caller.so, the peer program vstest-peer. Needs `make all` first (the shim,
-# libvarslot.a, the CLI).
+# Runs what make builds (tests/need.sh): the suite build/plain/tests/shim_tests
+# (tests/preload/shim/), the caller library build/tests/libvstest-caller.so, the peer program
+# build/tests/vstest-peer, the shim and the CLI.
 #
 # Usage, from anywhere: tests/preload/run-shim-tests.sh [GTEST ARGS...]
 #   GTEST ARGS (e.g. --gtest_filter=Fork.*) go to every configuration but tiny, which is then
@@ -23,15 +23,15 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
 die() { echo "run-shim-tests: $*" >&2; exit 1; }
 
+. "$ROOT/tests/need.sh"
+need build/lib/libvarslot-preload.so build/bin/varslot build/plain/tests/shim_tests \
+    build/tests/libvstest-caller.so build/tests/vstest-peer
 SHIM=${VSTEST_SHIM:-$ROOT/build/lib/libvarslot-preload.so}  # VSTEST_SHIM: test another build of the shim
-LIB_A=$ROOT/build/lib/libvarslot.a
+[ -e "$SHIM" ] || die "VSTEST_SHIM: no such file: $SHIM"
 VARSLOT=$ROOT/build/bin/varslot
-OUT=$ROOT/build/tests
-GTEST_SRC=/usr/src/googletest/googletest
-for f in "$SHIM" "$LIB_A" "$VARSLOT"; do
-    [ -e "$f" ] || die "missing $f: run 'make all' first"
-done
-[ -f "$GTEST_SRC/src/gtest-all.cc" ] || die "GoogleTest sources not found in $GTEST_SRC"
+TEST_BIN=$ROOT/build/plain/tests/shim_tests
+CALLER_LIB=$ROOT/build/tests/libvstest-caller.so
+PEER=$ROOT/build/tests/vstest-peer
 command -v jq >/dev/null || die "jq is required"
 
 # Nothing of the caller's environment may change what is tested.
@@ -50,34 +50,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
+. "$ROOT/tests/lib.sh" # ok, not_ok
 
-# ---- build (each step only when its output is missing or stale) ----
-. "$ROOT/tests/lib.sh" # stale, build; ok, not_ok
-mkdir -p "$OUT/obj"
-CXXFLAGS=(-O1 -g -std=c++17 -isystem "$GTEST_SRC/include")
-GTEST_O=$OUT/obj/gtest-all-shimtest.o
-if stale "$GTEST_O" "$GTEST_SRC/src/gtest-all.cc"; then
-    build "$GTEST_O" g++ "${CXXFLAGS[@]}" -I"$GTEST_SRC" -c "$GTEST_SRC/src/gtest-all.cc" \
-        -o "$GTEST_O.tmp" && mv "$GTEST_O.tmp" "$GTEST_O"
-fi
-TEST_BIN=$OUT/shim_test
-if stale "$TEST_BIN" tests/preload/shim_test.cpp "$GTEST_O" "$LIB_A" core/include/varslot.h \
-        preload/include/varslot/preload.h; then
-    # -fno-builtin: the compiler must not fold or drop malloc/free pairs under test.
-    build "$TEST_BIN" g++ "${CXXFLAGS[@]}" -fno-builtin -Wall -Wextra -Icore/include -Ipreload/include \
-        tests/preload/shim_test.cpp "$GTEST_O" "$LIB_A" -o "$TEST_BIN" -ldl -pthread
-fi
-CALLER_LIB=$OUT/libvstest-caller.so
-if stale "$CALLER_LIB" tests/preload/caller_lib.c; then
-    build "$CALLER_LIB" gcc -O2 -g -fno-optimize-sibling-calls -shared -fPIC -Wall \
-        tests/preload/caller_lib.c -o "$CALLER_LIB"
-fi
-PEER=$OUT/vstest-peer
-if stale "$PEER" tests/preload/peer.c preload/include/varslot/preload.h; then
-    build "$PEER" gcc -O1 -g -Wall -Wextra -Icore/include -Ipreload/include tests/preload/peer.c -o "$PEER" -ldl
-fi
-
-# ---- run ----
 SHIM_ABS=$(realpath "$SHIM")
 N=0
 # run_config NAME MIN_FALLBACK GTEST_FILTER [VAR=VALUE...]
@@ -104,11 +78,11 @@ run_config() {
     others=$(grep -v -E '^varslot: pid=' "$err")
     [ -n "$others" ] && sed 's/^/    stderr: /' <<<"$others"
     if [ $rc -eq 0 ]; then
-        ok "$name: shim_test passed"
+        ok "$name: shim_tests passed"
     else
         local why="exit status $rc"
         [ $rc -eq 124 ] && why="timed out"
-        not_ok "$name: shim_test failed ($why)"
+        not_ok "$name: shim_tests failed ($why)"
     fi
     # The last stats line is the test process's own (children print theirs first).
     local last routed fallback

@@ -2,8 +2,8 @@
 # Real, unmodified programs under libvarslot-preload.so: each runs once plainly and once under
 # the shim (`varslot run --min-size 64K --stats --segment /vs-real-PID-N -- CMD...` when the
 # CLI has `run`, else LD_PRELOAD with VARSLOT_MIN_SIZE=64K VARSLOT_STATS=1 VARSLOT_SEGMENT),
-# each with a fresh segment, and with a counter (tests/preload/count-large.c, built here)
-# preloaded in front of the shim. For every program:
+# each with a fresh segment, and with a counter (tests/preload/count-large.c) preloaded in
+# front of the shim. For every program:
 #   - both runs exit 0;
 #   - stdout is byte-identical, and so is every file the program wrote in its output dir;
 #   - every `varslot: pid=N routed=N bytes=N fallback=N peak_slots=N freed=N segment=S`
@@ -19,7 +19,7 @@
 # Programs: /bin/true, python3 (large bytearrays, hashed), sort -S 64M on a
 # generated 10 MB file, an xz -T2 compress | decompress pipeline, gcc -O2 -c of a generated C
 # file, perl building large strings, and build/tests/mt-alloc (tests/preload/mt-alloc.c,
-# 4 threads, built here when missing or stale).
+# 4 threads). The counter and mt-alloc are make's (tests/need.sh).
 #
 # Usage, from the repository root: tests/preload/test-real-programs.sh [NAME...]
 #   NAME limits the run to those programs (true python3 sort xz gcc perl mt-alloc).
@@ -29,11 +29,14 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
 die() { echo "test-real-programs: $*" >&2; exit 1; }
 
+. "$ROOT/tests/need.sh"
+need build/lib/libvarslot-preload.so build/bin/varslot build/tests/mt-alloc build/tests/libvstest-count.so
 SHIM=${VSTEST_SHIM:-$ROOT/build/lib/libvarslot-preload.so}
 VARSLOT=$ROOT/build/bin/varslot
 MT_ALLOC=$ROOT/build/tests/mt-alloc
-[ -f "$SHIM" ] || die "missing $SHIM: run 'make all' first"
-[ -x "$VARSLOT" ] || die "missing $VARSLOT: run 'make all' first"
+# The referee: it needs the shim by its soname, so it goes in front of whichever is preloaded.
+COUNTER=$ROOT/build/tests/libvstest-count.so
+[ -f "$SHIM" ] || die "VSTEST_SHIM: no such file: $SHIM"
 SHIM=$(realpath "$SHIM")
 for tool in jq timeout /usr/bin/python3 sort xz gcc perl cmp; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -64,16 +67,6 @@ if [ -z "${VSTEST_NO_RUN:-}" ] && [ -z "${VSTEST_SHIM:-}" ] &&
 fi
 
 # ---- inputs ----
-if [ ! -x "$MT_ALLOC" ] || [ tests/preload/mt-alloc.c -nt "$MT_ALLOC" ]; then
-    mkdir -p "$(dirname "$MT_ALLOC")"
-    T gcc -O2 -pthread -Wall -o "$MT_ALLOC" tests/preload/mt-alloc.c || die "cannot build $MT_ALLOC"
-fi
-
-# The referee (tests/preload/count-large.c), linked against this very shim: built every run.
-COUNTER=$TMP/libvstest-count.so
-T gcc -O2 -Wall -shared -fPIC -fexceptions -o "$COUNTER" tests/preload/count-large.c \
-    -Wl,--no-as-needed "$SHIM" -ldl -pthread || die "cannot build $COUNTER"
-
 # ~10 MB of text lines for sort and xz, the same every run.
 T /usr/bin/python3 - "$TMP/lines.txt" <<'EOF' || die "cannot generate the sort input"
 import random, sys

@@ -22,10 +22,8 @@ export VARSLOT_SEGMENT=/vs-memcheck-$$ VARSLOT_MIN_SIZE=64K
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/vstest-memcheck.XXXXXX") || exit 1
 trap 'build/bin/varslot rm "$VARSLOT_SEGMENT" >/dev/null 2>&1; rm -rf "$TMP"' EXIT
 
-mkdir -p build/tests
-if [ ! -x "$BIN" ] || [ "$SRC" -nt "$BIN" ]; then
-    gcc -O0 -g -Wall -Wextra -Werror -Icore/include -Ipreload/include "$SRC" -o "$BIN" -ldl || exit 1
-fi
+. tests/need.sh # make builds the planted program (at -O0: the reports name its lines)
+need "$BIN" build/bin/varslot build/lib/libvarslot-preload.so build/lib/gstreamer-1.0/libgstvarslot.so
 
 pass=0 fail=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
