@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # need TARGET...: the programs a suite runs, as the Makefile names them (paths under the tree),
 # up to date. Nothing under tests/ or scripts/ compiles anything: run by hand, a suite has make
 # build its programs first; run by make (MAKELEVEL is set), the calling target's prerequisites
