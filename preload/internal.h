@@ -112,6 +112,9 @@ static inline bool vsp_in_segment(const void *p)
 void *vsp_routed_alloc(size_t size, size_t align, uint32_t tag, bool zero);
 void vsp_routed_free(void *p);
 size_t vsp_routed_usable_size(const void *p);
+/* malloc_usable_size: the program may now use the whole slot, so the block's size in use
+ * becomes the slot size (what a fork child's copy and realloc then carry). */
+size_t vsp_routed_claim_usable(const void *p);
 size_t vsp_routed_size_in_use(const void *p);
 bool vsp_routed_resize_in_place(void *p, size_t size);
 uint64_t vsp_routed_handle_of(const void *p);
@@ -125,8 +128,10 @@ bool vsp_routed_owns_blocks(void); /* joined and not left: there may be blocks t
 /* In a fork child: forget the parent's peer id (join again to route). false: the segment
  * is not in use here, nothing to do. */
 bool vsp_routed_forget_peer(void);
-/* Calls fn on each slot of whole pages that we own, until fn returns false. */
-void vsp_each_owned_page_slot(bool (*fn)(const vs_slot_location *slot, void *arg), void *arg);
+/* Calls fn on each slot of whole pages that we own, with the bytes its block uses (its size
+ * in use), until fn returns false. */
+void vsp_each_owned_page_slot(bool (*fn)(const vs_slot_location *slot, size_t in_use, void *arg),
+                              void *arg);
 
 /* ---- fork privatisation (fork.c) ---- */
 extern uint8_t *vsp_privatized; /* NULL until a fork child took private copies */

@@ -172,6 +172,17 @@ size_t vsp_routed_usable_size(const void *p)
     return vs_pool_locate(pool(), p, &loc) == VS_OK ? vs_pool_slot_size(pool(), loc.class_idx) : 0;
 }
 
+size_t vsp_routed_claim_usable(const void *p)
+{
+    size_t usable = vsp_routed_usable_size(p);
+    vs_slot_ref ref;
+    vs_slot_location ps;
+    if (usable && !left && !(vsp_privatized && vsp_is_privatized(p, &ps)) &&
+        vs_pool_ref_of(pool(), p, &ref) == VS_OK && vs_pool_slot_data(pool(), &ref) == p)
+        vs_pool_set_size(pool(), ref, (uint32_t)usable);
+    return usable;
+}
+
 size_t vsp_routed_size_in_use(const void *p)
 {
     vs_slot_location ps;
@@ -252,7 +263,8 @@ bool vsp_routed_forget_peer(void)
     return true;
 }
 
-void vsp_each_owned_page_slot(bool (*fn)(const vs_slot_location *slot, void *arg), void *arg)
+void vsp_each_owned_page_slot(bool (*fn)(const vs_slot_location *slot, size_t in_use, void *arg),
+                              void *arg)
 {
     const vs_pool *p = pool();
     for (size_t c = 0; c < vs_pool_class_count(p); c++) {
@@ -266,7 +278,7 @@ void vsp_each_owned_page_slot(bool (*fn)(const vs_slot_location *slot, void *arg
             if (info.state != VS_SLOT_ALLOCATED || info.owner != peer)
                 continue;
             vs_pool_locate_slot(p, (uint8_t)c, i, &loc);
-            if (!fn(&loc, arg))
+            if (!fn(&loc, info.size, arg))
                 return;
         }
     }
@@ -274,8 +286,9 @@ void vsp_each_owned_page_slot(bool (*fn)(const vs_slot_location *slot, void *arg
 
 /* ---- exit ---- */
 
-static bool privatize_at_exit(const vs_slot_location *slot, void *arg)
+static bool privatize_at_exit(const vs_slot_location *slot, size_t in_use, void *arg)
 {
+    (void)in_use; /* the whole slot: a late write may land anywhere in it */
     (void)arg;
     vsp_make_private(slot->start, slot->span);
     return true;

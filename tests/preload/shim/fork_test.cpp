@@ -2,6 +2,8 @@
 // shared slots with VARSLOT_FORK=share.
 #include "shim_test.h"
 
+#include <malloc.h>
+
 namespace shimtest {
 namespace {
 
@@ -76,6 +78,42 @@ TEST_F(Fork, ChildGetsAPrivateCopyOfRoutedBlocks)
     EXPECT_EQ(view().peer_of(pid), 0) << "the exited child still has a peer entry";
     free(p);
     EXPECT_TRUE(view().released(h));
+}
+
+// copy: a fork copies a block's bytes in use, not its whole slot; a block whose usable size
+// the program asked for is in use up to it, so every byte the program may have written there
+// reaches the child. Two blocks just over the threshold, in slots pages larger.
+TEST_F(Fork, ChildGetsEveryUsableByteOfABlock)
+{
+    if (env_is("VARSLOT_FORK", "share"))
+        GTEST_SKIP() << "VARSLOT_FORK=share";
+    size_t want = routed_size(view(), min_size() + 100);
+    unsigned char *asked = static_cast<unsigned char *>(malloc(opaque(want)));
+    unsigned char *plain = static_cast<unsigned char *>(malloc(opaque(want)));
+    ASSERT_TRUE(asked && owned(asked) && plain && owned(plain));
+    size_t usable = malloc_usable_size(asked);
+    if (usable < want + 2 * 4096)
+        GTEST_SKIP() << "needs a slot at least two pages larger than the block";
+    fill(asked, usable, 71);
+    fill(plain, want, 72);
+    fflush(nullptr);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        alarm(60);
+        int rc = 0;
+        if (mismatch(asked, usable, 71) != SIZE_MAX)
+            rc = 40; // a usable byte past the requested size was not copied
+        else if (mismatch(plain, want, 72) != SIZE_MAX)
+            rc = 41; // the block's own bytes
+        _exit(rc);
+    }
+    int status = 0;
+    EXPECT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "child " << describe_status(status) << " (40: usable bytes lost, 41: block bytes lost)";
+    free(asked);
+    free(plain);
 }
 
 // copy: the child's realloc of its copy of a parent's block cannot resize the parent's slot
