@@ -327,9 +327,15 @@ $(USERS_HELPER): tests/users/hand-over.c $(LIB_A) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include $(DEPFLAGS) $< $(LIB_A) -o $@ -pthread
 
+# The terminal `varslot top` is tested on: a pseudo-terminal the test types into and resizes.
+PTY_RUN := $(B)/tests/pty-run
+$(PTY_RUN): tests/cli/pty-run.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -std=gnu11 $(WARN) $(DEPFLAGS) $< -o $@ -lutil
+
 # Every test program without running any: plain (what the shell suites run), and all flavours.
 test-programs-plain: all $(TESTS_PLAIN) $(PRELOAD_TEST_PROGS) $(GST_TEST_PROGS) $(HOLD_SLOTS) $(PLANTED) \
-                     $(USERS_HELPER)
+                     $(USERS_HELPER) $(PTY_RUN)
 test-programs: test-programs-plain $(TESTS_ASAN) $(TESTS_TSAN)
 
 # ---- make check ----
@@ -363,7 +369,7 @@ check-asan: $(TESTS_ASAN)
 check-tsan: $(TESTS_TSAN)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	    timeout 1200 scripts/run-tsan $(TESTS_TSAN) --gtest_brief=1
-check-cli: all $(HOLD_SLOTS)
+check-cli: all $(HOLD_SLOTS) $(PTY_RUN)
 	timeout 300 tests/cli/test-cli.sh $(CLI)
 
 # The shim's suites: glibc semantics of the malloc family (plain and in every shim mode),

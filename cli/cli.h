@@ -15,7 +15,10 @@
 /* ---- usage ---- */
 
 /* Option values by index; a flag's value is "" when given. NULL: not given. */
-enum { OPT_CLASSES, OPT_MAX_PEERS, OPT_MODE, OPT_JSON, OPT_FORCE, OPT_TRUST_OWNER, OPT_COUNT };
+enum {
+    OPT_CLASSES, OPT_MAX_PEERS, OPT_MODE, OPT_JSON, OPT_FORCE, OPT_TRUST_OWNER, OPT_ONCE, OPT_ANSI,
+    OPT_COUNT
+};
 
 struct command {
     const char *name;
@@ -30,6 +33,37 @@ int library_error(const char *cmd, const char *name, int rc, int err);
  * after the message. */
 int open_segment(const struct command *cmd, const char *name, char *const *values, vs_segment *seg);
 
+/* ---- what a segment holds (inspect.c), for stat and top ---- */
+
+struct peer_row {
+    vs_peer_info info;
+    const char *state;
+    uint64_t slots;
+};
+
+/* Live allocations grouped by owner and tag: what `stat --json` reports as "allocations". */
+struct group {
+    uint8_t peer;
+    uint32_t tag;
+    uint64_t count, bytes;
+};
+
+struct census {
+    size_t class_count;
+    struct group *groups; /* malloc'd */
+    size_t group_count, group_cap;
+    uint64_t allocated[VS_MAX_CLASSES];
+    uint64_t corrupt[VS_MAX_CLASSES]; /* slot words in neither known state: scribbled on */
+    uint64_t by_owner[256];
+    struct peer_row peers[VS_MAX_PEERS];
+    size_t peer_count;
+    uint64_t unowned; /* allocated, but to the host (0) or to an id with no peer entry */
+    uint64_t allocations; /* ever made in the segment: every slot's generations, laps counted */
+};
+
+/* Counts the slot words, then lists the peers (read-only: never joins or reaps). */
+void take_census(vs_segment *seg, struct census *cs);
+
 int run_stat(const struct command *cmd, const char *name, char *const *values);
 int run_ls(const struct command *cmd, const char *name, char *const *values);
 int run_run(int argc, char **argv);
@@ -40,5 +74,6 @@ int run_run(int argc, char **argv);
     "      the minimum size, or made by the listed objects, go to the segment. Each option\n" \
     "      sets its VARSLOT_* variable; a value may follow it or be joined with '='.\n"       \
     VSOPT_HELP
+int run_top(const struct command *cmd, const char *name, char *const *values);
 
 #endif

@@ -7,31 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct peer_row {
-    vs_peer_info info;
-    const char *state;
-    uint64_t slots;
-};
-
-/* Live allocations grouped by owner and tag: what `stat --json` reports as "allocations". */
-struct group {
-    uint8_t peer;
-    uint32_t tag;
-    uint64_t count, bytes;
-};
-
-struct census {
-    size_t class_count;
-    struct group *groups; /* malloc'd */
-    size_t group_count, group_cap;
-    uint64_t allocated[VS_MAX_CLASSES];
-    uint64_t corrupt[VS_MAX_CLASSES]; /* slot words in neither known state: scribbled on */
-    uint64_t by_owner[256];
-    struct peer_row peers[VS_MAX_PEERS];
-    size_t peer_count;
-    uint64_t unowned; /* allocated, but to the host (0) or to an id with no peer entry */
-};
-
 static const char *peer_state_name(const vs_peer_info *p)
 {
     switch (p->state) {
@@ -84,6 +59,7 @@ static void count_slots(vs_segment *seg, struct census *cs)
             vs_slot_info si;
             if (vs_pool_slot_info(pool, (uint8_t)c, i, &si) != VS_OK)
                 continue;
+            cs->allocations += (uint64_t)si.lap * UINT32_MAX + si.generation;
             if (si.state == VS_SLOT_ALLOCATED) {
                 cs->allocated[c]++;
                 cs->by_owner[si.owner]++;
@@ -97,7 +73,7 @@ static void count_slots(vs_segment *seg, struct census *cs)
 
 /* Slots are counted before peers are listed: a peer that joins in between shows with the
  * slots it had at the count, rather than its slots showing up as unowned. */
-static void take_census(vs_segment *seg, struct census *cs)
+void take_census(vs_segment *seg, struct census *cs)
 {
     memset(cs, 0, sizeof *cs);
     count_slots(seg, cs);

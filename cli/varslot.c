@@ -236,6 +236,14 @@ static const struct command commands[] = {
      "      ('-' untagged or routed by size, caller#N routed by VARSLOT_CALLERS entry N)\n"
      TRUST_HELP,
      run_ls},
+    {"top", 1u << OPT_ONCE | 1u << OPT_ANSI | 1u << OPT_TRUST_OWNER,
+     "  varslot top NAME [--once] [--ansi] [--trust-owner]\n"
+     "      a live view, redrawn every second: per class allocated/total with a bar, per\n"
+     "      peer pid, state and slots, and allocations per second; q or Ctrl-C quits. Ends\n"
+     "      with exit 1 when the segment is removed. --once: one frame after one second (to\n"
+     "      measure the rate), then exit; --ansi: escape codes even when not on a terminal\n"
+     TRUST_HELP,
+     run_top},
     {"run", 0, RUN_HELP, NULL},
     {"reap", 1u << OPT_TRUST_OWNER,
      "  varslot reap NAME [--trust-owner]\n"
@@ -278,6 +286,8 @@ static const struct {
     [OPT_JSON] = {"--json", false},
     [OPT_FORCE] = {"--force", false},
     [OPT_TRUST_OWNER] = {"--trust-owner", false},
+    [OPT_ONCE] = {"--once", false},
+    [OPT_ANSI] = {"--ansi", false},
 };
 
 static bool is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }

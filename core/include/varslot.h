@@ -275,6 +275,10 @@ typedef struct vs_peer_info {
 } vs_peer_info;
 VS_API int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out);
 VS_API uint32_t vs_segment_max_peers(const vs_segment *seg);
+/* Whether the segment's name still names this segment: VS_OK, VS_ESTALE once it was removed
+ * or names another file (the mapping stays usable), VS_EINVAL for a segment not open. For
+ * watchers such as `varslot top`; one stat of the name, no lock. */
+VS_API int vs_segment_check_name(const vs_segment *seg);
 /* The segment's mapping in this process: *addr, *len (any may be NULL), and whether it is at
  * its creator's address (raw pointers are then portable to peers mapped there too). VS_EINVAL
  * for a segment that is not open. */

@@ -353,6 +353,17 @@ vs_pool *vs_segment_pool(vs_segment *seg) { return seg && seg->map ? &seg->pool 
 
 uint32_t vs_segment_max_peers(const vs_segment *seg) { return seg && seg->map ? seg->max_peers : 0; }
 
+int vs_segment_check_name(const vs_segment *seg)
+{
+    if (!seg || !seg->map)
+        return VS_EINVAL;
+    if (!vs__name_still_names(seg->name, seg->file_dev, seg->file_ino)) {
+        vs__set_detail("the segment's name was removed (or names another segment) since it was opened");
+        return VS_ESTALE;
+    }
+    return VS_OK;
+}
+
 int vs_segment_mapping(const vs_segment *seg, void **addr, size_t *len, bool *at_creator)
 {
     if (!seg || !seg->map)

@@ -1,12 +1,15 @@
 /* Test helper for test-cli.sh: joins a segment as a peer, allocates COUNT slots of SIZE bytes
  * and holds them until killed, so the CLI's allocated/peer counts can be checked against it.
  * Given OWNER it does not join and allocates in that id's name (0 = the host), as a process
- * that is no peer may. */
+ * that is no peer may. With HOLD_SLOTS_CHURN=1 in its environment it then allocates and frees
+ * one more slot about a thousand times a second, so that allocation rates have something to
+ * show. */
 #include "varslot.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -38,6 +41,13 @@ int main(int argc, char **argv)
     }
     printf("ready %u\n", (unsigned)peer);
     fflush(stdout);
+    const char *churn = getenv("HOLD_SLOTS_CHURN");
+    while (churn && !strcmp(churn, "1")) {
+        vs_slot_ref ref;
+        if (vs_pool_allocate(vs_segment_pool(&seg), (uint32_t)size, peer, &ref))
+            vs_pool_free(vs_segment_pool(&seg), ref);
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
     for (;;)
         pause();
 }

@@ -39,8 +39,10 @@ trap 'exit 130' INT TERM HUP # through the EXIT trap, so nothing is left behind
 
 # ---- the helper that holds slots (make builds it: tests/need.sh) ----
 . "$ROOT/tests/need.sh"
-need build/tests/hold-slots
+need build/tests/hold-slots build/tests/pty-run
 HELPER="$ROOT/build/tests/hold-slots"
+
+PTY_RUN="$ROOT/build/tests/pty-run"
 
 # ---- reporting ----
 . "$ROOT/tests/lib.sh"
@@ -128,13 +130,14 @@ for args in "--help" "-h" "help"; do
     run "$args"
     if [ "$RC" -eq 0 ] && [ -z "$ERR" ] && grep -q 'varslot create NAME' <<<"$OUT" &&
         grep -q 'varslot stat NAME' <<<"$OUT" && grep -q 'varslot reap NAME' <<<"$OUT" &&
+        grep -q 'varslot top NAME' <<<"$OUT" &&
         grep -q 'varslot rm NAME' <<<"$OUT"; then
         ok "varslot $args prints the usage of every command and exits 0"
     else
         not_ok "varslot $args prints the usage of every command and exits 0" "$(details)"
     fi
 done
-for cmd in create stat reap rm; do
+for cmd in create stat top reap rm; do
     expect_ok "varslot $cmd --help exits 0 with its usage" "varslot $cmd NAME" "$cmd" --help
 done
 expect_ok "varslot help stat exits 0 with its usage" "varslot stat NAME" help stat
@@ -145,7 +148,7 @@ NEVER="/$PREFIX-never"
 expect_usage_error "no command"
 expect_usage_error "unknown command" frobnicate "$NEVER"
 expect_usage_error "help with an unknown topic" help frobnicate
-for cmd in create stat reap rm; do
+for cmd in create stat top reap rm; do
     expect_usage_error "$cmd without NAME" "$cmd"
     expect_usage_error "$cmd with two NAMEs" "$cmd" "$NEVER" "$NEVER-2"
 done
@@ -172,9 +175,11 @@ expect_usage_error "--json with a value" stat "$NEVER" --json=1
 expect_usage_error "--trust-owner with a value" stat "$NEVER" --trust-owner=1
 expect_usage_error "create takes no --trust-owner (it makes its own segment)" create "$NEVER" --trust-owner
 expect_usage_error "rm takes no --trust-owner (only the owner removes)" rm "$NEVER" --trust-owner
-for cmd in stat ls reap; do
+for cmd in stat ls reap top; do
     expect_ok "varslot $cmd --help tells of --trust-owner" "varslot $cmd NAME .*\[--trust-owner\]" "$cmd" --help
 done
+expect_usage_error "top takes no --json" top "$NEVER" --json
+expect_usage_error "--once with a value" top "$NEVER" --once=1
 check "argument errors created no segment" test ! -e "/dev/shm/$PREFIX-never"
 
 # ---- a POSIX shm segment ----
@@ -228,6 +233,7 @@ expect_library_error "stat of a missing segment exits 1" "no such segment" stat 
 expect_library_error "stat --json of a missing segment exits 1" "no such segment" \
     stat "$MISSING" --json
 expect_library_error "reap of a missing segment exits 1" "no such segment" reap "$MISSING"
+expect_library_error "top of a missing segment exits 1" "no such segment" top "$MISSING" --once
 expect_library_error "rm of a missing segment exits 1" "no such segment" rm "$MISSING"
 expect_library_error "stat of a file in a missing directory exits 1" "no such segment" \
     stat "$TMP/no/such/dir/seg"
@@ -353,6 +359,91 @@ expect_stat "after reap: the dead peer's slots are free and its entry is gone" "
 start_holder 8 1 && C=$HOLDER_PID && ok "every slot of the reaped class is allocatable again"
 expect_stat "the new peer holds all 8 slots of class 0" "$PSEG" \
     "$(classes_are '[[4096,8,8],[65536,4,2]]') and ($(peer "${C:-0}") | .[0].slots == 8)"
+# ---- top: what it shows is the segment's state, on a terminal and off one ----
+# Peer B holds 2 slots of class 1, peer C all 8 of class 0; nothing else allocates.
+TOPSEG_ROWS='^ *0 +4096 +8/8 +\[#+\] +100%$'
+run top "$PSEG" --once
+if [ "$RC" -eq 0 ] && grep -Eq "$TOPSEG_ROWS" <<<"$OUT" &&
+    grep -Eq '^ *1 +65536 +2/4 +\[#+\.+\] +50%$' <<<"$OUT" &&
+    grep -Eq "^ *[0-9]+ +$B +alive +2$" <<<"$OUT" && grep -Eq "^ *[0-9]+ +${C:-0} +alive +8$" <<<"$OUT" &&
+    grep -Eq '^segment .*: [0-9]+ bytes, 2 of 4 peers$' <<<"$OUT" &&
+    grep -Eq '^allocations: [0-9]+ in all, 0/s$' <<<"$OUT"; then
+    ok "top --once shows each class's allocated/total with a bar, each peer's slots, a rate of 0"
+else
+    not_ok "top --once shows each class's allocated/total with a bar, each peer's slots, a rate of 0" "$(details)"
+fi
+check "top --once off a terminal prints no escape code" test -n "$OUT" -a "${OUT//$'\033'/}" = "$OUT"
+run top "$PSEG" --once --ansi
+check "top --once --ansi prints escape codes all the same" test "${OUT//$'\033'/}" != "$OUT"
+
+# On a pseudo-terminal: pty_top COLS ROWS starts top on one (its log in $TMP/pty.log,
+# control lines to fd 7, pty-run's report in $TMP/pty.out); pty_wait ERE waits (10 s at
+# most) for the screen, escape codes stripped, to show a line matching ERE.
+pty_top() {
+    rm -f "$TMP/pty.log" "$TMP/pty.ctl"
+    mkfifo "$TMP/pty.ctl"
+    "$PTY_RUN" "$1" "$2" "$TMP/pty.log" "$VARSLOT" top "$PSEG" <"$TMP/pty.ctl" >"$TMP/pty.out" 2>&1 &
+    PTY_PID=$!
+    PIDS+=("$PTY_PID")
+    exec 7>"$TMP/pty.ctl"
+}
+pty_screen() { sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\r//g' "$TMP/pty.log" 2>/dev/null; }
+pty_wait() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        pty_screen | grep -Eq -- "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# pty_end DESC WANT: closes the controls, waits for pty-run, and checks its report (exit
+# status, terminal modes as they were) and that the screen and cursor were given back.
+pty_end() {
+    exec 7>&-
+    wait "$PTY_PID" 2>/dev/null
+    kill_holder "$PTY_PID"
+    local report log after
+    report=$(cat "$TMP/pty.out")
+    log=$(cat "$TMP/pty.log")
+    after=${log##*$'\033[?25h\033[?1049l'} # what it printed once the screen was given back
+    if [ "$report" = "$2"$'\n'"termios same" ] && [ "$after" != "$log" ] && [[ "$after" != *$'\033'* ]]; then
+        ok "$1"
+    else
+        not_ok "$1" "pty-run: $report" "last bytes: $(tail -c 200 "$TMP/pty.log" | cat -v)"
+    fi
+}
+
+pty_top 80 24
+if pty_wait "$TOPSEG_ROWS" && pty_wait "^ *[0-9]+ +$B +alive +2$"; then
+    ok "top on a terminal shows the segment's classes and peers"
+else
+    not_ok "top on a terminal shows the segment's classes and peers" "screen: $(pty_screen | tail -30)"
+fi
+check "top on a terminal draws on the alternate screen" grep -q $'\033\\[?1049h' "$TMP/pty.log"
+check "the rate is 0/s while nobody allocates" pty_wait '^allocations: [0-9]+ in all, 0/s$'
+HOLD_SLOTS_CHURN=1 start_holder 1 1 && D=$HOLDER_PID
+if pty_wait '^allocations: [0-9]+ in all, [1-9][0-9]*/s$'; then
+    ok "the rate moves once a peer allocates"
+else
+    not_ok "the rate moves once a peer allocates" "screen: $(pty_screen | tail -12)"
+fi
+kill_holder "${D:-0}"
+expect_ok "reap takes the allocating peer's entry back" "reaped 1 dead peer " reap "$PSEG"
+echo "resize 100 8" >&7
+# 100 columns leave 52 for the bar; 8 rows cut the frame and say so.
+if pty_wait '^ *0 +4096 +8/8 +\[#{52}\] +100%$' && pty_wait '^\.\.\. [0-9]+ more lines'; then
+    ok "top redraws at the new size when the terminal is resized"
+else
+    not_ok "top redraws at the new size when the terminal is resized" "screen: $(pty_screen | tail -14)"
+fi
+echo "keys q" >&7
+pty_end "q quits with exit 0 and gives the terminal back (modes, screen, cursor)" "exit 0"
+
+pty_top 80 24
+pty_wait "$TOPSEG_ROWS"
+echo "ctrl-c" >&7
+pty_end "Ctrl-C quits with exit 0 and gives the terminal back" "exit 0"
+
 kill_holder "$B"
 kill_holder "${C:-0}"
 expect_ok "reap reaps both remaining dead peers" "reaped 2 dead peers " reap "$PSEG"
@@ -373,6 +464,19 @@ expect_stat "so they stay allocated" "$PSEG" \
     "$(classes_are '[[4096,8,2],[65536,4,1]]') and .unowned == 3"
 
 # ---- rm ----
+V create "/$PREFIX-gone" --classes 4K:2 >/dev/null
+PSEG_SAVED=$PSEG PSEG="/$PREFIX-gone"
+pty_top 80 24
+pty_wait '^ *0 +4096 +0/2 '
+V rm "$PSEG" >/dev/null
+if pty_wait 'top /.*-gone: the segment was removed'; then
+    ok "top says so when the segment it watches is removed"
+else
+    not_ok "top says so when the segment it watches is removed" "screen: $(pty_screen | tail -5)"
+fi
+pty_end "and exits 1, the terminal given back" "exit 1"
+PSEG=$PSEG_SAVED
+
 expect_ok "rm of a POSIX segment exits 0" "" rm "$SEG"
 check "rm removed $SHMFILE" test ! -e "$SHMFILE"
 expect_library_error "stat after rm exits 1" "no such segment" stat "$SEG"

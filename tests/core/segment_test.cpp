@@ -176,6 +176,23 @@ TEST(Segment, PeersMapAtTheCreatorsAddress)
     vs_segment_close(&b);
 }
 
+TEST(Segment, CheckNameSeesRemovalAndReplacement)
+{
+    TestSegment a("checkname");
+    EXPECT_EQ(vs_segment_check_name(&a.seg), VS_OK);
+    vs_segment closed{};
+    EXPECT_EQ(vs_segment_check_name(&closed), VS_EINVAL);
+    EXPECT_EQ(vs_segment_check_name(nullptr), VS_EINVAL);
+    ASSERT_EQ(vs_segment_unlink(a.name.c_str()), VS_OK);
+    EXPECT_EQ(vs_segment_check_name(&a.seg), VS_ESTALE) << "the name was removed";
+    // Another segment under the same name is not this one.
+    vs_segment other;
+    ASSERT_EQ(vs_segment_create(&other, a.name.c_str(), nullptr), VS_OK);
+    EXPECT_EQ(vs_segment_check_name(&a.seg), VS_ESTALE) << "the name names another segment";
+    EXPECT_EQ(vs_segment_check_name(&other), VS_OK);
+    vs_segment_close(&other);
+}
+
 TEST(Segment, MappingAndRemapShared)
 {
     TestSegment a("remap");
