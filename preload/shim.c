@@ -315,7 +315,7 @@ VSP_EXPORT size_t malloc_usable_size(void *p)
     if (!p)
         return 0;
     if (vsp_in_segment(p))
-        return vsp_routed_usable_size(p);
+        return vsp_routed_claim_usable(p);
     vsp_ensure_init();
     return vsp_backend_usable_size(p);
 }
