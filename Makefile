@@ -3,7 +3,8 @@
 #   make check    every test: the protocol model (spin), core suites plain, under ASan+UBSan,
 #                 TSan and memcheck; CLI, preload shim, GStreamer plugin, Valgrind and install tests
 #   make demo     the cross-process demo
-#   make bench    benchmarks, printed as ratios against anchors measured in the same run
+#   make bench    benchmarks, printed as ratios against anchors measured in the same run, and
+#                 build/bench/report.md with plots (make bench-publish copies them to docs/bench/)
 #   make install  PREFIX (/usr/local), LIBDIR ($(PREFIX)/lib), DESTDIR; make uninstall
 
 CC  ?= gcc
@@ -51,9 +52,9 @@ DEPS_STAMP := $(B)/.deps-ok
 # it) only when TEXT changes.
 remember = @mkdir -p $(dir $(1)); echo '$(2)' | cmp -s - $(1) || echo '$(2)' >$(1)
 
-.PHONY: all check demo bench clean deps install uninstall FORCE check-core check-asan check-tsan check-cli \
-        check-preload check-gst check-memcheck check-model check-demo check-install check-mutants \
-        check-users test-programs test-programs-plain bench-programs
+.PHONY: all check demo bench bench-publish clean deps install uninstall FORCE check-core check-asan \
+        check-tsan check-cli check-preload check-gst check-memcheck check-model check-demo \
+        check-install check-mutants check-users test-programs test-programs-plain bench-programs
 all: $(LIB_A) $(LIB_SO) $(PRELOAD) $(GST_PLUGIN) $(CLI) $(DEMO)
 
 # Missing packages are installed once, by the project's own script.
@@ -423,6 +424,14 @@ bench: bench-programs
 	scripts/bench
 	scripts/bench-preload
 	scripts/bench-gst
+	scripts/bench-report
+
+# The README's plots: the last make bench's report and PNGs, copied into docs/bench/ to be
+# committed (say in the README when and where they were measured).
+bench-publish:
+	test -s $(B)/bench/report.md || { echo "make bench-publish: run make bench first" >&2; exit 1; }
+	mkdir -p docs/bench
+	cp $(B)/bench/report.md $(B)/bench/*.png docs/bench/
 
 clean:
 	rm -rf $(B)

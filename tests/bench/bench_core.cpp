@@ -42,6 +42,7 @@ namespace {
 struct Options {
     int reps = 5;       /* timed repetitions per figure; the median is reported */
     double scale = 1.0; /* multiplies every iteration count (--quick: 0.1) */
+    std::string tsv;    /* --tsv FILE: the table again, tab-separated */
 };
 Options g_opt;
 
@@ -903,6 +904,14 @@ void print_report()
     for (const auto &l : lines)
         for (size_t i = 0; i < l.size(); i++)
             w[i] = std::max(w[i], columns(l[i]));
+    if (!g_opt.tsv.empty()) { // the same cells, machine-readable, for scripts/bench-report
+        FILE *f = fopen(g_opt.tsv.c_str(), "w");
+        for (const auto &l : lines)
+            for (size_t i = 0; f && i < l.size(); i++)
+                fprintf(f, "%s%c", l[i].c_str(), i + 1 < l.size() ? '\t' : '\n');
+        if (!f || fclose(f) != 0)
+            fprintf(stderr, "bench_core: cannot write %s\n", g_opt.tsv.c_str());
+    }
     for (const auto &l : lines) {
         std::string out;
         for (size_t i = 0; i < l.size(); i++)
@@ -917,9 +926,10 @@ void print_report()
 
 void usage(FILE *to)
 {
-    fprintf(to, "usage: bench_core [--reps N] [--quick]\n"
+    fprintf(to, "usage: bench_core [--reps N] [--quick] [--tsv FILE]\n"
                 "  --reps N   timed repetitions per figure, median reported (default 5)\n"
-                "  --quick    a tenth of the iterations (a smoke run; figures get noisier)\n");
+                "  --quick    a tenth of the iterations (a smoke run; figures get noisier)\n"
+                "  --tsv FILE also write the table as tab-separated values to FILE\n");
 }
 
 } // namespace
@@ -933,6 +943,8 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--tsv") && i + 1 < argc) {
+            g_opt.tsv = argv[++i];
         } else if (!strcmp(argv[i], "--quick")) {
             g_opt.scale = 0.1;
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
