@@ -400,6 +400,14 @@ pty_wait() {
 # status, terminal modes as they were) and that the screen and cursor were given back.
 pty_end() {
     exec 7>&-
+    local i
+    for ((i = 0; i < 100; i++)); do # a top that does not end must not hang the suite
+        kill -0 "$PTY_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$PTY_PID" 2>/dev/null; then
+        kill -9 $(pgrep -P "$PTY_PID") 2>/dev/null # pty-run's child: the top that did not end
+    fi
     wait "$PTY_PID" 2>/dev/null
     kill_holder "$PTY_PID"
     local report log after
