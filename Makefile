@@ -116,7 +116,12 @@ $(PRELOAD): $(PRELOAD_SRCS:preload/%.c=$(B)/obj/preload/%.o) $(B)/obj/preload/cx
 $(B)/obj/gst/%.o: gst-plugin/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -std=gnu11 -D_GNU_SOURCE $(WARN) -fPIC -fvisibility=hidden -Icore/include $(GST_CFLAGS) $(DEPFLAGS) -c $< -o $@
-$(GST_PLUGIN): $(GST_SRCS:gst-plugin/%.c=$(B)/obj/gst/%.o) $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o)
+# Plus the shim's option parsers, for VARSLOT_SEGMENT's naming rule.
+$(B)/obj/gst/options.o: preload/options.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=gnu11 -D_GNU_SOURCE $(WARN) -fPIC -fvisibility=hidden -Icore/include $(DEPFLAGS) -c $< -o $@
+$(GST_PLUGIN): $(GST_SRCS:gst-plugin/%.c=$(B)/obj/gst/%.o) $(B)/obj/gst/options.o \
+               $(CORE_SRCS:core/src/%.c=$(B)/obj/so/%.o)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -o $@ $^ $(GST_LIBS) -pthread
 

@@ -5,6 +5,8 @@
  * create) is left alone. A consumer never creates: it opens the file its producer passed. */
 #include "segments.h"
 
+#include "../preload/options.h"
+
 #include <gst/gst.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,10 +17,19 @@ GST_DEBUG_CATEGORY_EXTERN(gst_varslot_debug);
 static GMutex registry_lock;
 static GHashTable *registry; /* key -> GstVarslotSegment (not a ref) */
 
+/* $VARSLOT_SEGMENT, under the shim's naming rule: a name that cannot be what the user meant
+ * ("//double" would be the file /double, a relative one a segment per working directory) is
+ * warned about and the per-user default taken instead. */
 gchar *gst_varslot_default_segment_name(void)
 {
     const gchar *env = g_getenv("VARSLOT_SEGMENT");
-    return env && *env ? g_strdup(env) : g_strdup_printf("/varslot-gst-%u", (unsigned)getuid());
+    const char *why = env && *env ? vsopt_segment_name_problem(env) : NULL;
+    if (env && *env && !why)
+        return g_strdup(env);
+    gchar *dflt = g_strdup_printf("/varslot-gst-%u", (unsigned)getuid());
+    if (why)
+        GST_WARNING("ignoring VARSLOT_SEGMENT=%s: %s; using %s", env, why, dflt);
+    return dflt;
 }
 
 /* Read as the preload shim reads its booleans. */
@@ -94,6 +105,12 @@ static GstVarslotSegment *open_new(const gchar *key, const gchar *name, gsize fr
 static GstVarslotSegment *registry_open(const gchar *name, GstVarslotRole role, gsize frame_size,
                                         int file_fd, gboolean trust_owner, GError **error)
 {
+    const char *why = name && role == GST_VARSLOT_ROLE_PRODUCER ? vsopt_segment_name_problem(name) : NULL;
+    if (why) { /* a consumer's name is the producer's, and only that very file is opened */
+        g_set_error(error, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS,
+                    "varslot segment name '%s' is refused: %s", name, why);
+        return NULL;
+    }
     gchar *dflt = name ? NULL : gst_varslot_default_segment_name();
     const gchar *n = name ? name : dflt;
     gchar *key = g_strdup_printf("%s%s %s", role == GST_VARSLOT_ROLE_PRODUCER ? "producer" : "consumer",

@@ -21,7 +21,7 @@ VSOPT_TABLE(VSOPT_CHECK)
  * any path (its caller's working directory is one), so the rule is the shim's, not the
  * core's. A path with an empty, "." or ".." component, or a trailing slash, cannot be what
  * was meant: "//double" would make the file /double at the root, not the shm object. */
-static const char *segment_name_problem(const char *v)
+const char *vsopt_segment_name_problem(const char *v)
 {
     if (!*v)
         return "empty";
@@ -44,7 +44,7 @@ static const char *segment_name_problem(const char *v)
 
 const char *vsopt_parse_segment(const char *v, vsopt_segment_name *out)
 {
-    const char *why = v ? segment_name_problem(v) : NULL;
+    const char *why = v ? vsopt_segment_name_problem(v) : NULL;
     if (v && !why) {
         memcpy(*out, v, strlen(v) + 1);
         return NULL;

@@ -64,6 +64,9 @@ struct vsopt_values {
 };
 
 const char *vsopt_parse_segment(const char *v, vsopt_segment_name *out);
+/* Why NAME cannot be the segment a user meant (relative, "//", ".." ...), or NULL: the rule
+ * VARSLOT_SEGMENT follows, for the shim, `varslot run` and the GStreamer plugin alike. */
+const char *vsopt_segment_name_problem(const char *name);
 const char *vsopt_parse_min_size(const char *v, uint64_t *out);
 const char *vsopt_parse_callers(const char *v, vsopt_callers *out);
 const char *vsopt_parse_classes(const char *v, vsopt_classes *out);

@@ -7,7 +7,8 @@
 #   - a bad value is warned about once per process tree: a bash loop, make -j2, a second tree;
 #   - a warning with a 5000-byte value still ends its line, so the stats line is its own;
 #   - a segment name that cannot be meant (//x, relative, '.', '..', trailing '/') gets one
-#     warning and the default: no file at / or in the working directory.
+#     warning and the default: no file at / or in the working directory; the same in the
+#     GStreamer plugin (varslotsink's $VARSLOT_SEGMENT and its segment property).
 # Needs `make all` first. Usage, from anywhere: tests/preload/test-options.sh
 set -u
 
@@ -163,6 +164,33 @@ for name in "/$TAG-shm" "/dev/shm/$TAG-file"; do
         not_ok "VARSLOT_SEGMENT=$name was not taken" "$(cat "$TMP/seg.err")"
     fi
 done
+
+# The GStreamer plugin follows the same rule: a bad $VARSLOT_SEGMENT is warned about and its
+# own default taken; a bad segment property is an error that names the rule.
+GST_DEFAULT=/dev/shm/varslot-gst-$(id -u)
+[ -e "$GST_DEFAULT" ] && HAD_GST_DEFAULT=1 || HAD_GST_DEFAULT=0
+gst() { (cd "$TMP/cwd" && T env GST_PLUGIN_PATH="$ROOT/build/lib/gstreamer-1.0" GST_REGISTRY="$TMP/gst-registry.bin" \
+    gst-launch-1.0 videotestsrc num-buffers=3 ! varslotsink socket-path="$TMP/gst.sock" \
+    wait-for-connection=false "$@"); }
+GST_DEBUG=varslot:2 VARSLOT_SEGMENT="//$TAG" gst >"$TMP/gst.out" 2>&1
+gst_rc=$?
+[ "$HAD_GST_DEFAULT" = 1 ] || rm -f "$GST_DEFAULT"
+if [ "$gst_rc" = 0 ] && grep -qF "ignoring VARSLOT_SEGMENT=//$TAG: an empty path component" "$TMP/gst.out" &&
+    [ ! -e "/$TAG" ]; then
+    ok "varslotsink: VARSLOT_SEGMENT=//$TAG is warned about, the default used, no /$TAG made"
+else
+    not_ok "varslotsink: VARSLOT_SEGMENT=//$TAG (rc $gst_rc, /$TAG $([ -e "/$TAG" ] && echo made || echo absent))" \
+        "$(tail -5 "$TMP/gst.out")"
+fi
+rm -f "/$TAG"
+gst segment="$TAG" >"$TMP/gst.out" 2>&1
+gst_rc=$?
+if [ "$gst_rc" != 0 ] && grep -qF "varslot segment name '$TAG' is refused: relative" "$TMP/gst.out" &&
+    [ ! -e "$TMP/cwd/$TAG" ]; then
+    ok "varslotsink segment=$TAG (relative) is an error that says why; no file made"
+else
+    not_ok "varslotsink segment=$TAG (relative): want an error, no file (rc $gst_rc)" "$(tail -5 "$TMP/gst.out")"
+fi
 
 echo "# test-options: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
