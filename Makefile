@@ -128,8 +128,8 @@ $(GST_PLUGIN): $(GST_SRCS:gst-plugin/%.c=$(B)/obj/gst/%.o) $(B)/obj/gst/options.
 # ---- the varslot tool: a user of the public header only ----
 # Plus the shim's option table (preload/options.[ch]), which `varslot run` shares with it.
 CLI_SRCS := $(wildcard cli/*.c) preload/options.c
-CLI_CFLAGS = -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include
-$(CLI): $(CLI_SRCS) cli/cli.h preload/options.h $(LIB_A) core/include/varslot.h
+CLI_CFLAGS = -std=c11 $(WARN) -D_GNU_SOURCE -Icore/include -DVS_VERSION='"$(VERSION)"'
+$(CLI): $(CLI_SRCS) cli/cli.h preload/options.h $(LIB_A) core/include/varslot.h Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CLI_CFLAGS) -o $@ $(CLI_SRCS) $(LIB_A) -pthread
 

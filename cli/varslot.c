@@ -31,6 +31,7 @@ static const char usage_tail[] =
     "  made it); its group's members are then trusted peers\n"
     "\n"
     "  varslot help | --help | -h      this text; 'varslot COMMAND --help' for one command\n"
+    "  varslot --version               the version of varslot (its library's)\n"
     "\n"
     "exit status: 0 success, 1 the library refused (message says why), 2 bad arguments\n";
 
@@ -381,6 +382,12 @@ int main(int argc, char **argv)
         return usage_error("no command given");
     if (is_help(argv[1]) || !strcmp(argv[1], "help"))
         return finish(run_help(argc - 2, argv + 2));
+    if (!strcmp(argv[1], "--version")) {
+        if (argc > 2)
+            return usage_error("--version takes no arguments");
+        printf("varslot %s\n", VS_VERSION);
+        return finish(0);
+    }
     const struct command *c = find_command(argv[1]);
     if (!c)
         return usage_error("unknown command '%s'", argv[1]);

@@ -323,6 +323,18 @@ else
     not_ok "varslot.1 lacks what --help lists" "${missing[@]}"
 fi
 
+# ---- one version everywhere: the tool, the man page, pkg-config and the library file ----
+version=$("$P/bin/varslot" --version 2>&1)
+man_version=$(sed -n 's/^\.TH VARSLOT 1 "[^"]*" "\(varslot [^"]*\)".*/\1/p' "$MAN")
+pc_version=$(PKG_CONFIG_PATH="$P/lib/pkgconfig" pkg-config --modversion varslot 2>&1)
+if [[ $version =~ ^varslot\ ([0-9]+\.[0-9]+\.[0-9]+)$ ]] && [ "$man_version" = "$version" ] &&
+    [ "$pc_version" = "${BASH_REMATCH[1]}" ] && [ -f "$P/lib/libvarslot.so.$pc_version" ]; then
+    ok "one version: varslot --version, the man page, pkg-config and libvarslot.so.$pc_version agree"
+else
+    not_ok "the versions disagree" "varslot --version: $version" "man page .TH: $man_version" \
+        "pkg-config: $pc_version" "$(ls "$P/lib" | grep '^libvarslot\.so\.')"
+fi
+
 # ---- LIBDIR other than PREFIX/lib: the tools find the shim where make put it ----
 P2=$TMP/prefix2
 if mk install PREFIX="$P2" LIBDIR="$P2/lib64"; then
