@@ -128,8 +128,8 @@ TEST(Trust, PeersOfTwoUsersHandOverAndReapEachOther)
     ASSERT_EQ(pipe(to_b), 0);
     ASSERT_EQ(pipe(to_a), 0);
     ASSERT_EQ(pipe(a_looked), 0);
-    struct Msg {
-        uint8_t peer;
+    struct Msg { // no padding: Valgrind checks every byte a pipe carries
+        uint64_t peer;
         uint64_t handle[2];
     };
     pid_t a = spawn([&] {
@@ -159,7 +159,7 @@ TEST(Trust, PeersOfTwoUsersHandOverAndReapEachOther)
         if (vs_segment_reap(&s, &reaped) != VS_OK || reaped != 0)
             return 6; // B is alive
         vs_peer_info pi;
-        if (vs_segment_peer_info(&s, b.peer, &pi) != VS_OK || !pi.live)
+        if (vs_segment_peer_info(&s, (uint8_t)b.peer, &pi) != VS_OK || !pi.live)
             return 7;
         if (write(a_looked[1], "x", 1) != 1) // now B may die
             return 12;
@@ -199,7 +199,7 @@ TEST(Trust, PeersOfTwoUsersHandOverAndReapEachOther)
             return 3;
         vs_pool *pool = vs_segment_pool(&s);
         vs_slot_ref ref = vs_slot_ref_unpack(m.handle[0]), mine;
-        if (vs_pool_transfer(pool, ref, m.peer, me) != VS_OK ||
+        if (vs_pool_transfer(pool, ref, (uint8_t)m.peer, me) != VS_OK ||
             strcmp((const char *)vs_pool_slot_data(pool, &ref), "from A") != 0)
             return 4;
         if (!vs_pool_allocate(pool, 100, me, &mine))
