@@ -127,6 +127,9 @@ static inline _Atomic uint64_t *vs__bitmap(const struct vs_pool_class *cls)
 void vs__publish_free(const struct vs_pool_class *cls, uint32_t idx);
 /* Republishes every free slot of one class; returns how many bits it had to set. */
 unsigned vs__republish_class(const struct vs_pool_class *cls);
+/* The calling thread's freed slots that wait to be published in batches (pool.c) go to the
+ * bitmap now: at leave and close, so that nothing waits on a thread that stops using it. */
+void vs__pool_flush_pending(const vs_pool *pool);
 
 /* Segment hook: the pool found every fitting class exhausted. Returns true when reaping
  * returned slots, so the allocation is worth retrying. */

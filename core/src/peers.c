@@ -105,6 +105,7 @@ int vs_segment_leave(vs_segment *seg)
         return rc != VS_OK ? rc : VS_ENOTJOINED;
     /* Our slots go back first: once the entry is FREE the id can be reused, and a slot still
      * marked with it would then look like the new peer's. */
+    vs__pool_flush_pending(&seg->pool);
     vs_pool_reclaim_peer_slots(&seg->pool, id);
     vs__peer *p = vs__peer_entry(seg, id);
     atomic_store_explicit(&p->pid, 0, memory_order_relaxed);

@@ -1,8 +1,9 @@
-/* A per-thread stack of slots this thread freed, reused first (LIFO, warm in cache).
+/* A per-thread stack of slots this thread freed or reserved, reused first (LIFO, warm).
  * It is only a hint: a cached slot stays FREE in its slot word, and taking it still needs
  * the claiming CAS, so a stale or copied (fork) cache can cost a failed CAS, never a slot
- * handed out twice. Slots parked here are invisible to the shared bitmap; an allocation
- * that finds the bitmap empty scans the slot words and republishes them. */
+ * handed out twice. Slots parked here (and in the pending mask of a batched class) are
+ * invisible to the shared bitmap; an allocation that finds the bitmap empty scans the slot
+ * words and republishes them. */
 #ifndef VARSLOT_SLOT_CACHE_H
 #define VARSLOT_SLOT_CACHE_H
 
@@ -19,6 +20,11 @@ struct vs__thread_cache {
     uint8_t count[VS__TC_CLASSES];
     uint32_t recent[VS__TC_RECENT]; /* vs__tc_key of the slots allocated last; 0 = none */
     uint32_t idx[VS__TC_CLASSES][VS__TC_DEPTH];
+    /* Batched classes only (see pool.c, batched()): */
+    uint32_t cursor[VS__TC_CLASSES];    /* bitmap word this thread's search starts at, + 1; 0 = none yet */
+    uint32_t pend_word[VS__TC_CLASSES]; /* freed slots not yet in the bitmap: their word, */
+    uint64_t pend_mask[VS__TC_CLASSES]; /* their bits, */
+    uint8_t pend_n[VS__TC_CLASSES];     /* how many */
 };
 
 /* One word naming a slot of a cached class (class < 16, index < 2^24), never 0. */
@@ -75,6 +81,13 @@ static inline struct vs__thread_cache *vs__tc_for(const vs_pool *pool)
             tc->count[i] = 0;
         for (int i = 0; i < VS__TC_RECENT; i++)
             tc->recent[i] = 0;
+        /* Another pool's pending slots are dropped, not published here: they are FREE in
+         * their words and their class is parked, so that pool's searches find them. */
+        for (int i = 0; i < VS__TC_CLASSES; i++) {
+            tc->cursor[i] = 0;
+            tc->pend_mask[i] = 0;
+            tc->pend_n[i] = 0;
+        }
         tc->pool_id = pool->attach_id;
     }
     return tc;
