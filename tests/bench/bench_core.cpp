@@ -43,6 +43,7 @@ struct Options {
     int reps = 5;       /* timed repetitions per figure; the median is reported */
     double scale = 1.0; /* multiplies every iteration count (--quick: 0.1) */
     std::string tsv;    /* --tsv FILE: the table again, tab-separated */
+    int only = 0;       /* --only N: section N alone; 0 = all */
 };
 Options g_opt;
 
@@ -297,12 +298,25 @@ public:
             if (errno != EINTR)
                 throw Failure(fmt("waitpid: %s", strerror(errno)));
         pids_.erase(std::remove(pids_.begin(), pids_.end(), pid), pids_.end());
-        bool ok = expect_signal ? WIFSIGNALED(st) && WTERMSIG(st) == expect_signal
-                                : WIFEXITED(st) && WEXITSTATUS(st) == 0;
-        if (!ok)
-            throw Failure(WIFSIGNALED(st) ? fmt("%s: child killed by signal %d", what, WTERMSIG(st))
-                                          : fmt("%s: child exited with status %d", what,
-                                                WEXITSTATUS(st)));
+        check_status(st, what, expect_signal);
+    }
+    /* Waits for every child in the order they end: the first that fails throws at once, and
+     * the destructor kills the others (which may be waiting for it). */
+    void wait_all(const char *what)
+    {
+        while (!pids_.empty()) {
+            int st = 0;
+            pid_t p = waitpid(-1, &st, 0);
+            if (p < 0 && errno == EINTR)
+                continue;
+            if (p < 0)
+                throw Failure(fmt("waitpid: %s", strerror(errno)));
+            auto it = std::find(pids_.begin(), pids_.end(), p);
+            if (it == pids_.end())
+                continue; /* not started here */
+            pids_.erase(it);
+            check_status(st, what, 0);
+        }
     }
     /* Throws if a child already ended: used while waiting for children to get ready. */
     void check_alive(const char *what)
@@ -317,6 +331,15 @@ public:
     }
 
 private:
+    static void check_status(int st, const char *what, int expect_signal)
+    {
+        bool ok = expect_signal ? WIFSIGNALED(st) && WTERMSIG(st) == expect_signal
+                                : WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        if (!ok)
+            throw Failure(WIFSIGNALED(st) ? fmt("%s: child killed by signal %d", what, WTERMSIG(st))
+                                          : fmt("%s: child exited with status %d", what,
+                                                WEXITSTATUS(st)));
+    }
     std::vector<pid_t> pids_;
 };
 
@@ -332,6 +355,8 @@ public:
     }
     ~SharedBlock() { munmap(t_, sizeof(T)); }
     T *operator->() { return t_; }
+    T &operator*() { return *t_; }
+    T *get() { return t_; }
 
 private:
     T *t_;
@@ -369,7 +394,10 @@ struct Row {
 std::vector<Row> g_rows;
 std::vector<std::string> g_notes;
 
-std::string ns(double v) { return fmt(v < 100 ? "%.1f ns" : "%.0f ns", v); }
+std::string ns(double v)
+{
+    return v >= 10000 ? fmt("%.1f us", v / 1000) : fmt(v < 100 ? "%.1f ns" : "%.0f ns", v);
+}
 std::string ns(const Stat &s)
 {
     double spread = s.median > 0 ? (s.hi - s.lo) / 2 / s.median * 100 : 0;
@@ -841,6 +869,488 @@ void bench_reap()
         check(v <= 1.0));
 }
 
+/* ---- 6. hand-off: A allocates and writes a slot, B takes it, reads it and frees it ---- */
+
+/* Varslot's users hand slots over: A allocates and writes, passes the handle, B reads and
+ * frees. Here the handle goes through a single-producer single-consumer ring in shared
+ * memory; the ring alone, passing integers, is the floor any allocator adds to. Each figure
+ * is ns per handed-off item: from the go flag to the last consumer's last item. */
+
+const unsigned kRingEntries = 256;
+const int kMaxPairs = 2;
+
+/* tail and head on lines of their own, so the producer's and the consumer's stores never
+ * share a line. */
+struct HandoffRing {
+    alignas(64) std::atomic<uint64_t> tail{0}; /* written by the producer only */
+    alignas(64) std::atomic<uint64_t> head{0}; /* written by the consumer only */
+    alignas(64) uint64_t entry[kRingEntries];
+};
+
+struct HandoffBoard {
+    alignas(64) std::atomic<int> ready{0};
+    alignas(64) std::atomic<int> go{0};
+    alignas(64) std::atomic<long> failed_allocations{0};
+    uint64_t end_ns[kMaxPairs]; /* each consumer's last item */
+    std::atomic<int> taken_all[kMaxPairs]; /* the consumer holds every item its producer sent */
+    alignas(64) uint8_t producer_peer[kMaxPairs]; /* written before the first push, then only read */
+    HandoffRing ring[kMaxPairs];
+};
+
+inline void cpu_relax()
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+}
+
+/* Spins with pause; every 2000 spins yields, since on a loaded 2-CPU machine the side we
+ * wait for may need this CPU. */
+class Backoff {
+public:
+    void relax()
+    {
+        if (++spins_ > 2000) {
+            spins_ = 0;
+            sched_yield();
+        } else {
+            cpu_relax();
+        }
+    }
+
+private:
+    unsigned spins_ = 0;
+};
+
+/* The producer's end. It keeps its own copy of head and reads the shared one only when the
+ * ring looks full; depth (<= kRingEntries) is how many entries may wait in it. */
+class RingWriter {
+public:
+    RingWriter(HandoffRing *r, unsigned depth) : r_(r), depth_(depth) {}
+    void wait_room()
+    {
+        Backoff b;
+        while (tail_ - head_ >= depth_) {
+            head_ = r_->head.load(std::memory_order_acquire);
+            if (tail_ - head_ >= depth_)
+                b.relax();
+        }
+    }
+    void push(uint64_t v)
+    {
+        wait_room();
+        r_->entry[tail_ % kRingEntries] = v;
+        r_->tail.store(++tail_, std::memory_order_release);
+    }
+    uint64_t pushed() const { return tail_; }
+
+private:
+    HandoffRing *r_;
+    unsigned depth_;
+    uint64_t tail_ = 0, head_ = 0;
+};
+
+/* The consumer's end, the mirror image. An entry's place is free again as soon as it is popped. */
+class RingReader {
+public:
+    explicit RingReader(HandoffRing *r) : r_(r) {}
+    uint64_t pop()
+    {
+        Backoff b;
+        while (head_ == tail_) {
+            tail_ = r_->tail.load(std::memory_order_acquire);
+            if (head_ == tail_)
+                b.relax();
+        }
+        uint64_t v = r_->entry[head_ % kRingEntries];
+        r_->head.store(++head_, std::memory_order_release);
+        return v;
+    }
+
+private:
+    HandoffRing *r_;
+    uint64_t head_ = 0, tail_ = 0;
+};
+
+/* Item i's payload: every byte is i's low byte, so every uint64_t word reads fill_word(i). The
+ * consumer sums the words it reads and the total is checked, so a hand-off that delivered
+ * the wrong bytes fails the measurement instead of timing it. */
+inline int fill_byte(long i) { return (int)(uint8_t)i; }
+inline uint64_t fill_word(long i) { return 0x0101010101010101ull * (uint8_t)i; }
+inline uint64_t sum_words(const void *p, size_t bytes)
+{
+    const uint64_t *w = static_cast<const uint64_t *>(p);
+    uint64_t s = 0;
+    for (size_t j = 0; j < bytes / 8; j++)
+        s += w[j];
+    return s;
+}
+
+/* Maps every page of [p, p + len) into this process, writable, before the timed part: a
+ * long-lived process takes those faults once, whatever the allocator, and a short warm-up
+ * would leave some of them in the figure (a 1 MiB slot is 256 write faults). */
+void map_in(void *p, size_t len)
+{
+    if (madvise(p, len, MADV_POPULATE_WRITE) != 0)
+        throw Failure(fmt("madvise(MADV_POPULATE_WRITE, %zu bytes): %s (Linux >= 5.14 needed)", len,
+                          strerror(errno)));
+}
+
+void map_in(VsSegment &seg)
+{
+    void *addr;
+    size_t len;
+    if (vs_segment_mapping(seg.seg(), &addr, &len, nullptr) != VS_OK)
+        throw Failure("vs_segment_mapping failed on an open segment");
+    map_in(addr, len);
+}
+
+struct HandoffShape {
+    int pairs;      /* producer/consumer pairs, each with a ring of its own */
+    unsigned depth; /* entries that may wait in a ring */
+    long items;     /* handed over in all, split between the pairs */
+    size_t words;   /* payload words the consumer reads per item */
+};
+
+struct HandoffResult {
+    double ns_per_item;
+    long failed_allocations;
+};
+
+void arrive_and_wait(HandoffBoard &b)
+{
+    b.ready.fetch_add(1);
+    while (!b.go.load(std::memory_order_acquire))
+        sched_yield(); /* leaves the parent a CPU to raise the flag */
+}
+
+/* Forks a producer and a consumer per pair. In its child, make_producer(pair, board) opens
+ * what it needs and returns step(i, writer), which hands item i over; make_consumer(pair,
+ * board) returns take(popped entry), which returns the sum of the payload words it read.
+ * They first hand a tenth of the items over untimed (caches, thread caches, the ring in its
+ * steady state), then wait for the go flag, raised once all are ready. */
+template <class MakeProducer, class MakeConsumer>
+HandoffResult handoff(const char *what, const HandoffShape &shape, const MakeProducer &make_producer,
+                      const MakeConsumer &make_consumer)
+{
+    if (shape.pairs < 1 || shape.pairs > kMaxPairs || shape.depth < 1 || shape.depth > kRingEntries)
+        throw Failure(fmt("%s: bad hand-off shape", what));
+    SharedBlock<HandoffBoard> board;
+    Children kids;
+    long per_pair = std::max(1L, shape.items / shape.pairs), warm = std::max(1L, per_pair / 10);
+    for (int k = 0; k < shape.pairs; k++) {
+        kids.spawn([&, k] {
+            auto step = make_producer(k, *board);
+            RingWriter w(&board->ring[k], shape.depth);
+            for (long i = 0; i < warm; i++)
+                step(i, w);
+            arrive_and_wait(*board);
+            for (long i = warm; i < warm + per_pair; i++)
+                step(i, w);
+            /* step's segment must stay joined until B took the last slots: leaving would
+             * return the ones still in the ring. Sleeping leaves B the CPU. */
+            while (!board->taken_all[k].load(std::memory_order_acquire))
+                usleep(100);
+            return 0;
+        });
+        kids.spawn([&, k] {
+            auto take = make_consumer(k, *board);
+            RingReader r(&board->ring[k]);
+            uint64_t sum = 0;
+            for (long i = 0; i < warm; i++)
+                sum += take(r.pop());
+            arrive_and_wait(*board);
+            for (long i = warm; i < warm + per_pair; i++)
+                sum += take(r.pop());
+            board->end_ns[k] = now_ns();
+            board->taken_all[k].store(1, std::memory_order_release);
+            uint64_t expect = 0;
+            for (long i = 0; i < warm + per_pair; i++)
+                expect += fill_word(i) * shape.words;
+            if (sum != expect)
+                throw Failure(fmt("%s: consumer %d read payloads its producer did not write", what, k));
+            return 0;
+        });
+    }
+    uint64_t deadline = now_ns() + 60000000000ull;
+    while (board->ready.load() < 2 * shape.pairs) {
+        kids.check_alive(what);
+        if (now_ns() > deadline)
+            throw Failure(fmt("%s: children not ready after 60 s", what));
+        usleep(200);
+    }
+    uint64_t t0 = now_ns();
+    board->go.store(1, std::memory_order_release);
+    kids.wait_all(what);
+    uint64_t end = *std::max_element(board->end_ns, board->end_ns + shape.pairs);
+    return {(double)(end - t0) / (double)(per_pair * shape.pairs), board->failed_allocations.load()};
+}
+
+/* ---- the sides: the ring alone, varslot, Boost, fixed buffers ---- */
+
+auto ring_producer()
+{
+    return [](int, HandoffBoard &) { return [](long i, RingWriter &w) { w.push(fill_word(i)); }; };
+}
+auto ring_consumer()
+{
+    return [](int, HandoffBoard &) { return [](uint64_t v) { return v; }; };
+}
+
+/* A child's view of the segment, the way an unrelated process gets it: open by name, join. */
+std::shared_ptr<VsSegment> open_mapped(const std::string &name, uint8_t *me)
+{
+    auto seg = std::make_shared<VsSegment>();
+    seg->open(name);
+    map_in(*seg);
+    *me = seg->join();
+    return seg;
+}
+
+/* A: allocate `size`, write `bytes` of it, hand the handle over. A full pool is counted and
+ * waited out (the consumer frees), for 10 s at most: longer means slots were lost. */
+auto vs_producer(const std::string &name, uint32_t size, size_t bytes)
+{
+    return [name, size, bytes](int pair, HandoffBoard &b) {
+        uint8_t me;
+        auto seg = open_mapped(name, &me);
+        b.producer_peer[pair] = me;
+        const vs_pool *pool = seg->pool();
+        std::atomic<long> *failed = &b.failed_allocations;
+        return [seg, pool, me, size, bytes, failed](long i, RingWriter &w) {
+            vs_slot_ref ref;
+            Backoff wait;
+            uint64_t since = 0;
+            while (!vs_pool_allocate(pool, size, me, &ref)) {
+                failed->fetch_add(1, std::memory_order_relaxed);
+                if (!since)
+                    since = now_ns();
+                else if (now_ns() - since > 10000000000ull)
+                    throw Failure(fmt("no free %u B slot for 10 s: slots were lost", size));
+                wait.relax();
+            }
+            void *p = vs_pool_slot_data(pool, &ref);
+            if (!p)
+                throw Failure("vs_pool_slot_data returned NULL for a fresh slot");
+            memset(p, fill_byte(i), bytes);
+            vs_pool_handed_over(pool, ref); /* the sender's side of the documented pattern */
+            w.push(vs_slot_ref_pack(ref));
+        };
+    };
+}
+
+/* B: take the slot (vs_pool_transfer from A, unless `transfer` is false: the reference
+ * design's pattern, freeing what another peer allocated), read `bytes`, free it. */
+auto vs_consumer(const std::string &name, size_t bytes, bool transfer)
+{
+    return [name, bytes, transfer](int pair, HandoffBoard &b) {
+        uint8_t me;
+        auto seg = open_mapped(name, &me);
+        const vs_pool *pool = seg->pool();
+        const uint8_t *from = &b.producer_peer[pair]; /* set before the first entry arrives */
+        return [seg, pool, me, bytes, transfer, from](uint64_t h) {
+            vs_slot_ref ref = vs_slot_ref_unpack(h);
+            int rc = transfer ? vs_pool_transfer(pool, ref, *from, me) : VS_OK;
+            if (rc != VS_OK)
+                throw Failure(fmt("vs_pool_transfer of a handed-off slot from peer %u to %u: %s",
+                                  *from, me, vs_strerror(rc)));
+            const void *p = vs_pool_slot_data(pool, &ref);
+            if (!p)
+                throw Failure("vs_pool_slot_data returned NULL for a handed-off slot");
+            uint64_t s = sum_words(p, bytes);
+            if (vs_pool_free(pool, ref) != VS_OK)
+                throw Failure("vs_pool_free of a handed-off slot failed");
+            return s;
+        };
+    };
+}
+
+/* Boost's way: allocate in A, pass the segment-relative handle, deallocate in B. */
+auto boost_producer(const std::string &name, size_t size, size_t bytes)
+{
+    return [name, size, bytes](int, HandoffBoard &) {
+        auto m = std::make_shared<bip::managed_shared_memory>(bip::open_only, name.c_str());
+        map_in(m->get_address(), m->get_size());
+        return [m, size, bytes](long i, RingWriter &w) {
+            void *p = m->allocate(size); /* throws bad_alloc when full */
+            memset(p, fill_byte(i), bytes);
+            w.push((uint64_t)m->get_handle_from_address(p));
+        };
+    };
+}
+auto boost_consumer(const std::string &name, size_t bytes)
+{
+    return [name, bytes](int, HandoffBoard &) {
+        auto m = std::make_shared<bip::managed_shared_memory>(bip::open_only, name.c_str());
+        map_in(m->get_address(), m->get_size());
+        return [m, bytes](uint64_t h) {
+            void *p = m->get_address_from_handle((bip::managed_shared_memory::handle_t)h);
+            uint64_t s = sum_words(p, bytes);
+            m->deallocate(p);
+            return s;
+        };
+    };
+}
+
+/* The payload floor: no allocator, the ring passes indices of fixed buffers. depth + 1 of
+ * them suffice: the producer writes one while depth - 1 wait and the consumer reads one. */
+const unsigned kFixedDepth = 16;
+const size_t kFixedMax = 1u << 20;
+struct FixedBuffers {
+    uint8_t bytes[(kFixedDepth + 1) * kFixedMax];
+};
+
+auto fixed_producer(FixedBuffers *bufs, size_t size)
+{
+    return [bufs, size](int, HandoffBoard &) {
+        map_in(bufs, sizeof *bufs);
+        return [bufs, size](long i, RingWriter &w) {
+            w.wait_room(); /* the buffer we write next is free once an entry fits */
+            uint64_t k = w.pushed() % (kFixedDepth + 1);
+            memset(bufs->bytes + k * size, fill_byte(i), size);
+            w.push(k);
+        };
+    };
+}
+auto fixed_consumer(FixedBuffers *bufs, size_t size)
+{
+    return [bufs, size](int, HandoffBoard &) {
+        map_in(bufs, sizeof *bufs);
+        return [bufs, size](uint64_t k) { return sum_words(bufs->bytes + k * size, size); };
+    };
+}
+
+/* ---- the measurements ---- */
+
+const vs_class_config kHandoffClasses[] = {{1024, 1024}, {16384, 256}, {262144, 32}};
+const size_t kHandoffRequest = 512, kHandoffTouch = 64;
+
+/* The segments of 6a-6d, created by the parent, which never joins: children open them by name. */
+struct SmallHandoff {
+    explicit SmallHandoff(const char *what)
+        : vname("/" + unique_name(what)), bname(unique_name((std::string("boost-") + what).c_str()))
+    {
+        vs.create(vname, kHandoffClasses, 3);
+        bip::managed_shared_memory created(bip::create_only, bname.c_str(), kBoostSize);
+    }
+    double ring(int pairs, long items)
+    {
+        return handoff("6 ring alone", {pairs, kRingEntries, items, 1}, ring_producer(), ring_consumer())
+            .ns_per_item;
+    }
+    double varslot(int pairs, long items, bool transfer)
+    {
+        return handoff(transfer ? "6 varslot" : "6 varslot, no transfer",
+                       {pairs, kRingEntries, items, kHandoffTouch / 8},
+                       vs_producer(vname, kHandoffRequest, kHandoffTouch),
+                       vs_consumer(vname, kHandoffTouch, transfer))
+            .ns_per_item;
+    }
+    double boost(int pairs, long items)
+    {
+        return handoff("6 Boost", {pairs, kRingEntries, items, kHandoffTouch / 8},
+                       boost_producer(bname.c_str(), kHandoffRequest, kHandoffTouch),
+                       boost_consumer(bname.c_str(), kHandoffTouch))
+            .ns_per_item;
+    }
+    std::string vname;
+    VsSegment vs;
+    BoostName bname;
+};
+
+/* Items per run: the ring alone is cheap; varslot and Boost get as many as keep section 6
+ * near 15 s on an idle 2-CPU machine (Boost's hand-off is some 5x slower). */
+const long kRingItems = 2000000, kVarslotItems = 1000000, kBoostItems = 200000;
+
+void bench_handoff_one_pair()
+{
+    g_notes.push_back("6: ns per handed-off item = wall time from the go flag to the last consumer's "
+                      "last item / items; producers and consumers are forked processes that open the "
+                      "segment by name, map it in and join; a tenth of the items goes through untimed "
+                      "first.");
+    SmallHandoff h("handoff");
+    auto st = interleaved({[&] { return h.ring(1, iters(kRingItems)); },
+                           [&] { return h.varslot(1, iters(kVarslotItems), true); },
+                           [&] { return h.varslot(1, iters(kVarslotItems), false); },
+                           [&] { return h.boost(1, iters(kBoostItems)); }});
+    double v = st[1].median;
+    row("6b hand-off 512 B: A allocates, B transfers+frees", ns(st[1]), "6a SPSC ring alone, integers",
+        ns(st[0]), ratio(v / st[0].median), "<= 8x", check(v / st[0].median <= 8));
+    row("  vs no transfer", ns(v), "B frees without transferring", ns(st[2]), ratio(v / st[2].median),
+        "(none)", Verdict::Info);
+    row("6c the same hand-off vs Boost", ns(v), "bip allocate in A, deallocate in B", ns(st[3]),
+        ratio(v / st[3].median), "(none)", Verdict::Info);
+}
+
+/* 6d: two producers and two consumers on one class, four processes on what may be 2 CPUs. */
+void bench_handoff_two_pairs()
+{
+    SmallHandoff h("handoff2");
+    auto st = interleaved({[&] { return h.ring(2, iters(kRingItems)); },
+                           [&] { return h.varslot(2, iters(kVarslotItems), true); },
+                           [&] { return h.boost(2, iters(kBoostItems / 2)); }});
+    double v = st[1].median;
+    row("6d hand-off 512 B, 2 producers + 2 consumers", ns(st[1]), "two rings alone, integers",
+        ns(st[0]), ratio(v / st[0].median), "(report)", Verdict::Info);
+    row("  vs Boost", ns(v), "bip, 2 producers + 2 consumers", ns(st[2]), ratio(v / st[2].median),
+        "(report)", Verdict::Info);
+}
+
+/* 6e: the payload dominates; what the allocator adds to writing and reading it in full. */
+void bench_handoff_payload()
+{
+    const vs_class_config classes[] = {{64u << 10, 256}, {1u << 20, 64}};
+    std::string vname = "/" + unique_name("handoff-big");
+    VsSegment vs;
+    vs.create(vname, classes, 2);
+    SharedBlock<FixedBuffers> bufs;
+    for (size_t size : {(size_t)64 << 10, (size_t)1 << 20}) {
+        HandoffShape shape{1, kFixedDepth, iters(size == kFixedMax ? 2500 : 40000), size / 8};
+        auto st = interleaved(
+            {[&] {
+                 return handoff("6e fixed buffers", shape, fixed_producer(bufs.get(), size),
+                                fixed_consumer(bufs.get(), size))
+                     .ns_per_item;
+             },
+             [&] {
+                 return handoff("6e varslot", shape, vs_producer(vname, (uint32_t)size, size),
+                                vs_consumer(vname, size, true))
+                     .ns_per_item;
+             }});
+        double a = st[0].median, v = st[1].median, share = (v - a) / v;
+        const char *label = size == kFixedMax ? "6e hand-off 1 MiB, written+read in full, depth 16"
+                                              : "6e hand-off 64 KiB, written+read in full, depth 16";
+        row(label, ns(st[1]), "17 fixed buffers, same ring", ns(st[0]), ratio(v / a), "(none)",
+            Verdict::Info);
+        row("  allocator's share (v - anchor) / v", fmt("%.1f%%", 100 * share), "-", "-", "-", "< 5%",
+            check(share < 0.05));
+    }
+}
+
+/* 6f: a few big slots shared by four processes: nothing may sit parked where the other pair
+ * cannot claim it. Each pair holds at most three (one being written, one in the ring, one
+ * being read), so a failed allocation means a slot was hoarded. */
+void bench_handoff_big_slots()
+{
+    const vs_class_config classes[] = {{16u << 20, 8}};
+    std::string vname = "/" + unique_name("handoff-16m");
+    VsSegment vs;
+    vs.create(vname, classes, 1);
+    HandoffShape shape{2, 1, iters(200000), kHandoffTouch / 8};
+    long failed = 0;
+    auto st = interleaved({[&] {
+        HandoffResult r = handoff("6f varslot 16 MiB", shape, vs_producer(vname, 16u << 20, kHandoffTouch),
+                                  vs_consumer(vname, kHandoffTouch, true));
+        failed += r.failed_allocations;
+        return r.ns_per_item;
+    }});
+    row("6f 16 MiB x 8, 2 pairs, depth 1: failed allocations", fmt("%ld", failed), "-", "-", "-", "0",
+        check(failed == 0));
+    row("  ns per handed-off slot", ns(st[0]), "-", "-", "-", "(none)", Verdict::Info);
+}
+
 /* ---- main ---- */
 
 /* CPU time the whole machine spent busy and in steal, in seconds, from /proc/stat. Compared
@@ -926,9 +1436,11 @@ void print_report()
 
 void usage(FILE *to)
 {
-    fprintf(to, "usage: bench_core [--reps N] [--quick] [--tsv FILE]\n"
+    fprintf(to, "usage: bench_core [--reps N] [--quick] [--only N] [--tsv FILE]\n"
                 "  --reps N   timed repetitions per figure, median reported (default 5)\n"
                 "  --quick    a tenth of the iterations (a smoke run; figures get noisier)\n"
+                "  --only N   run section N alone (1 pairs, 2 two processes, 3 batch, 4 memory,\n"
+                "             5 reap, 6 hand-off)\n"
                 "  --tsv FILE also write the table as tab-separated values to FILE\n");
 }
 
@@ -943,6 +1455,15 @@ int main(int argc, char **argv)
                 usage(stderr);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || n < 1 || n > 6) {
+                fprintf(stderr, "bench_core: --only takes a section number, 1 to 6\n");
+                usage(stderr);
+                return 2;
+            }
+            g_opt.only = (int)n;
         } else if (!strcmp(argv[i], "--tsv") && i + 1 < argc) {
             g_opt.tsv = argv[++i];
         } else if (!strcmp(argv[i], "--quick")) {
@@ -968,18 +1489,25 @@ int main(int argc, char **argv)
            g_opt.reps);
 
     struct Measurement {
+        int section;
         const char *name;
         void (*run)();
     };
-    const Measurement all[] = {{"1 single-thread pairs", bench_single_thread},
-                               {"2 two processes", bench_two_processes},
-                               {"3 batch of 64", bench_batch},
-                               {"4 metadata per slot", bench_metadata},
-                               {"4 resident memory", bench_resident},
-                               {"5 reap", bench_reap}};
+    const Measurement all[] = {{1, "1 single-thread pairs", bench_single_thread},
+                               {2, "2 two processes", bench_two_processes},
+                               {3, "3 batch of 64", bench_batch},
+                               {4, "4 metadata per slot", bench_metadata},
+                               {4, "4 resident memory", bench_resident},
+                               {5, "5 reap", bench_reap},
+                               {6, "6a-6c hand-off, one pair", bench_handoff_one_pair},
+                               {6, "6d hand-off, two pairs", bench_handoff_two_pairs},
+                               {6, "6e hand-off, 64 KiB and 1 MiB", bench_handoff_payload},
+                               {6, "6f hand-off, 16 MiB x 8", bench_handoff_big_slots}};
     bool failed = false;
     CpuTimes before = cpu_times();
     for (const Measurement &m : all) {
+        if (g_opt.only && m.section != g_opt.only)
+            continue;
         try {
             m.run();
         } catch (const std::exception &e) {
