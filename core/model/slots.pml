@@ -19,6 +19,15 @@
  * claim_from_bitmap, the word and then the bitmap in vs__republish_class. Memory is
  * sequentially consistent.
  *
+ * Batched classes (issue 10). The class stands for one with slot_size <= 64 KiB and
+ * slot_count >= 256, which C batches at both ends of the bitmap: a free that does not go to
+ * the thread cache collects the slot's bit in a thread-local pending mask (pending_add) and
+ * publishes the mask with one fetch_or (pending_flush); claim_from_bitmap takes the candidate
+ * and further set bits of the word in one fetch_and and keeps the extra slots in the thread
+ * cache (the reservation). Pending and reserved slots are FREE with their bit clear, like
+ * cached ones, and parked is set for each: a failing allocation republishes them, the final
+ * scan does even if someone consumed parked, and a reaper does for a killed peer.
+ *
  * One property family is compiled in at a time (one assertion family each):
  *   -DPROP_TWO_OWNERS -DPROP_NOTHING_LOST -DPROP_LIVE_NOT_REAPED -DPROP_STALE_REF
  *   -DPROP_ALLOC_PROGRESS
@@ -26,6 +35,8 @@
  *   -DMUTANT_NO_REPUBLISH -DMUTANT_REAP_LIVE -DMUTANT_GEN_WRAP -DMUTANT_NO_FINAL_SCAN
  *   -DMUTANT_SCAN_SHORT_CIRCUIT (after a scan that set no bit, no search: the code before
  *   this model found that it let an allocation fail with a slot free and published)
+ *   -DMUTANT_PARK_ONCE -DMUTANT_FLUSH_STORE -DMUTANT_RESERVE_NO_PARK -DMUTANT_RESERVE_STRANDED
+ *   (the batching, beside the steps they break)
  * Other switches: -DCONFIG=n (one configuration only), -DFINE, -DANY_BIT, -DDEPTH=2,
  *   -DHINT_ANY, -DGEN_MAX / -DLAP_MAX, -DALLOC_PROGRESS_SCAN (the quiescent form of
  *   alloc_progress, below).
@@ -36,17 +47,23 @@
  *   2 "contention": ThreadB holds slot 1 from the start and frees it first, so allocations
  *                   contend for one slot; Peer2 exits normally (dead, reaped like a crash);
  *                   Reaper(R3) may be killed mid-reap and Reaper(R1) takes over.
- *   3 "two crashes": Peer2 killed at any step and Reaper(R3) killed mid-reap; ThreadA only
- *                   drains at the end.
+ *   3 "two crashes": Peer2 killed at any step and Reaper(R3) killed mid-reap; ThreadA
+ *                   allocates a slot and holds it until the check (a producer's slot in
+ *                   flight: its reservation has no free behind it to set parked), then frees
+ *                   it and drains.
  *   ThreadA  (tag 1) allocate, write, hand the ref to ThreadB, free (racing with B's free of
- *            the same ref); then, as the checker, once everyone else is done or dead:
- *            nothing_lost, and drain the pool with vs_pool_allocate.
+ *            the same ref) (config 3: allocate, write, hold); then, as the checker, once
+ *            everyone else is done or dead: nothing_lost, (config 3: free the held slot) and
+ *            drain the pool with vs_pool_allocate.
  *   ThreadB  (tag 2) (config 2: free slot 1, to its cache); free A's ref: a racing double free,
  *            or a stale free once A's won and the slot may be reused; take peer 2's handle
- *            from the channel, vs_pool_transfer(h, 2 -> 1), write, free.
+ *            from the channel, vs_pool_transfer(h, 2 -> 1), write, free (the consumer of the
+ *            hand-off: its frees of slots it did not allocate go to its pending mask, which
+ *            it may never flush).
  *   Peer2    (tag 3) allocate, write, free (to its cache); allocate (its cache first), write,
  *            send the handle through a one-entry channel; exit. A kill stops its remaining
- *            steps, its thread cache vanishes and its LIVE lock drops (alive[2] = 0).
+ *            steps, its thread cache and pending mask vanish (they are TLS, also at a normal
+ *            exit) and its LIVE lock drops (alive[2] = 0).
  *   Reaper   R3 reaps peer 2 as soon as it is dead; R1 reaps once A and B are done and R3 is
  *            done or dead (the next vs_segment_join or reap, taking over a half-done reap).
  */
@@ -284,6 +301,28 @@ inline publish_free(x, me)
   }
 }
 
+/* pending_flush(tc, cls): this thread's pending mask goes to the bitmap word in one
+ * atomic_fetch_or (release), as vs__publish_free does for one bit; the mask (TLS) is cleared.
+ * C flushes when the mask holds 16 bits, when the next free is in another bitmap word, when an
+ * allocation of this thread misses its cache (allocate_from) and at vs_segment_leave/close:
+ * the model flushes after any add (nondeterministically) and in allocate_from.
+ * MUTANT_FLUSH_STORE: a plain store of the mask (erases bits others published). */
+inline pending_flush(me)
+{
+  d_step {                                               /* pending_flush: atomic_fetch_or(mask) */
+    if :: (pend & 1) && !(bm & 1) -> TOUCH(0, me) :: else fi;
+    if :: (pend & 2) && !(bm & 2) -> TOUCH(1, me) :: else fi;
+#ifdef MUTANT_FLUSH_STORE
+    if :: (bm & ~pend & 1) -> TOUCH(0, me) :: else fi;
+    if :: (bm & ~pend & 2) -> TOUCH(1, me) :: else fi;
+    bm = pend;                                           /* mutant: atomic_store(mask) */
+#else
+    bm = bm | pend;
+#endif
+    pend = 0
+  }
+}
+
 /* claim(cls, idx): sets ok (and r). */
 inline claim(x, me)
 {
@@ -330,16 +369,33 @@ inline claim_cached(me)
   od
 }
 
-/* claim_from_bitmap(cls): load the bitmap word; take a candidate with fetch_and; claim it.
- * search_rotation() chooses the first bit; with two slots the C code always tries the lower
- * set bit first. -DANY_BIT lets any set bit be tried (every rotation of a larger class). */
+/* The parked pair of a free into the cache or the pending mask, and of a reservation: load
+ * parked (relaxed), store 1 (release) if it is 0. Folded: storing the value the flag already
+ * has changes nothing (-DFINE: two steps). */
+#ifdef FINE
+#define SET_PARKED if :: parked == 0 -> parked = 1 :: else fi
+#else
+#define SET_PARKED parked = 1
+#endif
+
+/* claim_from_bitmap(cls), batched class: load the bitmap word; choose a candidate; one
+ * fetch_and takes the candidate and, while this thread's cache has room, up to 7 further set
+ * bits of the loaded word (here: the other slot). The extra bits that were really set
+ * (prev & take & ~bit) are reserved: into this thread's cache (TLS), then parked is set. Then
+ * the candidate is claimed. If it is not won (its bit was already clear in prev, or its claim
+ * fails) and the cache holds slots, claim_cached before the search goes on.
+ * search_rotation() (C: the thread's private cursor picks the word, the rotation the bit)
+ * chooses the first bit; with two slots the C code always tries the lower set bit first.
+ * -DANY_BIT lets any set bit be tried (every rotation of a larger class).
+ * MUTANT_RESERVE_NO_PARK: reserved slots are cached without setting parked.
+ * MUTANT_RESERVE_STRANDED: a lost candidate goes on to the next bit without claim_cached. */
 inline claim_from_bitmap(me)
 {
   v = bm;                                                /* claim_from_bitmap: atomic_load(&bm[wi]) */
   do
   :: v == 0 -> break
   :: else ->
-     atomic {                                            /* claim_from_bitmap: atomic_fetch_and */
+     atomic {                                            /* claim_from_bitmap: atomic_fetch_and(~take) */
 #ifdef ANY_BIT
        if
        :: v & 1 -> b = 0
@@ -348,17 +404,40 @@ inline claim_from_bitmap(me)
 #else
        b = (v & 1 -> 0 : 1);
 #endif
+       take = (tcn < DEPTH -> v : (1 << b));             /* the candidate, and reservations */
        prev = bm;
-       bm = bm & ~(1 << b);
-       if :: prev & (1 << b) -> TOUCH(b, me) :: else fi;
-       v = prev & ~(1 << b)
+       bm = bm & ~take;
+       if :: prev & take & 1 -> TOUCH(0, me) :: else fi;
+       if :: prev & take & 2 -> TOUCH(1, me) :: else fi;
+       v = prev & ~take;
+       take = prev & take & ~(1 << b);                   /* reserved: into this thread's cache */
+       if
+       :: take -> if :: tcn == 0 -> tc0 = (take == 2) :: else -> tc1 = (take == 2) fi; tcn++
+       :: else
+       fi
      }
      if
-     :: prev & (1 << b) ->
-        prev = 0;
-        claim(b, me);
+     :: take ->
+        take = 0;
+#ifndef MUTANT_RESERVE_NO_PARK
+        SET_PARKED                                       /* claim_from_bitmap: parked load, store 1 */
+#else
+        skip                                             /* mutant: reservations not parked */
+#endif
+     :: else
+     fi;
+     if
+     :: prev & (1 << b) -> prev = 0; claim(b, me)        /* claim_from_bitmap: claim */
+     :: else -> prev = 0; ok = 0                         /* another allocator took it */
+     fi;
+     if
+     :: ok -> break
+#ifndef MUTANT_RESERVE_STRANDED
+     :: !ok && tcn > 0 ->                                /* lost: take a reservation first */
+        claim_cached(me);                                /* claim_from_bitmap: claim_cached */
         if :: ok -> break :: else fi
-     :: else -> prev = 0                                 /* another allocator took it */
+#endif
+     :: else
      fi
   od;
   v = 0; b = 0; prev = 0
@@ -399,19 +478,24 @@ inline republish(me, fin)
 #define SEARCH_AFTER_SCAN(me) pub = 0; claim_from_bitmap(me)
 #endif
 
-/* vs_pool_allocate -> claim_cached (fast path) -> allocate_slow -> allocate_from, one class:
- * claim_cached; claim_from_bitmap; if parked (load, then exchange to 0): republish and, if it
- * set a bit, claim_from_bitmap; the final loop: republish and, if it set a bit,
- * claim_from_bitmap. allocate_slow's reap on exhaustion is the Reaper processes (a reap does
- * not depend on who asked for it). Sets ok and r. */
+/* vs_pool_allocate: claim_cached (the hot path, no flush); on a miss allocate_slow ->
+ * allocate_from, one class: pending_flush of this thread's mask; claim_cached; claim_from_bitmap;
+ * if parked (load, then exchange to 0): republish and claim_from_bitmap; the final loop:
+ * republish and claim_from_bitmap. allocate_slow's reap on exhaustion is the Reaper processes
+ * (a reap does not depend on who asked for it). Sets ok and r. */
 inline vs_pool_allocate(me)
 {
   ok = 0; r = NOREF;
   G_WATCH_START(me);
-  claim_cached(me);                                      /* allocate_from: claim_cached */
+  claim_cached(me);                                      /* vs_pool_allocate: claim_cached */
   if
   :: !ok ->
-     claim_from_bitmap(me);                              /* allocate_from: claim_from_bitmap */
+     if :: pend -> pending_flush(me) :: else fi;         /* allocate_from: pending_flush */
+     claim_cached(me);                                   /* allocate_from: claim_cached */
+     if
+     :: !ok -> claim_from_bitmap(me)                     /* allocate_from: claim_from_bitmap */
+     :: else
+     fi;
      if
      :: !ok ->
         if
@@ -449,9 +533,9 @@ inline vs_pool_allocate(me)
   G_WATCH_END(me)
 }
 
-/* The cache-or-bitmap decision of vs_pool_free: a slot this thread allocated recently
+/* The cache-or-pending decision of vs_pool_free: a slot this thread allocated recently
  * (vs__tc_forget finds it in the thread's ring, and forgets it) goes to the cache if there is
- * room. Thread-local, so no interleaving point. -DHINT_ANY: any free may go either way (the
+ * room, any other to the pending mask. Thread-local, so no interleaving point. -DHINT_ANY: any free may go either way (the
  * properties do not depend on the hint). */
 #ifdef HINT_ANY
 #define CACHE_HINT(x, me) 1
@@ -462,8 +546,13 @@ inline vs_pool_allocate(me)
 #endif
 
 /* vs_pool_free -> free_word: load; while live at (gen, lap), CAS ALLOCATED(g) -> FREE(g).
- * Then v3: load the thread-tag side field; if it is this thread's and the cache has room,
- * push (thread-local) and set parked (load, store 1 if 0); else vs__publish_free. Sets rc.
+ * Then, if this thread allocated the slot recently and the cache has room: push (thread-local)
+ * and set parked (load, store 1 if 0). Else, batched class: pending_add: the slot's bit into
+ * this thread's pending mask (TLS) and parked set on every add (a failed allocation may have
+ * consumed parked since the mask opened: MUTANT_PARK_ONCE sets it only on the first add);
+ * then pending_flush or not (C: at 16 bits or when the next free is in another word). A pending
+ * slot is FREE with its bit clear, like a cached one: the TLS dies with a killed or exiting
+ * peer, and parked (or the final scan, or the reaper's republish) finds it. Sets rc.
  * chkw: the caller wrote the slot before this free (two_owners: the writer still holds it;
  * the holder can only change away from the writer, so checking here covers the write). */
 inline vs_pool_free(rr, me, chkw)
@@ -516,15 +605,20 @@ inline vs_pool_free(rr, me, chkw)
           if :: tcn == 0 -> tc0 = s :: else -> tc1 = s fi;   /* push, thread-local (cache_push) */
           tcn++
         }
-#ifdef FINE
-        if
-        :: parked == 0 -> parked = 1                     /* vs_pool_free: atomic_load(parked); store 1 */
-        :: else
-        fi
+        SET_PARKED                                       /* vs_pool_free: load parked, store 1 */
+     :: CACHE_ELSE ->                                    /* vs_pool_free: pending_add */
+#if defined(MUTANT_PARK_ONCE)
+        d_step { if :: pend == 0 -> parked = 1 :: else fi; pend = pend | (1 << s) }  /* mutant */
+#elif defined(FINE)
+        pend = pend | (1 << s);                          /* pending_add: the bit into the mask (TLS) */
+        SET_PARKED;                                      /* pending_add: load parked, store 1 */
 #else
-        parked = 1                                       /* vs_pool_free: load parked + store 1 */
+        d_step { parked = 1; pend = pend | (1 << s) }    /* pending_add: mask |= bit; parked, every add */
 #endif
-     :: CACHE_ELSE -> publish_free(s, me)                /* vs_pool_free: vs__publish_free */
+        if
+        :: pending_flush(me)                             /* pending_flush: 16 bits, another word */
+        :: skip                                          /* not yet */
+        fi
      fi
   :: else
   fi;
@@ -636,7 +730,7 @@ inline reap_one(me)
 }
 
 /* (byte, not bit or unsigned: spin 6.5.2 loses states with bit-field locals here) */
-#define ALLOC_LOCALS byte w, nw, r, rc, v, prev, i, pub, tcn, b, s, tc0, tc1, ok, cas, pv, recent
+#define ALLOC_LOCALS byte w, nw, r, rc, v, prev, i, pub, tcn, b, s, tc0, tc1, ok, cas, pv, recent, pend, take
 #define CACHE_MASK ((tcn > 0 && tc0 == 0) || (tcn > 1 && tc1 == 0)) | \
                    (((tcn > 0 && tc0 == 1) || (tcn > 1 && tc1 == 1)) << 1)
 
@@ -646,31 +740,35 @@ inline reap_one(me)
 proctype ThreadA(byte cfg)
 {
   ALLOC_LOCALS; byte r1, n, phase;
-  if
-  :: cfg == 3 -> d_step { exposed = NOREF; exposedSet = 1; phase = 1 }
-  :: else
-  fi;
   do
   :: phase == 1 ->                             /* A's work is done: wait for everyone */
      doneA = 1;
      doneB && !alive[2] && doneR1 && (doneR3 || !alive[3]);
 #ifdef PROP_NOTHING_LOST
-     /* peer 2 reaped; every slot FREE with no owner (or retired); and the index finds each
-      * without a scan of the words: its bitmap bit is set, or it is in a live thread's cache
-      * (A's, B's) and parked is set */
+     /* peer 2 reaped; every slot FREE with no owner (or retired), or (config 3) the one A
+      * holds; and the index finds each free one without a scan of the words: its bitmap bit
+      * is set, or it is in a live thread's cache or pending mask (A's, B's) and parked is set */
      d_step {
        assert(pstate == P_FREE);
-       assert(ST(word[0]) == S_RETIRED || word[0] == MKW(S_FREE, 0, GEN(word[0]), LAP(word[0])));
-       assert(ST(word[1]) == S_RETIRED || word[1] == MKW(S_FREE, 0, GEN(word[1]), LAP(word[1])));
-       assert(ST(word[0]) == S_RETIRED || (bm & 1) || (parked && ((CACHE_MASK | fincache[TB]) & 1)));
-       assert(ST(word[1]) == S_RETIRED || (bm & 2) || (parked && ((CACHE_MASK | fincache[TB]) & 2)))
+       assert(ST(word[0]) == S_RETIRED || (r1 != NOREF && RSLOT(r1) == 0 && LIVE(word[0], r1) &&
+              OWN(word[0]) == 1) || (word[0] == MKW(S_FREE, 0, GEN(word[0]), LAP(word[0])) &&
+              ((bm & 1) || (parked && ((CACHE_MASK | pend | fincache[TB]) & 1)))));
+       assert(ST(word[1]) == S_RETIRED || (r1 != NOREF && RSLOT(r1) == 1 && LIVE(word[1], r1) &&
+              OWN(word[1]) == 1) || (word[1] == MKW(S_FREE, 0, GEN(word[1]), LAP(word[1])) &&
+              ((bm & 2) || (parked && ((CACHE_MASK | pend | fincache[TB]) & 2)))))
      };
 #endif
+     if :: r1 != NOREF -> vs_pool_free(r1, TA, 1); r1 = 0; rc = 0 :: else fi;  /* config 3 */
      phase = 2
   :: phase != 1 ->
      vs_pool_allocate(TA);
      if
-     :: phase == 0 ->
+     :: phase == 0 && cfg == 3 ->              /* the producer's slot, still in flight */
+        r1 = r; r = 0;
+        if :: r1 != NOREF -> G_WRITE(RSLOT(r1), TA) :: else fi;
+        d_step { exposed = NOREF; exposedSet = 1 };
+        ok = 0; phase = 1
+     :: phase == 0 && cfg != 3 ->
         r1 = r; r = 0;
         d_step {                               /* write the slot; then share the ref with B */
           if :: r1 != NOREF -> G_WRITE(RSLOT(r1), TA) :: else fi;
@@ -678,7 +776,7 @@ proctype ThreadA(byte cfg)
         };
         if :: r1 != NOREF -> vs_pool_free(r1, TA, 0) :: else fi;   /* races with B's free */
         r1 = 0; rc = 0; ok = 0; phase = 1
-     :: phase == 2 && ok -> n++; G_WRITE(RSLOT(r), TA); r = 0; ok = 0   /* the drain */
+  :: phase == 2 && ok -> n++; G_WRITE(RSLOT(r), TA); r = 0; ok = 0   /* the drain */
      :: phase == 2 && !ok -> break
      fi
   od;
@@ -719,7 +817,7 @@ proctype ThreadB(byte cfg)
   :: else
   fi;
   h = 0; rc = 0;
-  d_step { doneB = 1; fincache[TB] = CACHE_MASK; tc0 = 0; tc1 = 0; tcn = 0; recent = 0 }
+  d_step { doneB = 1; fincache[TB] = CACHE_MASK | pend; tc0 = 0; tc1 = 0; tcn = 0; recent = 0; pend = 0 }
 }
 
 /* peer 2: allocate, write, free (to its cache); allocate (its cache first), write, send the
@@ -742,9 +840,9 @@ proctype Peer2()
   } unless {
     atomic { !alive[2] ->                      /* killed: its stack and thread cache are gone */
       w = 0; nw = 0; v = 0; b = 0; prev = 0; i = 0; pub = 0; s = 0; r = 0; rc = 0;
-      tc0 = 0; tc1 = 0; tcn = 0; ok = 0; cas = 0; pv = 0; k = 0; recent = 0 }
+      tc0 = 0; tc1 = 0; tcn = 0; ok = 0; cas = 0; pv = 0; k = 0; recent = 0; pend = 0; take = 0 }
   };
-  d_step { alive[2] = 0; r = 0; ok = 0; tc0 = 0; tc1 = 0; tcn = 0; k = 0; recent = 0 }  /* exit: LIVE(2) drops */
+  d_step { alive[2] = 0; r = 0; ok = 0; tc0 = 0; tc1 = 0; tcn = 0; k = 0; recent = 0; pend = 0 }  /* exit: LIVE(2) drops */
 }
 
 /* SIGKILL of peer p: its remaining steps stop (its process's unless), the kernel drops its
