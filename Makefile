@@ -364,7 +364,7 @@ check-mutants: all
 
 # The protocol model (core/model/): every property exhaustively with spin, every mutant caught.
 check-model: $(DEPS_STAMP)
-	timeout 600 core/model/check
+	timeout 1200 core/model/check
 
 # Every suite runs under a timeout: a hang is a failure, not a stuck CI job.
 check-core: $(TESTS_PLAIN) all
