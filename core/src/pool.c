@@ -167,9 +167,11 @@ static inline void pending_flush(struct vs__thread_cache *tc, const struct vs_po
 {
     if (!tc->pend_n[c])
         return;
-    vs__assert(tc->pend_word[c] < cls->bitmap_words);
-    atomic_fetch_or_explicit(&vs__bitmap(cls)[tc->pend_word[c]], tc->pend_mask[c],
-                             memory_order_release);
+    /* Checked, not asserted: attach ids are 32 bits, so after 2^32 attaches a batch of a
+     * pool long gone could meet a smaller pool with the same id. Dropped, it costs a scan. */
+    if (VS__LIKELY(tc->pend_word[c] < cls->bitmap_words))
+        atomic_fetch_or_explicit(&vs__bitmap(cls)[tc->pend_word[c]], tc->pend_mask[c],
+                                 memory_order_release);
     tc->pend_mask[c] = 0;
     tc->pend_n[c] = 0;
 }
@@ -318,7 +320,8 @@ static inline void reserve(struct vs__thread_cache *tc, const struct vs_pool_cla
 static bool claim_from_bitmap(struct vs__thread_cache *tc, const struct vs_pool_class *cls, uint8_t c,
                               uint32_t size, uint8_t owner, vs_slot_ref *out)
 {
-    const bool batch = batched(cls, c);
+    /* A thread that alternates between pools would drop its reservations at every switch. */
+    const bool batch = batched(cls, c) && tc->alloc_pool_id == tc->pool_id;
     unsigned rot = search_rotation(owner, vs__thread_ordinal());
     _Atomic uint64_t *bm = vs__bitmap(cls);
     _Atomic uint32_t *hint = &((vs__class_header *)cls->header)->search_hint;
@@ -409,11 +412,11 @@ static bool allocate_from(const vs_pool *pool, uint8_t first, uint32_t size, uin
 static __attribute__((noinline)) bool allocate_slow(const vs_pool *pool, uint8_t first,
                                                     uint32_t size, uint8_t owner, vs_slot_ref *out)
 {
-    if (allocate_from(pool, first, size, owner, out))
-        return true;
-    if (pool->segment && vs__segment_reap_on_exhaustion(pool->segment))
-        return allocate_from(pool, first, size, owner, out);
-    return false;
+    bool ok = allocate_from(pool, first, size, owner, out) ||
+              (pool->segment && vs__segment_reap_on_exhaustion(pool->segment) &&
+               allocate_from(pool, first, size, owner, out));
+    vs__tc.alloc_pool_id = pool->attach_id; /* from the next one on, batched classes reserve */
+    return ok;
 }
 
 bool vs_pool_allocate(const vs_pool *pool, uint32_t size, uint8_t owner_peer, vs_slot_ref *out)
@@ -488,7 +491,9 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
         set_parked(cls);
         return VS_OK;
     }
-    if (batched(cls, c)) /* a slot another thread allocated: it waits for others of its word */
+    /* A slot another thread allocated waits for others of its word, unless this thread's
+     * state belongs to another pool and holds slots there (switching would drop them). */
+    if (batched(cls, c) && (tc->pool_id == pool->attach_id || !vs__tc_holds_slots(tc)))
         pending_add(vs__tc_for(pool), cls, c, idx);
     else
         vs__publish_free(cls, idx);

@@ -15,6 +15,7 @@
 
 struct vs__thread_cache {
     uint32_t pool_id;    /* vs_pool.attach_id the entries belong to */
+    uint32_t alloc_pool_id; /* the pool of this thread's last allocation */
     uint16_t ordinal;    /* this thread's number in its process, from 1; 0 = not yet set */
     uint8_t recent_next;
     uint8_t count[VS__TC_CLASSES];
@@ -69,6 +70,15 @@ static inline bool vs__tc_forget(struct vs__thread_cache *tc, uint32_t key)
             tc->recent[i] = 0;
             return true;
         }
+    return false;
+}
+
+/* Whether this thread holds free slots of its current pool (cached, reserved or pending). */
+static inline bool vs__tc_holds_slots(const struct vs__thread_cache *tc)
+{
+    for (int i = 0; i < VS__TC_CLASSES; i++)
+        if (tc->count[i] || tc->pend_n[i])
+            return true;
     return false;
 }
 

@@ -75,6 +75,17 @@ std::vector<vs_slot_ref> take_class_0(const vs_pool *pool)
     return held;
 }
 
+// A thread reserves only from its second allocation in a pool on (one that alternates
+// between pools would drop its reservations at every switch): this is its first. Class 0
+// must be full: the slot comes from class 1 and goes back.
+void settle(const vs_pool *pool)
+{
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(pool, 64, 3, &r));
+    ASSERT_EQ(r.class_idx, 1);
+    ASSERT_EQ(vs_pool_free_owned(pool, r, 3), VS_OK);
+}
+
 // Two slots of one bitmap word, neither allocated last by this thread.
 uint32_t word_of(const vs_slot_ref &r) { return r.slot_idx % 256 / 64; }
 
@@ -129,10 +140,11 @@ TEST(Batch, ReservedSlotsAreFoundByAnotherThread)
     HeapPool p(kBatched, 2);
     std::vector<vs_slot_ref> held = take_class_0(p.get());
     vs_slot_ref x = held[10], y = held[20];
+    Worker reserver;
+    reserver.run([&] { settle(p.get()); });
     ASSERT_EQ(vs_pool_free_owned(p.get(), x, 1), VS_OK);
     ASSERT_EQ(vs_pool_free_owned(p.get(), y, 1), VS_OK);
     vs_slot_ref a{};
-    Worker reserver;
     reserver.run([&] { ASSERT_TRUE(vs_pool_allocate(p.get(), 64, 2, &a)); }); // one, and the other reserved
     ASSERT_EQ(a.class_idx, 0);
     vs_slot_ref other = a.slot_idx == x.slot_idx ? y : x, got;
@@ -165,16 +177,24 @@ TEST(Batch, AnAllocationThatLostItsCandidateUsesWhatItReserved)
     HeapPool p(kBatched, 2);
     std::vector<vs_slot_ref> held = take_class_0(p.get());
     vs_slot_ref x = held[10], y = held[20];
-    ASSERT_EQ(vs_pool_free_owned(p.get(), x, 1), VS_OK);
-    ASSERT_EQ(vs_pool_free_owned(p.get(), y, 1), VS_OK); // class 0: x and y free, in the bitmap
     g_phase = 0;
-    vs__debug_before_claim_cas = hold_at_candidate;
+    std::atomic<int> step{0};
     vs_slot_ref got{};
     bool ok = false;
     std::thread loser([&] { // takes both bits, and stops before claiming its candidate
+        settle(p.get());
+        step = 1;
+        while (step.load() != 2)
+            usleep(100);
         t_hold = true;
         ok = vs_pool_allocate(p.get(), 64, 2, &got);
     });
+    while (step.load() != 1)
+        usleep(100);
+    ASSERT_EQ(vs_pool_free_owned(p.get(), x, 1), VS_OK);
+    ASSERT_EQ(vs_pool_free_owned(p.get(), y, 1), VS_OK); // class 0: x and y free, in the bitmap
+    vs__debug_before_claim_cas = hold_at_candidate;
+    step = 2;
     for (int i = 0; i < 50000 && g_phase.load() != 1; i++)
         usleep(100);
     ASSERT_EQ(g_phase.load(), 1) << "the worker never reached its claim";
