@@ -1026,6 +1026,21 @@ void arrive_and_wait(HandoffBoard &b)
         sched_yield(); /* leaves the parent a CPU to raise the flag */
 }
 
+/* A pair's producer and consumer run on different CPUs: left to the scheduler, both
+ * sometimes share one, and the ring then moves in scheduler-sized batches (seen: 3.6 ns per
+ * integer instead of 22, 71 ns per slot instead of 275), which is not a hand-off between
+ * cores. Without a second CPU, nothing is pinned. */
+void pin_to_cpu(int cpu)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 2)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu % (int)n, &set);
+    sched_setaffinity(0, sizeof set, &set); /* a refusal (a cpuset) leaves it unpinned */
+}
+
 /* Forks a producer and a consumer per pair. In its child, make_producer(pair, board) opens
  * what it needs and returns step(i, writer), which hands item i over; make_consumer(pair,
  * board) returns take(popped entry), which returns the sum of the payload words it read.
@@ -1042,6 +1057,7 @@ HandoffResult handoff(const char *what, const HandoffShape &shape, const MakePro
     long per_pair = std::max(1L, shape.items / shape.pairs), warm = std::max(1L, per_pair / 10);
     for (int k = 0; k < shape.pairs; k++) {
         kids.spawn([&, k] {
+            pin_to_cpu(2 * k);
             auto step = make_producer(k, *board);
             RingWriter w(&board->ring[k], shape.depth);
             for (long i = 0; i < warm; i++)
@@ -1056,6 +1072,7 @@ HandoffResult handoff(const char *what, const HandoffShape &shape, const MakePro
             return 0;
         });
         kids.spawn([&, k] {
+            pin_to_cpu(2 * k + 1);
             auto take = make_consumer(k, *board);
             RingReader r(&board->ring[k]);
             uint64_t sum = 0;
@@ -1202,23 +1219,24 @@ struct FixedBuffers {
     uint8_t bytes[(kFixedDepth + 1) * kFixedMax];
 };
 
-auto fixed_producer(FixedBuffers *bufs, size_t size)
+/* Buffer k of `stride` bytes; `bytes` of it written and read; depth + 1 buffers in turn. */
+auto fixed_producer(FixedBuffers *bufs, size_t stride, size_t bytes, unsigned depth)
 {
-    return [bufs, size](int, HandoffBoard &) {
+    return [bufs, stride, bytes, depth](int, HandoffBoard &) {
         map_in(bufs, sizeof *bufs);
-        return [bufs, size](long i, RingWriter &w) {
+        return [bufs, stride, bytes, depth](long i, RingWriter &w) {
             w.wait_room(); /* the buffer we write next is free once an entry fits */
-            uint64_t k = w.pushed() % (kFixedDepth + 1);
-            memset(bufs->bytes + k * size, fill_byte(i), size);
+            uint64_t k = w.pushed() % (depth + 1);
+            memset(bufs->bytes + k * stride, fill_byte(i), bytes);
             w.push(k);
         };
     };
 }
-auto fixed_consumer(FixedBuffers *bufs, size_t size)
+auto fixed_consumer(FixedBuffers *bufs, size_t stride, size_t bytes)
 {
-    return [bufs, size](int, HandoffBoard &) {
+    return [bufs, stride, bytes](int, HandoffBoard &) {
         map_in(bufs, sizeof *bufs);
-        return [bufs, size](uint64_t k) { return sum_words(bufs->bytes + k * size, size); };
+        return [bufs, stride, bytes](uint64_t k) { return sum_words(bufs->bytes + k * stride, bytes); };
     };
 }
 
@@ -1248,6 +1266,15 @@ struct SmallHandoff {
                        vs_consumer(vname, kHandoffTouch, transfer))
             .ns_per_item;
     }
+    /* The payload's own cost: the same 64 B written and read, in 257 fixed 512 B buffers. */
+    double fixed(int pairs, long items)
+    {
+        static_assert((kRingEntries + 1) * kHandoffRequest <= sizeof(FixedBuffers), "room");
+        return handoff("6 fixed buffers", {pairs, kRingEntries, items, kHandoffTouch / 8},
+                       fixed_producer(bufs.get(), kHandoffRequest, kHandoffTouch, kRingEntries),
+                       fixed_consumer(bufs.get(), kHandoffRequest, kHandoffTouch))
+            .ns_per_item;
+    }
     double boost(int pairs, long items)
     {
         return handoff("6 Boost", {pairs, kRingEntries, items, kHandoffTouch / 8},
@@ -1258,6 +1285,7 @@ struct SmallHandoff {
     std::string vname;
     VsSegment vs;
     BoostName bname;
+    SharedBlock<FixedBuffers> bufs;
 };
 
 /* Items per run: the ring alone is cheap; varslot and Boost get as many as keep section 6
@@ -1274,7 +1302,8 @@ void bench_handoff_one_pair()
     auto st = interleaved({[&] { return h.ring(1, iters(kRingItems)); },
                            [&] { return h.varslot(1, iters(kVarslotItems), true); },
                            [&] { return h.varslot(1, iters(kVarslotItems), false); },
-                           [&] { return h.boost(1, iters(kBoostItems)); }});
+                           [&] { return h.boost(1, iters(kBoostItems)); },
+                           [&] { return h.fixed(1, iters(kRingItems)); }});
     double v = st[1].median;
     row("6b hand-off 512 B: A allocates, B transfers+frees", ns(st[1]), "6a SPSC ring alone, integers",
         ns(st[0]), ratio(v / st[0].median), "<= 8x", check(v / st[0].median <= 8));
@@ -1282,6 +1311,8 @@ void bench_handoff_one_pair()
         "(none)", Verdict::Info);
     row("6c the same hand-off vs Boost", ns(v), "bip allocate in A, deallocate in B", ns(st[3]),
         ratio(v / st[3].median), "(none)", Verdict::Info);
+    row("  vs the payload alone", ns(v), "64 B in 257 fixed buffers, same ring", ns(st[4]),
+        ratio(v / st[4].median), "(none)", Verdict::Info);
 }
 
 /* 6d: two producers and two consumers on one class, four processes on what may be 2 CPUs. */
@@ -1310,8 +1341,9 @@ void bench_handoff_payload()
         HandoffShape shape{1, kFixedDepth, iters(size == kFixedMax ? 2500 : 40000), size / 8};
         auto st = interleaved(
             {[&] {
-                 return handoff("6e fixed buffers", shape, fixed_producer(bufs.get(), size),
-                                fixed_consumer(bufs.get(), size))
+                 return handoff("6e fixed buffers", shape,
+                                fixed_producer(bufs.get(), size, size, kFixedDepth),
+                                fixed_consumer(bufs.get(), size, size))
                      .ns_per_item;
              },
              [&] {
