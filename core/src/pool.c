@@ -134,10 +134,15 @@ int vs_pool_attach(vs_pool *pool, vs_region region, size_t base_offset,
 #define VS__PEND_MAX 16
 #define VS__RESERVE_MAX 8 /* the candidate and up to 7 more, at most the cache's room */
 
+static inline bool batch_shaped(const struct vs_pool_class *cls)
+{
+    return cls->slot_size <= VS__BATCH_MAX_SLOT_SIZE && cls->slot_count >= VS__BATCH_MIN_SLOTS;
+}
+
+/* Batched: batch-shaped, and a class the thread cache covers (reservations live there). */
 static inline bool batched(const struct vs_pool_class *cls, uint8_t c)
 {
-    return c < VS__TC_CLASSES && cls->slot_size <= VS__BATCH_MAX_SLOT_SIZE &&
-           cls->slot_count >= VS__BATCH_MIN_SLOTS;
+    return c < VS__TC_CLASSES && batch_shaped(cls);
 }
 
 /* Some free slot of the class is out of the bitmap, in a thread's hands. */
@@ -154,7 +159,7 @@ void vs__publish_free(const struct vs_pool_class *cls, uint32_t idx)
     VS__DEBUG_POINT(vs__debug_before_publish, idx);
     uint32_t w = idx / 64;
     atomic_fetch_or_explicit(&vs__bitmap(cls)[w], 1ull << (idx % 64), memory_order_release);
-    if (cls->slot_size <= VS__BATCH_MAX_SLOT_SIZE && cls->slot_count >= VS__BATCH_MIN_SLOTS)
+    if (batch_shaped(cls))
         return; /* a batched class's searches start at their own cursors: no shared write */
     _Atomic uint32_t *hint = &((vs__class_header *)cls->header)->search_hint;
     if (w < atomic_load_explicit(hint, memory_order_relaxed))
