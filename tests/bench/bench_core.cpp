@@ -1240,6 +1240,46 @@ auto fixed_consumer(FixedBuffers *bufs, size_t stride, size_t bytes)
     };
 }
 
+/* What one cache line costs to cross between the two processes' CPUs: they take turns
+ * incrementing one word. Every figure of section 6 scales with this distance, which the
+ * hypervisor may change from one run to the next. ns per one-way crossing. */
+struct PingPongBoard {
+    alignas(64) std::atomic<int> ready{0};
+    std::atomic<int> go{0};
+    uint64_t end_ns;
+    alignas(64) std::atomic<uint64_t> word{0};
+};
+
+double line_crossing(long rounds)
+{
+    SharedBlock<PingPongBoard> board;
+    Children kids;
+    for (int k = 0; k < 2; k++)
+        kids.spawn([&, k] {
+            pin_to_cpu(k); /* as the hand-off's pairs are */
+            board->ready.fetch_add(1);
+            while (!board->go.load(std::memory_order_acquire))
+                sched_yield();
+            for (long i = 0; i < rounds; i++) {
+                Backoff b;
+                while (board->word.load(std::memory_order_acquire) != (uint64_t)(2 * i + k))
+                    b.relax();
+                board->word.fetch_add(1, std::memory_order_acq_rel);
+            }
+            if (k == 1)
+                board->end_ns = now_ns();
+            return 0;
+        });
+    while (board->ready.load() < 2) {
+        kids.check_alive("6 line crossing");
+        usleep(200);
+    }
+    uint64_t t0 = now_ns();
+    board->go.store(1, std::memory_order_release);
+    kids.wait_all("6 line crossing");
+    return (double)(board->end_ns - t0) / (double)(2 * rounds);
+}
+
 /* ---- the measurements ---- */
 
 const vs_class_config kHandoffClasses[] = {{1024, 1024}, {16384, 256}, {262144, 32}};
@@ -1303,7 +1343,8 @@ void bench_handoff_one_pair()
                            [&] { return h.varslot(1, iters(kVarslotItems), true); },
                            [&] { return h.varslot(1, iters(kVarslotItems), false); },
                            [&] { return h.boost(1, iters(kBoostItems)); },
-                           [&] { return h.fixed(1, iters(kRingItems)); }});
+                           [&] { return h.fixed(1, iters(kRingItems)); },
+                           [&] { return line_crossing(iters(500000)); }});
     double v = st[1].median;
     row("6b hand-off 512 B: A allocates, B transfers+frees", ns(st[1]), "6a SPSC ring alone, integers",
         ns(st[0]), ratio(v / st[0].median), "<= 8x", check(v / st[0].median <= 8));
@@ -1313,6 +1354,9 @@ void bench_handoff_one_pair()
         ratio(v / st[3].median), "(none)", Verdict::Info);
     row("  vs the payload alone", ns(v), "64 B in 257 fixed buffers, same ring", ns(st[4]),
         ratio(v / st[4].median), "(none)", Verdict::Info);
+    g_notes.push_back(fmt("6: in this run one cache line took %s (median; %s .. %s) to cross between "
+                          "two processes' CPUs, one way; the ring floor and every hand-off scale with it.",
+                          ns(st[5].median).c_str(), ns(st[5].lo).c_str(), ns(st[5].hi).c_str()));
 }
 
 /* 6d: two producers and two consumers on one class, four processes on what may be 2 CPUs. */
