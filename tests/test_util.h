@@ -27,16 +27,20 @@ namespace vstest {
 // The reference's test configuration: 1 KiB x 8, 16 KiB x 4, 256 KiB x 2 (14 slots).
 inline const vs_class_config kRefClasses[3] = {{1024, 8}, {16384, 4}, {262144, 2}};
 
-// A pool in private anonymous memory, for tests that need no second process.
+// A pool in anonymous memory: private for tests that need no second process, shared when a
+// forked child must work on the same slot words.
+enum class Mapping { Private, Shared };
 struct HeapPool {
     vs_pool pool{};
     void *mem = nullptr;
     size_t len = 0;
-    explicit HeapPool(const vs_class_config *c = kRefClasses, size_t n = 3)
+    explicit HeapPool(const vs_class_config *c = kRefClasses, size_t n = 3,
+                      Mapping m = Mapping::Private)
     {
         len = vs_pool_required_size(c, n);
         EXPECT_GT(len, 0u);
-        mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        mem = mmap(nullptr, len, PROT_READ | PROT_WRITE,
+                   (m == Mapping::Shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS, -1, 0);
         EXPECT_NE(mem, MAP_FAILED);
         EXPECT_EQ(vs_pool_init(&pool, vs_region{mem, len}, 0, c, n), VS_OK);
     }

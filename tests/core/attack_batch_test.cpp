@@ -22,26 +22,6 @@ unsigned bitmap_popcount(const vs_pool *pool, size_t c)
     return n;
 }
 
-// A pool in shared anonymous memory: a forked child works on the same slot words.
-struct SharedPool {
-    vs_pool pool{};
-    void *mem = nullptr;
-    size_t len = 0;
-    explicit SharedPool(const vs_class_config *c, size_t n)
-    {
-        len = vs_pool_required_size(c, n);
-        mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-        EXPECT_NE(mem, MAP_FAILED);
-        EXPECT_EQ(vs_pool_init(&pool, vs_region{mem, len}, 0, c, n), VS_OK);
-    }
-    ~SharedPool()
-    {
-        vs_pool_detach(&pool);
-        munmap(mem, len);
-    }
-    const vs_pool *get() const { return &pool; }
-};
-
 // Takes every slot of class 0 (each must come from class 0), then clears `parked` (an
 // allocation that finds class 0 empty takes the flag and falls to class 1; given back).
 std::vector<vs_slot_ref> take_all_of_class_0(const vs_pool *pool, uint8_t owner)
@@ -104,7 +84,7 @@ TEST(AttackBatch, AlternatingTwoPoolsKeepsTheBitmapPopulated)
 // lost.
 TEST(AttackBatch, ReattachingAfterDetachLosesNothing)
 {
-    SharedPool p(kBatched, 2);
+    HeapPool p(kBatched, 2, Mapping::Shared);
     std::vector<vs_slot_ref> held = take_all_of_class_0(p.get(), 1);
     std::thread([&] { // another thread's frees: pending there, then it detaches its view
         vs_pool view{};
@@ -153,7 +133,7 @@ TEST(AttackBatch, AThreadThatExitsHoldingABatchLosesNothing)
 // pending mask for ever; the producer must still get every one of them from class 0.
 TEST(AttackBatch, AConsumerProcessThatNeverAllocatesHoardsNothing)
 {
-    SharedPool p(kBatched, 2);
+    HeapPool p(kBatched, 2, Mapping::Shared);
     std::vector<vs_slot_ref> held = take_all_of_class_0(p.get(), 1);
     int go[2], done[2];
     ASSERT_EQ(pipe(go), 0);
@@ -186,7 +166,7 @@ TEST(AttackBatch, AConsumerProcessThatNeverAllocatesHoardsNothing)
 // parent took those slots again: the bits are stale hints, and no slot gets two owners.
 TEST(AttackBatch, AForkChildFlushingItsParentsBatchGivesNoSlotTwoOwners)
 {
-    SharedPool p(kBatched, 2);
+    HeapPool p(kBatched, 2, Mapping::Shared);
     std::vector<vs_slot_ref> held = take_all_of_class_0(p.get(), 1);
     std::vector<vs_slot_ref> retaken;
     std::thread([&] {
