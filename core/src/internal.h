@@ -100,6 +100,11 @@ static inline vs__slot_meta *vs__meta(const struct vs_pool_class *cls, uint32_t 
 {
     return (vs__slot_meta *)cls->meta + idx;
 }
+
+static inline uint8_t *vs__slot_data(const struct vs_pool_class *cls, uint32_t idx)
+{
+    return vs_pool_class_data(cls) + (size_t)idx * cls->stride;
+}
 /* The slot word a ref names (and its index and lap), or NULL when the ref is out of range. */
 static inline vs__slot_meta *vs__ref_meta(const vs_pool *pool, vs_slot_ref ref,
                                           const struct vs_pool_class **cls, uint32_t *idx,

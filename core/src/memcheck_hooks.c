@@ -36,11 +36,6 @@ static void lock(void)
 }
 static void unlock(void) { atomic_flag_clear_explicit(&regions_lock, memory_order_release); }
 
-static uint8_t *slot_addr(const struct vs_pool_class *cls, uint32_t idx)
-{
-    return vs_pool_class_data(cls) + (size_t)idx * cls->stride;
-}
-
 static size_t pool_slots(const vs_pool *pool)
 {
     size_t n = 0;
@@ -87,7 +82,7 @@ static void forget_blocks(struct vg_region *r, const vs_pool *pool)
         const struct vs_pool_class *cls = &pool->classes[c];
         for (uint32_t s = 0; s < cls->slot_count && cls->index_base + s < r->slots; s++)
             if (flip_bit(r->held, cls->index_base + s, false))
-                VALGRIND_FREELIKE_BLOCK(slot_addr(cls, s), 0);
+                VALGRIND_FREELIKE_BLOCK(vs__slot_data(cls, s), 0);
     }
 }
 
@@ -162,7 +157,7 @@ void vs__vg_detach(vs_pool *pool)
 void vs__vg_held(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx, uint32_t size,
                  bool taken)
 {
-    uint8_t *p = slot_addr(cls, idx);
+    uint8_t *p = vs__slot_data(cls, idx);
     if (flip_held(pool, cls, idx, true)) {
         if (taken)
             return; /* never left this process (a transfer between two peers sharing this
@@ -176,7 +171,7 @@ void vs__vg_held(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t 
 
 void vs__vg_released(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx)
 {
-    uint8_t *p = slot_addr(cls, idx);
+    uint8_t *p = vs__slot_data(cls, idx);
     if (flip_held(pool, cls, idx, false))
         VALGRIND_FREELIKE_BLOCK(p, 0);
     else
@@ -188,7 +183,7 @@ void vs__vg_resized(const vs_pool *pool, const struct vs_pool_class *cls, uint32
 {
     size_t bit = cls->index_base + idx;
     if (pool->vg_held && (pool->vg_held[bit / 8] >> (bit % 8) & 1))
-        VALGRIND_RESIZEINPLACE_BLOCK(slot_addr(cls, idx), old_size, new_size, 0);
+        VALGRIND_RESIZEINPLACE_BLOCK(vs__slot_data(cls, idx), old_size, new_size, 0);
 }
 
 #else /* built without Valgrind's headers: nothing to tell */

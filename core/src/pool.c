@@ -3,6 +3,7 @@
  * and the thread cache only say where to try: a crash can leave them stale, never wrong. */
 #include "debug.h"
 #include "memcheck_hooks.h"
+#include "prefetch.h"
 #include "slot_cache.h"
 
 #include <stddef.h>
@@ -241,6 +242,7 @@ static inline bool claim(const struct vs_pool_class *cls, uint8_t class_idx, uin
 {
     vs__assert(idx < cls->slot_count);
     vs__slot_meta *m = vs__meta(cls, idx);
+    vs__prefetch_for_write(vs__slot_data(cls, idx)); /* the caller writes it next */
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
     while (vs__word_state(w) == VS_SLOT_FREE) {
         uint32_t gen = vs__word_gen(w) + 1, lap = vs__word_lap(w);
@@ -282,8 +284,15 @@ static inline bool claim_cached(struct vs__thread_cache *tc, const struct vs_poo
 {
     while (tc->count[c]) {
         uint32_t idx = tc->idx[c][--tc->count[c]];
-        if (idx < cls->slot_count && claim(cls, c, idx, size, owner, out))
+        if (idx < cls->slot_count && claim(cls, c, idx, size, owner, out)) {
+            /* The slot this thread takes next: its lines come while the caller works. */
+            uint32_t next = tc->count[c] ? tc->idx[c][tc->count[c] - 1] : UINT32_MAX;
+            if (next < cls->slot_count) {
+                vs__prefetch_for_write(vs__meta(cls, next));
+                vs__prefetch_for_write(vs__slot_data(cls, next));
+            }
             return true;
+        }
     }
     return false;
 }
@@ -540,6 +549,7 @@ int vs_pool_transfer(const vs_pool *pool, vs_slot_ref ref, uint8_t from_peer, ui
     vs__slot_meta *m = vs__ref_meta(pool, ref, &cls, &idx, &lap);
     if (!m)
         return VS_EINVAL;
+    vs__prefetch_for_read(vs__slot_data(cls, idx)); /* the receiver reads it next */
     uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
     do {
         if (!vs__word_is_live(w, ref.generation, lap))
@@ -592,7 +602,7 @@ void *vs_pool_slot_data(const vs_pool *pool, const vs_slot_ref *ref)
     vs__slot_meta *m = ref ? vs__ref_meta(pool, *ref, &cls, &idx, &lap) : NULL;
     if (!m || !vs__word_is_live(atomic_load_explicit(&m->word, memory_order_acquire), ref->generation, lap))
         return NULL;
-    return vs_pool_class_data(cls) + (size_t)idx * cls->stride;
+    return vs__slot_data(cls, idx);
 }
 
 static void fill_location(const vs_pool *pool, size_t c, uint32_t idx, vs_slot_location *out)
