@@ -400,7 +400,8 @@ static GstFlowReturn send_waiting(VsgServer *self, Client *c, const vsg_message 
 
 /* Waits until c has fewer than client-max-pending buffers it has not taken. A client takes
  * a buffer by the slot words, without a word on its socket, so this looks every
- * millisecond; service() drops c if it takes none for client-timeout.
+ * millisecond, and at once when c's ack arrives (c sends its due ack whenever it runs out
+ * of buffers); service() drops c if it takes none for client-timeout.
  * FALSE: c is gone. */
 static gboolean wait_for_room(VsgServer *self, Client *c, GstFlowReturn *ret)
 {
