@@ -1220,7 +1220,7 @@ struct FixedBuffers {
     /* One word per buffer, a line each, for the anchor that changes owners as varslot does. */
     struct alignas(64) OwnerWord {
         std::atomic<uint64_t> word;
-    } owner[kFixedDepth + 1];
+    } owner[kRingEntries + 1]; /* 6c rotates over kRingEntries + 1 buffers */
 };
 
 /* The three ownership changes of varslot's hand-off, and nothing else of the allocator: A
@@ -1359,6 +1359,15 @@ struct SmallHandoff {
                        fixed_consumer(bufs.get(), kHandoffRequest, kHandoffTouch))
             .ns_per_item;
     }
+    /* The same, and each side changes the buffer's owner word as varslot's hand-off does. */
+    double fixed_owned(int pairs, long items)
+    {
+        return handoff("6 fixed buffers, owner words", {pairs, kRingEntries, items, kHandoffTouch / 8},
+                       fixed_producer(bufs.get(), kHandoffRequest, kHandoffTouch, kRingEntries,
+                                      Reuse::OwnedRotation),
+                       fixed_consumer(bufs.get(), kHandoffRequest, kHandoffTouch, true))
+            .ns_per_item;
+    }
     double boost(int pairs, long items)
     {
         return handoff("6 Boost", {pairs, kRingEntries, items, kHandoffTouch / 8},
@@ -1388,7 +1397,8 @@ void bench_handoff_one_pair()
                            [&] { return h.varslot(1, iters(kVarslotItems), false); },
                            [&] { return h.boost(1, iters(kBoostItems)); },
                            [&] { return h.fixed(1, iters(kRingItems)); },
-                           [&] { return line_crossing(iters(500000)); }});
+                           [&] { return line_crossing(iters(500000)); },
+                           [&] { return h.fixed_owned(1, iters(kVarslotItems)); }});
     double v = st[1].median;
     row("6b hand-off 512 B: A allocates, B transfers+frees", ns(st[1]), "6a SPSC ring alone, integers",
         ns(st[0]), ratio(v / st[0].median), "<= 8x", check(v / st[0].median <= 8));
@@ -1398,6 +1408,16 @@ void bench_handoff_one_pair()
         ratio(v / st[3].median), "(none)", Verdict::Info);
     row("  vs the payload alone", ns(v), "64 B in 257 fixed buffers, same ring", ns(st[4]),
         ratio(v / st[4].median), "(none)", Verdict::Info);
+    row("  vs the 3 ownership CASes alone", ns(v), "the same + an owner word each, 3 CASes", ns(st[6]),
+        ratio(v / st[6].median), "(none)", Verdict::Info);
+    row("  those CASes against the ring", ns(st[6]), "6a SPSC ring alone, integers", ns(st[0]),
+        ratio(st[6].median / st[0].median), "(none)", Verdict::Info);
+    g_notes.push_back("6c: the owner-word anchor adds to the fixed buffers the three ownership changes "
+                      "of varslot's hand-off and nothing else of an allocator: a CAS on the buffer's word "
+                      "in A before writing (free -> A) and two in B (A -> B before reading, B -> free "
+                      "after), each on a line the other process wrote last. Any design that keeps one "
+                      "owner per slot in shared memory pays at least that; its ratio to the ring is the "
+                      "least such a design can reach on this machine.");
     g_notes.push_back(fmt("6: in this run one cache line took %s (median; %s .. %s) to cross between "
                           "two processes' CPUs, one way; the ring floor and every hand-off scale with it.",
                           ns(st[5].median).c_str(), ns(st[5].lo).c_str(), ns(st[5].hi).c_str()));
