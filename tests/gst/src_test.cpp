@@ -1,5 +1,6 @@
 // varslotsrc against hostile producers (gst-plugin/varslotsrc.c, and the checks of
-// gst-plugin/wire.c): forged greetings, stolen peer ids, video meta outside the buffer.
+// gst-plugin/wire.c): forged greetings, stolen peer ids, video meta outside the buffer; and
+// the acks an honest producer waits for.
 #include "gst_test.h"
 #include "fake_peers.h"
 
@@ -274,6 +275,64 @@ TEST_F(HostileProducer, ForgedVideoMetaIsRefusedAndNeverReachesDownstream)
         vs_slot_info info;
         ASSERT_EQ(vs_pool_slot_info(pool, refs[i].class_idx, refs[i].slot_idx, &info), VS_OK);
         EXPECT_EQ(info.state, (uint32_t)VS_SLOT_FREE) << "the refused buffer's slot was not freed: " << lies[i].what;
+    }
+    vs_segment_close(&seg_);
+    remove_segment(own);
+}
+
+// The next ack from the source, or 0 if none came in 10 s (a hang guard, not a timing).
+uint64_t next_ack(FakeProducer &fake)
+{
+    for (;;) {
+        struct pollfd p = {fake.fd, POLLIN, 0};
+        vsg_message m;
+        const char *why;
+        if (poll(&p, 1, 10000) != 1 || vsg_recv(fake.fd, &m, nullptr, &why) != 1)
+            return 0;
+        if (m.h.type == VSG_ACK)
+            return m.ack.seq;
+    }
+}
+
+class SourceAcks : public Link {};
+
+// A sink with client-max-pending buffers out waits for the source's ack, since taking a slot
+// makes no sound on the socket. The source acked every 32 buffers, or at an idle moment 5 ms
+// after its last ack: buffers that came sooner after one were never acked until more came,
+// and the sink slept a millisecond each time (64x64 GRAY8: 22,000 buffers/s). Now whenever
+// the source runs out of buffers it acks what it took.
+TEST_F(SourceAcks, TheSourceAcksWhatItTookWhenItRunsOutOfBuffers)
+{
+    std::string own = unique_segment("acks");
+    vs_segment seg_;
+    uint8_t id;
+    vs_segment_options o = one_class(4096, 4);
+    ASSERT_EQ(vs_segment_create(&seg_, own.c_str(), &o), VS_OK);
+    ASSERT_EQ(vs_segment_join(&seg_, &id), VS_OK);
+    vs_pool *pool = vs_segment_pool(&seg_);
+    vs_slot_ref refs[3];
+    for (auto &r : refs)
+        ASSERT_TRUE(vs_pool_allocate(pool, 4096, id, &r));
+    {
+        FakeProducer fake(sock);
+        Pipeline p("varslotsrc name=src socket-path=" + sock + " ! fakesink sync=false");
+        ASSERT_NE(p.play(), GST_STATE_CHANGE_FAILURE);
+        ASSERT_TRUE(fake.accept_consumer());
+        ASSERT_TRUE(fake.hello(own, id, seg_.fd));
+        ASSERT_TRUE(fake.greeted());
+        ASSERT_TRUE(fake.caps("application/x-vstest"));
+        ASSERT_TRUE(fake.buffer(1, refs[0], 4096));
+        ASSERT_EQ(next_ack(fake), 1u) << "the first buffer was not acked";
+        // At once after that ack: well inside the 5 ms the old code waited between acks.
+        ASSERT_TRUE(fake.buffer(2, refs[1], 4096));
+        ASSERT_TRUE(fake.buffer(3, refs[2], 4096));
+        uint64_t seq = next_ack(fake);
+        if (seq == 2u) // it ran out between the two: the next ack covers the third
+            seq = next_ack(fake);
+        EXPECT_EQ(seq, 3u) << "the source went idle without acking the buffers it took";
+        EXPECT_EQ(get_u64(p["src"], "buffers-received"), 3u);
+        p.expect_no_error();
+        p.stop();
     }
     vs_segment_close(&seg_);
     remove_segment(own);
