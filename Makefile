@@ -29,7 +29,7 @@ DEPFLAGS := -MMD -MP
 CORE_TEST_SRCS := $(wildcard tests/core/*.cpp)
 
 # The shared library's version: SOVERSION changes only when a release breaks the ABI.
-VERSION   := 1.0.0
+VERSION   := 1.1.0
 SOVERSION := 1
 
 LIB_A  := $(B)/lib/libvarslot.a
@@ -327,6 +327,10 @@ $(HOLD_SLOTS): tests/cli/hold-slots.c $(LIB_A) | $(DEPS_STAMP)
 $(PLANTED): tests/valgrind/planted.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -O0 -g $(WARN) -Icore/include -Ipreload/include $(DEPFLAGS) $< -o $@ -ldl
+PLANTED_SHARE := $(B)/tests/vstest-planted-share
+$(PLANTED_SHARE): tests/valgrind/planted-share.c $(LIB_A) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -O0 -g $(WARN) -Icore/include $(DEPFLAGS) $< $(LIB_A) -o $@ -pthread
 # The users suite's hand-over helper, a peer of another user's segment.
 USERS_HELPER := $(B)/tests/hand-over
 $(USERS_HELPER): tests/users/hand-over.c $(LIB_A) | $(DEPS_STAMP)
@@ -340,7 +344,7 @@ $(PTY_RUN): tests/cli/pty-run.c | $(DEPS_STAMP)
 	$(CC) -O1 -g -std=gnu11 $(WARN) $(DEPFLAGS) $< -o $@ -lutil
 
 # Every test program without running any: plain (what the shell suites run), and all flavours.
-test-programs-plain: all $(TESTS_PLAIN) $(PRELOAD_TEST_PROGS) $(GST_TEST_PROGS) $(HOLD_SLOTS) $(PLANTED) \
+test-programs-plain: all $(TESTS_PLAIN) $(PRELOAD_TEST_PROGS) $(GST_TEST_PROGS) $(HOLD_SLOTS) $(PLANTED) $(PLANTED_SHARE) \
                      $(USERS_HELPER) $(PTY_RUN)
 test-programs: test-programs-plain $(TESTS_ASAN) $(TESTS_TSAN)
 
@@ -397,7 +401,7 @@ check-gst: all $(GST_TEST_PROGS)
 # shortens the stress loops: Valgrind runs one thread at a time, some 50x slower), then
 # planted defects and a cross-process hand-over through valgrind/varslot-memcheck, and a
 # varslotsink/varslotsrc pipeline pair under memcheck.
-check-memcheck: $(TESTS_PLAIN) all $(PLANTED)
+check-memcheck: $(TESTS_PLAIN) all $(PLANTED) $(PLANTED_SHARE)
 	VSTEST_SLOW=1 timeout 1200 valgrind -q --error-exitcode=9 --leak-check=full --show-leak-kinds=definite \
 	    --errors-for-leak-kinds=definite $(TESTS_PLAIN) --gtest_brief=1
 	timeout 900 tests/valgrind/test-memcheck.sh

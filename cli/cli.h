@@ -53,7 +53,8 @@ struct census {
     struct group *groups; /* malloc'd */
     size_t group_count, group_cap;
     uint64_t allocated[VS_MAX_CLASSES];
-    uint64_t corrupt[VS_MAX_CLASSES]; /* slot words in neither known state: scribbled on */
+    uint64_t shared[VS_MAX_CLASSES];  /* published read-only to readers (vs_pool_share) */
+    uint64_t corrupt[VS_MAX_CLASSES]; /* slot words in no known state: scribbled on */
     uint64_t by_owner[256];
     struct peer_row peers[VS_MAX_PEERS];
     size_t peer_count;

@@ -64,7 +64,9 @@ static void count_slots(vs_segment *seg, struct census *cs)
                 cs->allocated[c]++;
                 cs->by_owner[si.owner]++;
                 add_to_group(cs, si.owner, si.tag, si.size);
-            } else if (si.state != VS_SLOT_FREE) {
+            } else if (si.state == VS_SLOT_SHARED) {
+                cs->shared[c]++;
+            } else if (si.state != VS_SLOT_FREE && si.state != VS_SLOT_RETIRED) {
                 cs->corrupt[c]++;
             }
         }
@@ -139,9 +141,9 @@ static void print_stat_json(vs_segment *seg, const char *name, const struct cens
     fputs(",\"classes\":[", stdout);
     for (size_t c = 0; c < cs->class_count; c++)
         printf("%s{\"slot_size\":%" PRIu32 ",\"slot_count\":%" PRIu32 ",\"allocated\":%" PRIu64
-               ",\"corrupt\":%" PRIu64 "}",
+               ",\"shared\":%" PRIu64 ",\"corrupt\":%" PRIu64 "}",
                c ? "," : "", vs_pool_slot_size(pool, c), vs_pool_slot_count(pool, c),
-               cs->allocated[c], cs->corrupt[c]);
+               cs->allocated[c], cs->shared[c], cs->corrupt[c]);
     fputs("],\"peers\":[", stdout);
     for (size_t i = 0; i < cs->peer_count; i++) {
         const struct peer_row *p = &cs->peers[i];
@@ -183,6 +185,10 @@ static void print_stat_table(vs_segment *seg, const char *name, const struct cen
                p->state, p->slots);
     }
     printf("\nunowned allocated slots: %" PRIu64 "\n", cs->unowned);
+    for (size_t c = 0; c < cs->class_count; c++)
+        if (cs->shared[c])
+            printf("class %zu: %" PRIu64 " slot%s shared with readers\n", c, cs->shared[c],
+                   cs->shared[c] == 1 ? "" : "s");
     for (size_t c = 0; c < cs->class_count; c++)
         if (cs->corrupt[c])
             printf("class %zu: %" PRIu64 " slot words in no known state (scribbled on?)\n", c,

@@ -22,6 +22,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+// The core's debug points (core/src/debug.h, test builds only): a test sets one to stop or
+// kill a thread at an exact step of the protocol.
+extern "C" typedef void (*vs__debug_hook)(uint32_t idx);
+
 namespace vstest {
 
 // The reference's test configuration: 1 KiB x 8, 16 KiB x 4, 256 KiB x 2 (14 slots).
@@ -172,6 +176,28 @@ inline uint32_t total_slots(const vs_pool *pool)
         n += vs_pool_slot_count(pool, c);
     return n;
 }
+
+// Every slot word says FREE, and a drain claims every slot exactly once (then frees them).
+inline void expect_every_slot_free_once(const vs_pool *pool, uint8_t owner)
+{
+    for (size_t c = 0; c < vs_pool_class_count(pool); c++)
+        for (uint32_t i = 0; i < vs_pool_slot_count(pool, c); i++) {
+            vs_slot_info info;
+            ASSERT_EQ(vs_pool_slot_info(pool, static_cast<uint8_t>(c), i, &info), VS_OK);
+            ASSERT_EQ(info.state, (uint32_t)VS_SLOT_FREE) << "class " << c << " slot " << i
+                                                         << " owner " << int(info.owner);
+        }
+    std::vector<vs_slot_ref> got;
+    EXPECT_EQ(drain_count(pool, owner, &got), total_slots(pool));
+    std::vector<uint64_t> ids;
+    for (auto &r : got)
+        ids.push_back((uint64_t)r.class_idx << 32 | r.slot_idx);
+    std::sort(ids.begin(), ids.end());
+    EXPECT_EQ(std::unique(ids.begin(), ids.end()), ids.end()) << "a slot was handed out twice";
+    for (auto &r : got)
+        vs_pool_free(pool, r);
+}
+inline void expect_every_slot_free_once(TestSegment &seg) { expect_every_slot_free_once(seg.pool(), seg.join()); }
 
 inline void run_threads(int n, const std::function<void(int)> &fn)
 {

@@ -61,11 +61,12 @@ typedef struct vs_layout {
 } vs_layout;
 
 /* RETIRED: the slot used up its generations (see "Handles" in the README) and is never handed
- * out again, so that no stale handle can ever match it. */
-enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1, VS_SLOT_RETIRED = 2 };
+ * out again, so that no stale handle can ever match it. SHARED: published read-only to a set
+ * of readers (vs_pool_share); it goes back to the pool when the last of them releases it. */
+enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1, VS_SLOT_RETIRED = 2, VS_SLOT_SHARED = 3 };
 typedef struct vs_slot_info {
     uint32_t state;      /* enum vs_slot_state; any other value means the word was scribbled on */
-    uint8_t owner;       /* peer id, 0 when free */
+    uint8_t owner;       /* peer id, 0 when free; of a shared slot, the peer that published it */
     uint32_t generation;
     uint32_t lap;        /* times the generation wrapped */
     uint32_t tag;        /* caller-defined label, see vs_pool_set_tag */
@@ -179,6 +180,29 @@ VS_API int vs_pool_free_owned(const vs_pool *pool, vs_slot_ref ref, uint8_t owne
  * so it is neither a leak here nor readable); otherwise a no-op. */
 VS_API void vs_pool_handed_over(const vs_pool *pool, vs_slot_ref ref);
 VS_API int vs_pool_slot_info(const vs_pool *pool, uint8_t class_idx, uint32_t slot_idx, vs_slot_info *out);
+
+/* One slot, many readers. The owner of an allocated slot publishes it read-only to n readers
+ * (peer ids, 1 <= n <= VS_MAX_READERS; a peer may appear more than once, the owner may be one
+ * of them); each reader's vs_pool_release gives one of its references back, and the release
+ * that drops the last one frees the slot. Every step is one CAS, so racing releases and
+ * releases racing a reap of a dead reader each drop exactly one reference. In a segment every
+ * reader must be a joined peer (VS_ENOTJOINED else); one that dies, or leaves, has its
+ * references dropped by the reap (or its leave), never a live reader's. After sharing, the
+ * owner holds the slot only as one of its readers: it no longer writes it.
+ * vs_pool_share: VS_OK; VS_ESTALE (not allocated at ref's generation), VS_EPERM (owner does not
+ * own it), VS_EINVAL (bad ref, n or reader id), VS_ENOTJOINED (a reader is not a joined peer). */
+#define VS_MAX_READERS 16
+VS_API int vs_pool_share(const vs_pool *pool, vs_slot_ref ref, uint8_t owner, const uint8_t *readers,
+                         size_t n);
+/* Drops one of reader's references to a shared slot: VS_OK, VS_EDOUBLEFREE when reader holds
+ * none (released already, or the slot was reused), VS_EINVAL for a ref out of range. */
+VS_API int vs_pool_release(const vs_pool *pool, vs_slot_ref ref, uint8_t reader);
+/* A shared slot's bytes for one of its readers, read-only; NULL unless the slot is shared at
+ * ref's generation and reader holds a reference. */
+VS_API const void *vs_pool_shared_data(const vs_pool *pool, const vs_slot_ref *ref, uint8_t reader);
+/* The readers of a shared slot as this instant sees them: VS_OK and up to VS_MAX_READERS peer
+ * ids in out (*n of them), VS_ESTALE when ref's slot is not shared at its generation. */
+VS_API int vs_pool_share_readers(const vs_pool *pool, vs_slot_ref ref, uint8_t *out, size_t *n);
 
 /* Beside the reference API. */
 VS_API int vs_pool_set_tag(const vs_pool *pool, vs_slot_ref ref, uint32_t tag); /* label a slot you hold */

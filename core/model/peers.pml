@@ -283,12 +283,14 @@ inline join(i, me, lived, got) {
     id = 0; st = 0; ep = 0; ok = false
 }
 
-/* peers.c vs_segment_leave: slots back, CAS ALIVE -> FREE, then the liveness description. */
+/* peers.c vs_segment_leave: CAS ALIVE -> REAPING (the mark a share's recheck looks for,
+ * shared.pml), slots back, CAS REAPING -> FREE, then the liveness description. */
 inline leave(i, me, lived, got) {
+    atomic { if :: state[E(i, got)] == ALIVE -> state[E(i, got)] = REAPING :: else -> skip fi };
     reclaim(i, got, me);
     atomic {
         if
-        :: state[E(i, got)] == ALIVE ->
+        :: state[E(i, got)] == REAPING ->
             state[E(i, got)] = FREE; epoch[E(i, got)] = (epoch[E(i, got)] + 1) % 4;
             entry_holder[E(i, got)] = 0
         :: else -> skip

@@ -20,6 +20,10 @@ typedef void (*vs__debug_hook)(uint32_t idx);
 extern vs__debug_hook vs__debug_before_claim_cas; /* a claimer read the word FREE, CAS next */
 extern vs__debug_hook vs__debug_before_reap_cas;  /* a reaper found peer idx dead, CAS next */
 extern vs__debug_hook vs__debug_before_publish;   /* slot idx is FREE, its bit not set yet */
+extern vs__debug_hook vs__debug_before_share_cas;   /* seats written, ALLOCATED -> SHARED next */
+extern vs__debug_hook vs__debug_before_release_cas; /* a release chose its seat, its CAS next */
+extern vs__debug_hook vs__debug_before_finish_cas;  /* a share is empty, SHARED -> FREE next */
+extern vs__debug_hook vs__debug_after_leave_reclaim; /* peer idx leaving: slots back, entry next */
 #define VS__DEBUG_POINT(hook, arg) \
     do {                           \
         vs__debug_hook h_ = (hook); \

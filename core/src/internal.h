@@ -48,6 +48,34 @@ static inline uint32_t vs__class_laps(uint32_t slot_count)
     return laps < (1u << VS__LAP_BITS) ? laps : 1u << VS__LAP_BITS;
 }
 
+/* ---- the share entry: who reads a shared slot (share.c) ----
+ * One per slot, in its class's share table (between the bitmap and the slot data), touched
+ * only by sharing: a class never shared never has those pages backed. While the slot word says
+ * SHARED at {gen, lap}, `live` says which seats still hold a reference:
+ * bits  0..31 generation, bits 32..47 the lap's low 16 bits (of the share this entry is for),
+ * bits 48..63 one bit per seat still held; seat[i] is the reader peer of seat i.
+ * The seats are written by the owner while it still owns the slot, before the CAS that makes
+ * it SHARED; every change after that is one CAS on `live` that compares its {gen, lap}, so a
+ * reader of an earlier share of the slot can never clear a seat of a later one. */
+#define VS__SEATS 16
+_Static_assert(VS__SEATS == VS_MAX_READERS, "one seat per reader");
+typedef struct vs__share {
+    _Atomic uint64_t live;
+    _Atomic uint8_t seat[VS__SEATS];
+    uint64_t reserved;
+} vs__share;
+_Static_assert(sizeof(vs__share) == 32, "32 bytes per share entry");
+static inline uint64_t vs__live_make(uint32_t gen, uint32_t lap, uint16_t seats)
+{
+    return (uint64_t)gen | (uint64_t)(lap & 0xffffu) << 32 | (uint64_t)seats << 48;
+}
+static inline uint16_t vs__live_seats(uint64_t live) { return (uint16_t)(live >> 48); }
+/* Whether live belongs to the share of slot word w (its generation and lap). */
+static inline bool vs__live_is_of(uint64_t live, uint64_t w)
+{
+    return (live & 0xffffffffffffull) == vs__live_make(vs__word_gen(w), vs__word_lap(w), 0);
+}
+
 /* ---- class header: 64 bytes per class at the start of the pool ---- */
 #define VS__CLASS_MAGIC 0x4c435356u /* "VSCL" */
 typedef struct vs__class_header {
@@ -68,7 +96,7 @@ _Static_assert(sizeof(vs__class_header) == 64, "class headers are 64 bytes");
 
 /* Layout of one class, computed locally from validated configs. */
 typedef struct vs__class_layout {
-    size_t meta_offset, bitmap_offset, data_offset, stride;
+    size_t meta_offset, bitmap_offset, share_offset, data_offset, stride;
     uint32_t bitmap_words;
 } vs__class_layout;
 
@@ -127,6 +155,16 @@ static inline _Atomic uint64_t *vs__bitmap(const struct vs_pool_class *cls)
 {
     return (_Atomic uint64_t *)cls->bitmap;
 }
+/* The share table follows the bitmap, on the next cache line (layout.c). */
+static inline vs__share *vs__share_entry(const struct vs_pool_class *cls, uint32_t idx)
+{
+    size_t bitmap_bytes = ((size_t)cls->bitmap_words * 8 + 63) & ~(size_t)63;
+    return (vs__share *)((uint8_t *)cls->bitmap + bitmap_bytes) + idx;
+}
+/* share.c, for reclaim: drops every reference peer holds to shared slot idx (none if it is not
+ * shared), and frees the slot if that was the last; true when the slot went free. */
+bool vs__share_drop_peer(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
+                         uint8_t peer);
 
 /* Marks slot idx as probably free in the class's index (idempotent). */
 void vs__publish_free(const struct vs_pool_class *cls, uint32_t idx);

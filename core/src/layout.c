@@ -1,4 +1,4 @@
-/* Where each class's slot words, free bitmap and slot data live inside a pool, and the
+/* Where each class's slot words, free bitmap, share table and slot data live inside a pool, and the
  * validation of class configs. Every process recomputes this from the configs, so the
  * offsets it uses never come out of shared memory. */
 #include "internal.h"
@@ -60,7 +60,8 @@ int vs__layout_compute(const vs_class_config *configs, size_t n, vs__class_layou
         if (!align_up(off, VS__CACHE_LINE, &l.meta_offset) ||
             !align_up(l.meta_offset + (size_t)c->slot_count * sizeof(vs__slot_meta), VS__CACHE_LINE,
                       &l.bitmap_offset) ||
-            !align_up(l.bitmap_offset + (size_t)l.bitmap_words * 8,
+            !align_up(l.bitmap_offset + (size_t)l.bitmap_words * 8, VS__CACHE_LINE, &l.share_offset) ||
+            !align_up(l.share_offset + (size_t)c->slot_count * sizeof(vs__share),
                       l.stride >= VS_SLOT_PAGE ? VS_SLOT_PAGE : VS__CACHE_LINE, &l.data_offset) ||
             __builtin_mul_overflow(l.stride, (size_t)c->slot_count, &data_bytes) ||
             __builtin_add_overflow(l.data_offset, data_bytes, &next)) {

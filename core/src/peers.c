@@ -103,14 +103,23 @@ int vs_segment_leave(vs_segment *seg)
     uint8_t id = seg->peer_id;
     if (rc != VS_OK || !id)
         return rc != VS_OK ? rc : VS_ENOTJOINED;
-    /* Our slots go back first: once the entry is FREE the id can be reused, and a slot still
-     * marked with it would then look like the new peer's. */
+    /* The entry is marked REAPING first: a share naming us as a reader that saw the entry
+     * unmarked is one our reclaim sees (share.c). (Our LIVE lock keeps reapers off meanwhile;
+     * killed from here on, we are reaped like any dead peer.) Our slots go back before the
+     * entry is FREE: then the id can be reused, and a slot still marked with it would look
+     * like the new peer's. */
     vs__pool_flush_pending(&seg->pool);
-    vs_pool_reclaim_peer_slots(&seg->pool, id);
     vs__peer *p = vs__peer_entry(seg, id);
-    atomic_store_explicit(&p->pid, 0, memory_order_relaxed);
     uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
-    if (vs__peer_state(s) == VS_PEER_ALIVE) /* model: leave_cas */
+    bool marked = vs__peer_state(s) == VS_PEER_ALIVE && /* model: leave_mark */
+                  atomic_compare_exchange_strong_explicit(&p->state, &s,
+                                                          vs__peer_make(VS_PEER_REAPING, vs__peer_epoch(s)),
+                                                          memory_order_seq_cst, memory_order_acquire);
+    vs_pool_reclaim_peer_slots(&seg->pool, id);
+    VS__DEBUG_POINT(vs__debug_after_leave_reclaim, id);
+    atomic_store_explicit(&p->pid, 0, memory_order_relaxed);
+    s = vs__peer_make(VS_PEER_REAPING, vs__peer_epoch(s));
+    if (marked) /* model: leave_cas */
         atomic_compare_exchange_strong_explicit(&p->state, &s,
                                                 vs__peer_make(VS_PEER_FREE, vs__peer_epoch(s) + 1),
                                                 memory_order_acq_rel, memory_order_acquire);

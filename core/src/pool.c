@@ -571,11 +571,19 @@ void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id)
 {
     if (!pool)
         return;
+    /* The caller marked the peer's entry (REAPING) before this: a share that saw the entry
+     * unmarked after its CAS is seen here (share.c, model: share_recheck). */
+    atomic_thread_fence(memory_order_seq_cst);
     for (size_t c = 0; c < pool->class_count; c++) {
         const struct vs_pool_class *cls = &pool->classes[c];
         for (uint32_t i = 0; i < cls->slot_count; i++) {
             vs__slot_meta *m = vs__meta(cls, i);
             uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+            if (VS__UNLIKELY(vs__word_state(w) == VS_SLOT_SHARED)) {
+                /* its references, and any share a releaser left empty when it died */
+                vs__share_drop_peer(pool, cls, i, peer_id);
+                continue;
+            }
             bool freed = false;
             while (vs__word_state(w) == VS_SLOT_ALLOCATED && vs__word_owner(w) == peer_id) {
                 /* model: reclaim_cas */

@@ -24,7 +24,7 @@ static inline void vs__cancel_restore(int *old) { pthread_setcancelstate(*old, N
 /* Written first by a creator building a segment under a private name: such a file whose
  * creator no longer holds VS__LOCK_CREATING was left by a creator that died. */
 #define VS__SEG_MAGIC_CREATING 0x3f544f4c53524156ull /* "VARSLOT?" */
-#define VS__SEG_VERSION 3u /* 3: laps in the slot word */
+#define VS__SEG_VERSION 4u /* 3: laps in the slot word; 4: share tables */
 #define VS__PAGE 4096u
 
 /* Page 0 of the segment. Everything from version to classes is immutable after creation and

@@ -47,6 +47,10 @@ const char *vs_last_detail(void) { return vs__detail ? vs__detail : "no detail r
 vs__debug_hook vs__debug_before_claim_cas;
 vs__debug_hook vs__debug_before_reap_cas;
 vs__debug_hook vs__debug_before_publish;
+vs__debug_hook vs__debug_before_share_cas;
+vs__debug_hook vs__debug_before_release_cas;
+vs__debug_hook vs__debug_before_finish_cas;
+vs__debug_hook vs__debug_after_leave_reclaim;
 
 void vs__assert_fail(const char *cond, const char *file, int line, const char *func)
 {

@@ -6,7 +6,6 @@
 #include <poll.h>
 
 #include <random>
-#include <set>
 
 using namespace vstest;
 
@@ -132,25 +131,6 @@ int survivor(const std::string &name, int from_victims, int report, int ready)
     return 0;
 }
 
-void expect_every_slot_free_once(TestSegment &seg)
-{
-    const vs_pool *pool = seg.pool();
-    for (size_t c = 0; c < vs_pool_class_count(pool); c++)
-        for (uint32_t i = 0; i < vs_pool_slot_count(pool, c); i++) {
-            vs_slot_info info;
-            ASSERT_EQ(vs_pool_slot_info(pool, static_cast<uint8_t>(c), i, &info), VS_OK);
-            ASSERT_EQ(info.state, (uint32_t)VS_SLOT_FREE) << "class " << c << " slot " << i
-                                                         << " owner " << int(info.owner);
-        }
-    std::vector<vs_slot_ref> got;
-    EXPECT_EQ(drain_count(pool, seg.join(), &got), total_slots(pool));
-    std::set<uint64_t> unique;
-    for (auto &r : got)
-        unique.insert((uint64_t)r.class_idx << 32 | r.slot_idx);
-    EXPECT_EQ(unique.size(), got.size()) << "a slot was handed out twice";
-    for (auto &r : got)
-        vs_pool_free(pool, r);
-}
 
 } // namespace
 

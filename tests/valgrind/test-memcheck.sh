@@ -4,12 +4,14 @@
 # passed to another process and freed there must be no leak in either; a clean program must
 # end with "ERROR SUMMARY: 0 errors"; frames through varslotsink/varslotsrc under memcheck must
 # hash as those of a run without varslot.
-#   tests/valgrind/test-memcheck.sh [CASE...]   CASE: leak overread uaf dfree clean handoff gst
-#                                               (default: all)
+# Shared slots (planted-share.c, the C API under plain valgrind): readable in every reader,
+# a use after the release reported, a reference never released a leak in its reader.
+#   tests/valgrind/test-memcheck.sh [CASE...]   CASE: leak overread uaf dfree clean handoff
+#                                               share-uaf share share-leak gst (default: all)
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 1
-CASES="leak overread uaf dfree clean handoff gst"
+CASES="leak overread uaf dfree clean handoff share-uaf share share-leak gst"
 for c in "$@"; do
     [[ " $CASES " == *" $c "* ]] || { echo "test-memcheck: no case $c (cases: $CASES)" >&2; exit 2; }
 done
@@ -23,7 +25,9 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/vstest-memcheck.XXXXXX") || exit 1
 trap 'build/bin/varslot rm "$VARSLOT_SEGMENT" >/dev/null 2>&1; rm -rf "$TMP"' EXIT
 
 . tests/need.sh # make builds the planted program (at -O0: the reports name its lines)
-need "$BIN" build/bin/varslot build/lib/libvarslot-preload.so build/lib/gstreamer-1.0/libgstvarslot.so
+SHARE_BIN=build/tests/vstest-planted-share
+SHARE_SRC=tests/valgrind/planted-share.c
+need "$BIN" "$SHARE_BIN" build/bin/varslot build/lib/libvarslot-preload.so build/lib/gstreamer-1.0/libgstvarslot.so
 
 pass=0 fail=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
@@ -93,6 +97,65 @@ if want handoff; then
     expect "handoff: no error in the sender" "$TMP/send.log" "ERROR SUMMARY: 0 errors"
     expect "handoff: no false leak in the sender" "$TMP/send.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
     [ "$(cat "$TMP/receive.rc")" -eq 0 ] && ok "handoff: receiver exit 0" || not_ok "handoff: receiver exit 0" "$TMP/receive.log"
+fi
+
+VG_SHARE=(valgrind --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite --num-callers=30)
+share_line() { grep -n "$1" "$SHARE_SRC" | head -n 1 | cut -d: -f1; }
+
+if want share-uaf; then
+    timeout 300 "${VG_SHARE[@]}" "$SHARE_BIN" uaf "/vs-memcheck-suaf-$$" >/dev/null 2>"$TMP/suaf.log"
+    expect "share-uaf: a read after the release is invalid" "$TMP/suaf.log" "Invalid read of size 1"
+    expect "share-uaf: at the planted line" "$TMP/suaf.log" "use_after_release \(planted-share.c:$(share_line 'DEFECT share-uaf')\)"
+    expect "share-uaf: inside the released block" "$TMP/suaf.log" "inside a block of size 100,000 free'd"
+    build/bin/varslot rm "/vs-memcheck-suaf-$$" >/dev/null 2>&1
+fi
+
+# A publisher and a reader, both under memcheck: the publisher shares a slot with itself and
+# the reader; both read every byte and release (share), or the reader exits holding its
+# reference (share-leak).
+share_pair() { # share_pair NAME release|keep
+    local seg=/vs-memcheck-share-$$-$1 f=$TMP/$1 line id handle pin pout rin rout pub rdr
+    mkfifo "$f.pin" "$f.pout" "$f.rin" "$f.rout"
+    timeout 300 "${VG_SHARE[@]}" "$SHARE_BIN" publish "$seg" <"$f.pin" >"$f.pout" 2>"$f.pub.log" &
+    pub=$!
+    exec {pin}>"$f.pin" {pout}<"$f.pout"
+    read -r line <&$pout
+    if [ "$line" = ready ]; then
+        timeout 300 "${VG_SHARE[@]}" "$SHARE_BIN" read "$seg" "$2" <"$f.rin" >"$f.rout" 2>"$f.rdr.log" &
+        rdr=$!
+        exec {rin}>"$f.rin" {rout}<"$f.rout"
+        read -r id <&$rout && echo "$id" >&$pin
+        read -r handle <&$pout && echo "$handle" >&$rin
+        wait "$rdr"
+        echo $? >"$f.rdr.rc"
+        exec {rin}>&- {rout}<&-
+    else
+        not_ok "$1: the publisher started" "$f.pub.log"
+    fi
+    echo done >&$pin
+    exec {pin}>&- {pout}<&-
+    wait "$pub"
+    echo $? >"$f.pub.rc"
+    build/bin/varslot rm "$seg" >/dev/null 2>&1
+}
+
+if want share; then
+    share_pair share release
+    expect "share: the reader read every byte, no error" "$TMP/share.rdr.log" "ERROR SUMMARY: 0 errors"
+    expect "share: no leak in the reader" "$TMP/share.rdr.log" "(definitely lost: 0 bytes|All heap blocks were freed)"
+    expect "share: no error or leak in the publisher" "$TMP/share.pub.log" "ERROR SUMMARY: 0 errors"
+    [ "$(cat "$TMP/share.rdr.rc")" = 0 ] && [ "$(cat "$TMP/share.pub.rc")" = 0 ] &&
+        ok "share: both exit 0" || not_ok "share: both exit 0" "$TMP/share.pub.log"
+fi
+
+if want share-leak; then
+    share_pair share-leak keep
+    expect "share-leak: the reference never released is definitely lost in the reader" \
+        "$TMP/share-leak.rdr.log" "100,000 bytes in 1 blocks are definitely lost"
+    expect "share-leak: the report points at the line that took it" "$TMP/share-leak.rdr.log" \
+        "read_shared \(planted-share.c:$(share_line 'TAKEN here')\)"
+    expect "share-leak: no false leak in the publisher, which released its own" \
+        "$TMP/share-leak.pub.log" "ERROR SUMMARY: 0 errors"
 fi
 
 # The GStreamer plugin under memcheck: varslotsink hands each frame's slots over as it sends,
