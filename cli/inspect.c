@@ -64,7 +64,7 @@ static void count_slots(vs_segment *seg, struct census *cs)
                 cs->allocated[c]++;
                 cs->by_owner[si.owner]++;
                 add_to_group(cs, si.owner, si.tag, si.size);
-            } else if (si.state == VS_SLOT_SHARED) {
+            } else if (si.state == VS_SLOT_SHARED || si.state == VS_SLOT_SHARING) {
                 cs->shared[c]++;
             } else if (si.state != VS_SLOT_FREE && si.state != VS_SLOT_RETIRED) {
                 cs->corrupt[c]++;

@@ -177,6 +177,26 @@ inline uint32_t total_slots(const vs_pool *pool)
     return n;
 }
 
+// A slot's word as vs_pool_slot_info reads it, for the slot a ref names.
+inline vs_slot_info slot_info_of(const vs_pool *pool, vs_slot_ref r)
+{
+    vs_slot_info i{};
+    EXPECT_EQ(vs_pool_slot_info(pool, r.class_idx, r.slot_idx, &i), VS_OK);
+    return i;
+}
+
+// The readers of a shared slot, sorted (empty when the ref's slot is not shared).
+inline std::vector<int> share_readers_of(const vs_pool *pool, vs_slot_ref r)
+{
+    uint8_t out[VS_MAX_READERS];
+    size_t n = 0;
+    if (vs_pool_share_readers(pool, r, out, &n) != VS_OK)
+        return {};
+    std::vector<int> v(out, out + n);
+    std::sort(v.begin(), v.end());
+    return v;
+}
+
 // Every slot word says FREE, and a drain claims every slot exactly once (then frees them).
 inline void expect_every_slot_free_once(const vs_pool *pool, uint8_t owner)
 {

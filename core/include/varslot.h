@@ -62,8 +62,10 @@ typedef struct vs_layout {
 
 /* RETIRED: the slot used up its generations (see "Handles" in the README) and is never handed
  * out again, so that no stale handle can ever match it. SHARED: published read-only to a set
- * of readers (vs_pool_share); it goes back to the pool when the last of them releases it. */
-enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1, VS_SLOT_RETIRED = 2, VS_SLOT_SHARED = 3 };
+ * of readers (vs_pool_share); it goes back to the pool when the last of them releases it.
+ * SHARING: its owner is writing the readers in, for a moment (still the owner's). */
+enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1, VS_SLOT_RETIRED = 2, VS_SLOT_SHARED = 3,
+                     VS_SLOT_SHARING = 4 };
 typedef struct vs_slot_info {
     uint32_t state;      /* enum vs_slot_state; any other value means the word was scribbled on */
     uint8_t owner;       /* peer id, 0 when free; of a shared slot, the peer that published it */

@@ -2,24 +2,30 @@
  * gone reader's references (pool.c vs_pool_reclaim_peer_slots, reap.c, peers.c
  * vs_segment_leave). README.md: the map to the C code, bounds, what is left out.
  *
- * One slot. Its word {state, gen, owner}; its share entry: `live` {gen, seat mask} (one byte
- * here, one 64-bit word in C) and two seat bytes. Every step is one atomic access of shared
+ * One slot. Its word {state, gen, owner}: FREE, ALLOC, SHARING (the owner writing the
+ * readers in), SHARED; its share entry: `live` {gen, seat mask} (one byte here, one 64-bit
+ * word in C) and two seat bytes. Every step is one atomic access of shared
  * memory, named with its C step; a load whose value only feeds the CAS right after it is
  * folded into that CAS, as in slots.pml. The seat bytes are read in a step of their own,
  * between the load of `live` and the CAS on it. Memory is sequentially consistent (C: the
  * share CAS and the recheck are seq_cst, and so is the fence at the start of the reclaim).
  *
- * Actors. Peer 1 publishes: claims the slot, shares it with {1, 2} (itself and the reader),
- * sends the ref to peer 2 through a channel, releases its own reference; then a second
- * round on the same slot if it is free again, with a release of the first round's ref (a
- * stale release) in between. Peer 2 reads and releases what it receives, tries each release
- * twice, and leaves at the end (a reader drops references it never heard of by leaving).
- * Peer 3 claims the slot once at any moment (a reuse that must wait for the last reader) and
- * frees it, and reaps peers 1 and 2 when they are dead (the reaper of reap.c: mark the entry
- * REAPING, reclaim, FREE). init picks a configuration:
+ * Actors. Peer 1's thread A publishes: claims the slot, shares it with {2} alone (the owner no
+ * reader), sends the ref to peer 2 through a channel; then a second round on the same slot if
+ * it is free again, shared with {1, 2}, with a release of the first round's ref (stale) and
+ * of its own reference. Peer 1's thread B either shares A's first claim at once with {1} (a
+ * racing share by another thread of the owner; it then releases its reference: configurations
+ * 1 and 3) or, after A, claims the slot itself and shares it with {2} (configuration 2). Peer 2 reads and releases what it receives,
+ * tries each release twice, and leaves at the end (a reader drops references it never heard
+ * of by leaving); in configuration 2 it leaves at any moment and may join again (a new
+ * incarnation of id 2). Peer 3 claims the slot once at any moment and frees it, and reaps
+ * peers 1 and 2 when they are dead (mark the entry REAPING, reclaim, FREE; reclaiming a dead
+ * publisher also drops the seats of readers whose entries are not ALIVE). init picks a
+ * configuration:
  *   1: peer 2 is killed at any step (or not at all);
- *   2: peer 2 leaves at any moment, not only at its end;
- *   3: peer 1 is killed at any step (or not at all).
+ *   2: peer 2 leaves at any moment and may join again;
+ *   3: peer 1 (both threads) is killed at any step (or not at all);
+ *   4: both are killed at any step (or not at all).
  *
  * Properties (one per run):
  *   PROP_NO_REUSE      a claim and a free of a shared slot (finish) happen only when no
@@ -28,7 +34,7 @@
  *   PROP_REFS_EXACT    a release succeeds only for a reference its peer holds in the share
  *                      its ref names: a second or stale release is refused
  *   PROP_LIVE_KEPT     a drop (reap, leave, the share's recheck) only drops references of a
- *                      peer that is dead or leaving
+ *                      peer that is dead or leaving, or of an incarnation of it that is gone
  *   PROP_NOTHING_LOST  once everyone is done or dead and reaped, the slot is FREE
  * Mutants (each caught by the property beside it):
  *   MUTANT_FREE_EARLY      a release frees the slot whatever references are left  NO_REUSE
@@ -37,11 +43,16 @@
  *   MUTANT_NO_FINISH       a drop that empties the share does not free the slot   NOTHING_LOST
  *   MUTANT_NO_RECHECK      the share does not look at its readers' entries again  NOTHING_LOST
  *   MUTANT_LEAVE_UNMARKED  leave reclaims before marking its entry               NOTHING_LOST
+ *   MUTANT_NO_SHARING      the share writes its seats before any CAS (no SHARING): a racing
+ *                          share that loses writes into the winner's entry       NO_REUSE
+ *   MUTANT_RECHECK_ANY     the recheck drops from whatever share the slot holds   LIVE_KEPT
+ *   MUTANT_NO_PUB_REAP     reaping a publisher drops only its own seats          NOTHING_LOST
  */
 
-#define FREE   0
-#define ALLOC  1
-#define SHARED 2
+#define FREE    0
+#define ALLOC   1
+#define SHARED  2
+#define SHARING 3
 
 #define P_ALIVE   1
 #define P_REAPING 2
@@ -63,6 +74,7 @@ byte w_st, w_gen, w_own;
 /* the share entry */
 byte live;
 byte seat[2];
+byte seat_ep[2];       /* ghost: the epoch of the reader each seat was given to */
 /* the peer table: state and epoch of peers 1..3 */
 byte pst[4] = P_ALIVE;
 byte pep[4];
@@ -71,8 +83,11 @@ bool alive[4] = true;
 byte held[4];          /* references each peer holds in the current share */
 byte cur_gen;          /* the generation of the current share (0: none) */
 bool leaving[4];
-bool done1, done2, done3;
-chan ch = [2] of { byte };  /* peer 1 -> peer 2: refs (their generation) */
+bool done1, done1b, done2, done3;
+byte a_gen;            /* ghost: A's first claim, for B's racing share */
+chan ch = [3] of { byte, byte };  /* peer 1 -> peer 2: refs (their generation) and the
+                                   * epoch of the reader the share was for (a message to a
+                                   * reader that left is not read by its next incarnation) */
 
 #ifdef PROP_NO_REUSE
 #define G_NONE_HELD assert(held[1] + held[2] + held[3] == 0)
@@ -87,9 +102,9 @@ chan ch = [2] of { byte };  /* peer 1 -> peer 2: refs (their generation) */
 #define G_RELEASED(p, g) skip
 #endif
 #ifdef PROP_LIVE_KEPT
-#define G_DROPPED(p) assert(!alive[p] || leaving[p])
+#define G_DROPPED(i) assert(!alive[seat[i]] || leaving[seat[i]] || seat_ep[i] != pep[seat[i]])
 #else
-#define G_DROPPED(p) skip
+#define G_DROPPED(i) skip
 #endif
 
 /* claim(): FREE -> ALLOC(gen + 1, p). model: claim_cas */
@@ -122,12 +137,13 @@ inline seats_of(q, seats, mine) {
   mine = ((seats & 1) && seat[0] == q -> 1 : 0) | ((seats & 2) && seat[1] == q -> 2 : 0)
 }
 
-/* vs__share_drop_peer(): every reference of peer q to the slot, and the finish if that
- * empties the share (or a releaser died leaving it empty). */
-inline drop_peer(q, dw, dg, dl, ds, dd) {
+/* drop_peer(): every reference of peer q to the share of generation `only` (0: whatever
+ * share the slot holds now), and the finish if that empties the share (or a releaser died
+ * leaving it empty). */
+inline drop_peer(q, only, dw, dg, dl, ds, dd) {
   atomic { dw = w_st; dg = w_gen };                 /* load the word */
   if
-  :: dw == SHARED ->
+  :: dw == SHARED && (only == 0 || only == dg) ->
      dl = live;                                     /* load live */
      do
      :: LGEN(dl) != dg -> ds = 9; break             /* that share ended */
@@ -145,8 +161,8 @@ inline drop_peer(q, dw, dg, dl, ds, dd) {
              if
              :: live == dl ->
                 live = MKL(dg, ds & ~dd); ds = ds & ~dd;
-                if :: (dd & 1) -> G_DROPPED(seat[0]); held[seat[0]]-- :: else fi;
-                if :: (dd & 2) -> G_DROPPED(seat[1]); held[seat[1]]-- :: else fi;
+                if :: (dd & 1) -> G_DROPPED(0); held[seat[0]]-- :: else fi;
+                if :: (dd & 2) -> G_DROPPED(1); held[seat[1]]-- :: else fi;
                 dd = 0
              :: else -> dl = live; dd = 1
              fi
@@ -163,39 +179,91 @@ inline drop_peer(q, dw, dg, dl, ds, dd) {
   fi
 }
 
-/* vs_pool_reclaim_peer_slots(q) on the one slot: shared -> drop; owned by q -> free. */
-inline reclaim(q, dw, dg, dl, ds, dd) {
-  atomic { dw = w_st; dg = w_gen };
+/* vs_pool_reclaim_peer_slots(q) on the one slot: shared -> vs__share_reclaim (q's seats;
+ * q the publisher: the seats of readers whose entries are not ALIVE); owned or being shared
+ * by q -> free. */
+inline reclaim(q, dw, dg, dl, ds, dd) {    /* uses the caller's rown, rg2, rr */
+  atomic { dw = w_st; dg = w_gen; rown = w_own };
   if
-  :: dw == SHARED -> drop_peer(q, dw, dg, dl, ds, dd)
-  :: dw == ALLOC ->
-     atomic { if :: w_st == ALLOC && w_gen == dg && w_own == q -> w_st = FREE; w_own = 0 :: else fi }
+  :: dw == SHARED ->
+     rg2 = dg;
+     drop_peer(q, rg2, dw, dg, dl, ds, dd);
+#ifndef MUTANT_NO_PUB_REAP
+     if                                             /* model: publisher_reap */
+     :: rown == q ->
+        atomic { dl = live; ds = LSEATS(dl) };
+        if
+        :: LGEN(dl) == rg2 ->
+           if :: (ds & 1) -> rr = seat[0]; if :: pst[rr] != P_ALIVE -> drop_peer(rr, rg2, dw, dg, dl, ds, dd) :: else fi :: else fi;
+           atomic { dl = live; ds = LSEATS(dl) };
+           if :: LGEN(dl) == rg2 && (ds & 2) -> rr = seat[1]; if :: pst[rr] != P_ALIVE -> drop_peer(rr, rg2, dw, dg, dl, ds, dd) :: else fi :: else fi
+        :: else
+        fi
+     :: else
+     fi
+#endif
+  :: (dw == ALLOC || dw == SHARING) ->
+     atomic { if :: (w_st == ALLOC || w_st == SHARING) && w_gen == dg && w_own == q -> w_st = FREE; w_own = 0 :: else fi }
   :: else
   fi
 }
 
-/* vs_pool_share(g) by p to readers {p, r}, with the segment's checks. rc: OK, ENOTJOINED. */
-inline share(p, r, g, rc, s_st, s_ep, dw, dg, dl, ds, dd) {
-  atomic { s_st = pst[r]; s_ep = pep[r] };          /* readers_joined (p is joined: itself) */
+/* vs_pool_share(g) by p to readers {r0} (n == 1) or {r0, r1} (n == 2), with the segment's
+ * checks. rc: OK, ENOTJOINED, ESTALE. */
+inline share(p, g, n, r0, r1, rc, s0, e0, s1, e1, dw, dg, dl, ds, dd) {
+  atomic { s0 = pst[r0]; e0 = pep[r0] };           /* readers_joined */
+  atomic { s1 = pst[r1]; e1 = pep[r1] };
   if
-  :: s_st != P_ALIVE -> rc = ENOTJOINED
+  :: s0 != P_ALIVE || (n == 2 && s1 != P_ALIVE) -> rc = ENOTJOINED
   :: else ->
-     seat[0] = p;                                   /* the seats, the slot still ours */
-     seat[1] = r;
-     live = MKL(g, 3);
-     atomic {                                       /* model: share_cas */
+#ifdef MUTANT_NO_SHARING
+     if :: w_st == ALLOC && w_gen == g && w_own == p -> rc = OK :: else -> rc = ESTALE fi;
+#else
+     atomic {                                       /* model: sharing_cas */
        if
-       :: w_st == ALLOC && w_gen == g && w_own == p ->
-          w_st = SHARED; held[p]++; held[r]++; cur_gen = g; rc = OK
+       :: w_st == ALLOC && w_gen == g && w_own == p -> w_st = SHARING; rc = OK
        :: else -> rc = ESTALE
        fi
      };
+#endif
+     if
+     :: rc == OK ->
+        atomic { seat[0] = r0; seat_ep[0] = e0 };  /* the seats (ghost: whose incarnation) */
+        if :: n == 2 -> atomic { seat[1] = r1; seat_ep[1] = e1 } :: else fi;
+        live = MKL(g, (n == 2 -> 3 : 1));
+        atomic {                                    /* model: share_cas */
+          if
+#ifdef MUTANT_NO_SHARING
+          :: w_st == ALLOC && w_gen == g && w_own == p ->
+#else
+          :: w_st == SHARING && w_gen == g && w_own == p ->
+#endif
+             w_st = SHARED; held[r0]++; if :: n == 2 -> held[r1]++ :: else fi; cur_gen = g; rc = OK
+          :: else -> rc = ESTALE
+          fi
+        };
 #ifndef MUTANT_NO_RECHECK
-     if                                             /* model: share_recheck */
-     :: rc == OK && !(pst[r] == s_st && pep[r] == s_ep) -> drop_peer(r, dw, dg, dl, ds, dd)
+        if                                          /* model: share_recheck */
+        :: rc == OK && !(pst[r0] == s0 && pep[r0] == e0) ->
+#ifdef MUTANT_RECHECK_ANY
+           drop_peer(r0, 0, dw, dg, dl, ds, dd)
+#else
+           drop_peer(r0, g, dw, dg, dl, ds, dd)
+#endif
+        :: else
+        fi;
+        if
+        :: rc == OK && n == 2 && !(pst[r1] == s1 && pep[r1] == e1) ->
+#ifdef MUTANT_RECHECK_ANY
+           drop_peer(r1, 0, dw, dg, dl, ds, dd)
+#else
+           drop_peer(r1, g, dw, dg, dl, ds, dd)
+#endif
+        :: else
+        fi
+#endif
      :: else
      fi
-#endif
   fi
 }
 
@@ -254,33 +322,37 @@ proctype Killer(byte p) {
   if :: alive[p] = false :: skip fi
 }
 
-proctype Publisher() {
-  byte g1, g2, rc, s_st, s_ep, dw, dg, dl, ds, dd, rw, rg, rl, rs, rm, rleft;
+proctype PublisherA() {
+  byte g1, g2, rc, s0, e0, s1, e1, dw, dg, dl, ds, dd, rw, rg, rl, rs, rm, rleft;
   {
     claim(1, g1);                                   /* peer 3 may have it: then no round 1 */
+    a_gen = g1;
     if
     :: g1 != 0 ->
        rc = 9;
-       share(1, 2, g1, rc, s_st, s_ep, dw, dg, dl, ds, dd);
+       share(1, g1, 1, 2, 2, rc, s0, e0, s1, e1, dw, dg, dl, ds, dd);
        if
-       :: rc == OK -> ch!g1; rc = 9; release(1, g1, rc, rw, rg, rl, rs, rm, rleft); assert(rc == OK)
-       :: else -> free_owned(1, g1)
+       :: rc == OK -> ch!g1,e0
+       :: else -> free_owned(1, g1)                 /* thread B's share or free won */
        fi
     :: else
     fi;
-    /* round 2: the same slot again, if it is free already */
-    claim(1, g2);
-    rc = 9;
-    if :: g1 != 0 -> release(1, g1, rc, rw, rg, rl, rs, rm, rleft) :: else fi;  /* stale: refused */
+    /* round 2: the same slot again, if it is free already (in configurations 1 and 3: 2 is
+     * for leaving and joining again, 4 for the dying publisher's share of round 1) */
+    if :: config == 1 || config == 3 -> claim(1, g2) :: else fi;
     if
     :: g2 != 0 ->
        rc = 9;
-       share(1, 2, g2, rc, s_st, s_ep, dw, dg, dl, ds, dd);
+       share(1, g2, 2, 1, 2, rc, s0, e0, s1, e1, dw, dg, dl, ds, dd);
 #ifdef REACH_SECOND_SHARE
        assert(rc != OK);
 #endif
        if
-       :: rc == OK -> ch!g2; rc = 9; release(1, g2, rc, rw, rg, rl, rs, rm, rleft)
+       :: rc == OK ->
+          ch!g2,e1;
+          rc = 9;
+          if :: g1 != 0 -> release(1, g1, rc, rw, rg, rl, rs, rm, rleft) :: else fi;  /* stale */
+          rc = 9; release(1, g2, rc, rw, rg, rl, rs, rm, rleft); assert(rc == OK)
        :: else -> free_owned(1, g2)
        fi
     :: else
@@ -289,17 +361,51 @@ proctype Publisher() {
   } unless { !alive[1] }
 }
 
+/* Peer 1's other thread: a share racing A's, or a claim and share of its own later. */
+proctype PublisherB() {
+  byte g, rc, s0, e0, s1, e1, dw, dg, dl, ds, dd, rw, rg, rl, rs, rm, rleft;
+  {
+    if
+    :: (config == 1 || config == 3) && (a_gen != 0 || done1) && a_gen == 0 /* A got no slot */
+    :: (config == 1 || config == 3) && a_gen != 0 -> /* A's first claim, shared at once */
+       g = a_gen; rc = 9;
+       share(1, g, 1, 1, 1, rc, s0, e0, s1, e1, dw, dg, dl, ds, dd);
+       if :: rc == OK -> rc = 9; release(1, g, rc, rw, rg, rl, rs, rm, rleft); assert(rc == OK) :: else fi
+    :: config == 2 ->                               /* a claim of its own, any time */
+       claim(1, g);
+       if
+       :: g != 0 ->
+          rc = 9;
+          share(1, g, 1, 2, 2, rc, s0, e0, s1, e1, dw, dg, dl, ds, dd);
+          if :: rc == OK -> ch!g,e0 :: else -> free_owned(1, g) fi
+       :: else
+       fi
+    :: config == 4
+    fi;
+    done1b = true
+  } unless { !alive[1] }
+}
+
+#define PUB_DONE ((done1 && done1b) || !alive[1])
+
 proctype Reader() {
-  byte g, rc, dw, dg, dl, ds, dd, rw, rg, rl, rs, rm, rleft, i;
+  byte g, ep, rc, dw, dg, dl, ds, dd, rw, rg, rl, rs, rm, rleft, rown, rg2, rr;
+  bool rejoined;
   {
     do
     :: nempty(ch) ->
-       ch?g;
-       G_READ(g);
-       rc = 9; release(2, g, rc, rw, rg, rl, rs, rm, rleft);
-       rc = 9; release(2, g, rc, rw, rg, rl, rs, rm, rleft);   /* a double release */
-    :: empty(ch) && (done1 || !alive[1]) -> break
-    :: config == 2 && !leaving[2] -> leave(2, dw, dg, dl, ds, dd); break
+       ch?g,ep;
+       if
+       :: !leaving[2] && ep == pep[2] ->            /* for this incarnation */
+          G_READ(g);
+          rc = 9; release(2, g, rc, rw, rg, rl, rs, rm, rleft);
+          if :: config == 1 || config == 3 -> rc = 9; release(2, g, rc, rw, rg, rl, rs, rm, rleft) :: else fi  /* twice */
+       :: else                                      /* not ours: its sender's to settle */
+       fi
+    :: empty(ch) && PUB_DONE -> break
+    :: config == 2 && !leaving[2] -> leave(2, dw, dg, dl, ds, dd)
+    :: config == 2 && leaving[2] && !rejoined ->   /* joins again: a new incarnation */
+       atomic { if :: pst[2] == P_FREE -> pst[2] = P_ALIVE; pep[2]++; leaving[2] = false; rejoined = true :: else fi }
     od;
     if :: !leaving[2] -> leave(2, dw, dg, dl, ds, dd) :: else fi;
     done2 = true
@@ -314,23 +420,32 @@ inline reap(q, dw, dg, dl, ds, dd) {
 }
 
 proctype Peer3() {
-  byte g, dw, dg, dl, ds, dd;
+  byte g, dw, dg, dl, ds, dd, rown, rg2, rr;
   bool tried;
   do
   :: !tried -> tried = true; claim(3, g); if :: g != 0 -> free_owned(3, g) :: else fi
   :: !alive[1] && (pst[1] == P_ALIVE || pst[1] == P_REAPING) -> reap(1, dw, dg, dl, ds, dd)
   :: !alive[2] && (pst[2] == P_ALIVE || pst[2] == P_REAPING) -> reap(2, dw, dg, dl, ds, dd)
-  :: tried && (done1 || (!alive[1] && pst[1] == P_FREE)) &&
+  :: tried && ((done1 && done1b) || (!alive[1] && pst[1] == P_FREE)) &&
      (done2 || (!alive[2] && pst[2] == P_FREE)) -> break
   od;
   done3 = true
 }
 
 init {
-  if :: config = 1 :: config = 2 :: config = 3 fi;
+#ifdef CONFIG
+  config = CONFIG;
+#else
+  if :: config = 1 :: config = 2 :: config = 3 :: config = 4 fi;
+#endif
   atomic {
-    run Publisher(); run Reader(); run Peer3();
-    if :: config == 1 -> run Killer(2) :: config == 3 -> run Killer(1) :: else fi
+    run PublisherA(); run PublisherB(); run Reader(); run Peer3();
+    if
+    :: config == 1 -> run Killer(2)
+    :: config == 3 -> run Killer(1)
+    :: config == 4 -> run Killer(1); run Killer(2)
+    :: else
+    fi
   };
   done3;
 #ifdef PROP_NOTHING_LOST

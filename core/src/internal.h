@@ -54,9 +54,10 @@ static inline uint32_t vs__class_laps(uint32_t slot_count)
  * SHARED at {gen, lap}, `live` says which seats still hold a reference:
  * bits  0..31 generation, bits 32..47 the lap's low 16 bits (of the share this entry is for),
  * bits 48..63 one bit per seat still held; seat[i] is the reader peer of seat i.
- * The seats are written by the owner while it still owns the slot, before the CAS that makes
- * it SHARED; every change after that is one CAS on `live` that compares its {gen, lap}, so a
- * reader of an earlier share of the slot can never clear a seat of a later one. */
+ * The seats are written by the owner while its word says SHARING (its CAS from ALLOCATED made
+ * it the only writer), before the CAS that makes it SHARED; every change after that is one
+ * CAS on `live` that compares its {gen, lap}, so a reader of an earlier share of the slot can
+ * never clear a seat of a later one. */
 #define VS__SEATS 16
 _Static_assert(VS__SEATS == VS_MAX_READERS, "one seat per reader");
 typedef struct vs__share {
@@ -161,10 +162,11 @@ static inline vs__share *vs__share_entry(const struct vs_pool_class *cls, uint32
     size_t bitmap_bytes = ((size_t)cls->bitmap_words * 8 + 63) & ~(size_t)63;
     return (vs__share *)((uint8_t *)cls->bitmap + bitmap_bytes) + idx;
 }
-/* share.c, for reclaim: drops every reference peer holds to shared slot idx (none if it is not
- * shared), and frees the slot if that was the last; true when the slot went free. */
-bool vs__share_drop_peer(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
-                         uint8_t peer);
+/* share.c, for reclaim: slot idx's word says SHARED; peer is dead or leaving. Drops every
+ * reference peer holds to it; if peer published it, also those of readers that are no longer
+ * joined (a publisher killed before it looked at them again); frees the slot if no reference
+ * is left. */
+void vs__share_reclaim(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx, uint8_t peer);
 
 /* Marks slot idx as probably free in the class's index (idempotent). */
 void vs__publish_free(const struct vs_pool_class *cls, uint32_t idx);

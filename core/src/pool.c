@@ -581,16 +581,18 @@ void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id)
             uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
             if (VS__UNLIKELY(vs__word_state(w) == VS_SLOT_SHARED)) {
                 /* its references, and any share a releaser left empty when it died */
-                vs__share_drop_peer(pool, cls, i, peer_id);
+                vs__share_reclaim(pool, cls, i, peer_id);
                 continue;
             }
             bool freed = false;
-            while (vs__word_state(w) == VS_SLOT_ALLOCATED && vs__word_owner(w) == peer_id) {
+            /* Owned, or being shared by it (SHARING: still its own). */
+            while ((vs__word_state(w) == VS_SLOT_ALLOCATED || vs__word_state(w) == VS_SLOT_SHARING) &&
+                   vs__word_owner(w) == peer_id) {
                 /* model: reclaim_cas */
                 if (atomic_compare_exchange_weak_explicit(&m->word, &w,
                                                           vs__word_with(w, 0, VS_SLOT_FREE),
                                                           memory_order_acq_rel, memory_order_relaxed)) {
-                    vs__assert(vs__word_owner(w) == peer_id && vs__word_state(w) == VS_SLOT_ALLOCATED);
+                    vs__assert(vs__word_owner(w) == peer_id);
                     freed = true;
                     break;
                 }

@@ -70,6 +70,8 @@ static int readers_joined(const vs_segment *seg, const uint8_t *readers, size_t 
     return VS_OK;
 }
 
+static bool drop_peer(const struct vs_pool_class *cls, uint32_t idx, uint8_t peer, uint64_t share);
+
 int vs_pool_share(const vs_pool *pool, vs_slot_ref ref, uint8_t owner, const uint8_t *readers, size_t n)
 {
     const struct vs_pool_class *cls;
@@ -87,12 +89,18 @@ int vs_pool_share(const vs_pool *pool, vs_slot_ref ref, uint8_t owner, const uin
         if (rc != VS_OK)
             return rc;
     }
-    uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
-    if (!vs__word_is_live(w, ref.generation, lap))
-        return VS_ESTALE;
-    if (vs__word_owner(w) != owner)
-        return VS_EPERM;
-    /* Still ours alone: nobody acts on the entry of a slot that is not SHARED. */
+    /* ALLOCATED -> SHARING(owner): from here on this call alone writes the share entry (a
+     * second share of the slot, or a free or transfer by another thread of the owner, now
+     * fails instead of racing our writes). model: sharing_cas */
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    do {
+        if (!vs__word_is_live(w, ref.generation, lap))
+            return VS_ESTALE;
+        if (vs__word_owner(w) != owner)
+            return VS_EPERM;
+    } while (!atomic_compare_exchange_weak_explicit(&m->word, &w, vs__word_with(w, owner, VS_SLOT_SHARING),
+                                                    memory_order_acquire, memory_order_relaxed));
+    uint64_t sharing = vs__word_with(w, owner, VS_SLOT_SHARING);
     vs__share *sh = vs__share_entry(cls, idx);
     bool kept_here = false;
     for (size_t i = 0; i < n; i++) {
@@ -104,24 +112,23 @@ int vs_pool_share(const vs_pool *pool, vs_slot_ref ref, uint8_t owner, const uin
     /* The owner gives up writing; if none of the readers is this process, its block goes. */
     VS__VG(if (!kept_here) vs__vg_released(pool, cls, idx));
     VS__DEBUG_POINT(vs__debug_before_share_cas, idx);
-    /* model: share_cas. Release: whoever sees SHARED sees the seats. */
-    while (!atomic_compare_exchange_weak_explicit(&m->word, &w, vs__word_with(w, owner, VS_SLOT_SHARED),
-                                                  memory_order_seq_cst, memory_order_acquire)) {
-        if (!vs__word_is_live(w, ref.generation, lap))
-            return VS_ESTALE; /* freed by another thread of the owner meanwhile */
-        if (vs__word_owner(w) != owner)
-            return VS_EPERM;
-    }
+    /* model: share_cas. Release: whoever sees SHARED sees the seats. Nobody else changes a
+     * SHARING word but a reaper of a dead owner and a scribbler. */
+    uint64_t shared = vs__word_with(w, owner, VS_SLOT_SHARED);
+    if (!atomic_compare_exchange_strong_explicit(&m->word, &sharing, shared, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return VS_ESTALE;
     if (seg) {
         /* A reader that was reaped (or left) between our look at its entry and the CAS may have
          * had its slots reclaimed before its seat existed: nobody would ever drop it. An entry
          * still in the state we saw is reaped after the CAS, and the reap finds the seat
          * (seq_cst here and in the reclaim: the two sides' write-then-read must not cross).
+         * Only this share's seats: by now the slot may be free and shared again.
          * model: share_recheck */
         atomic_thread_fence(memory_order_seq_cst);
         for (size_t i = 0; i < n; i++)
             if (atomic_load_explicit(&vs__peer_entry(seg, readers[i])->state, memory_order_seq_cst) != states[i])
-                vs__share_drop_peer(pool, cls, idx, readers[i]);
+                drop_peer(cls, idx, readers[i], shared);
     }
     return VS_OK;
 }
@@ -158,13 +165,14 @@ int vs_pool_release(const vs_pool *pool, vs_slot_ref ref, uint8_t reader)
     return VS_OK;
 }
 
-bool vs__share_drop_peer(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
-                         uint8_t peer)
+/* Drops every reference peer holds to the share of slot idx whose SHARED word is `share`
+ * (0: whatever share the slot holds now), and frees the slot if none is left (a releaser
+ * killed between its two CASes leaves an empty share too). model: drop_peer */
+static bool drop_peer(const struct vs_pool_class *cls, uint32_t idx, uint8_t peer, uint64_t share)
 {
-    (void)pool;
     vs__slot_meta *m = vs__meta(cls, idx);
     uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
-    if (vs__word_state(w) != VS_SLOT_SHARED)
+    if (vs__word_state(w) != VS_SLOT_SHARED || (share && w != share))
         return false;
     vs__share *sh = vs__share_entry(cls, idx);
     uint64_t live = atomic_load_explicit(&sh->live, memory_order_acquire);
@@ -183,8 +191,30 @@ bool vs__share_drop_peer(const vs_pool *pool, const struct vs_pool_class *cls, u
                                                   memory_order_acq_rel, memory_order_acquire))
             break;
     }
-    /* Empty: dropped just now, or left so by a releaser that died before its second CAS. */
     return seats == 0 && finish(cls, m, idx, w);
+}
+
+void vs__share_reclaim(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx, uint8_t peer)
+{
+    vs__slot_meta *m = vs__meta(cls, idx);
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_acquire);
+    if (drop_peer(cls, idx, peer, w) || vs__word_owner(w) != peer || !pool->segment)
+        return;
+    /* Its publisher: if it died between its CAS and its look at the readers' entries, a
+     * reader reaped before the CAS still has a seat nobody will drop. A reader whose entry is
+     * not ALIVE now is gone (its own reap drops its seats too: dropping is idempotent). A
+     * reader id out of range is a scribble: left alone. model: publisher_reap */
+    const vs_segment *seg = pool->segment;
+    const vs__share *sh = vs__share_entry(cls, idx);
+    uint64_t live = atomic_load_explicit(&sh->live, memory_order_acquire);
+    if (!vs__live_is_of(live, w))
+        return;
+    for (uint16_t s = vs__live_seats(live); s; s &= (uint16_t)(s - 1)) {
+        uint8_t q = atomic_load_explicit(&sh->seat[__builtin_ctz(s)], memory_order_relaxed);
+        if (q >= 1 && q <= seg->max_peers &&
+            vs__peer_state(atomic_load_explicit(&vs__peer_entry(seg, q)->state, memory_order_seq_cst)) != VS_PEER_ALIVE)
+            drop_peer(cls, idx, q, w);
+    }
 }
 
 const void *vs_pool_shared_data(const vs_pool *pool, const vs_slot_ref *ref, uint8_t reader)

@@ -7,29 +7,6 @@
 
 using namespace vstest;
 
-namespace {
-
-vs_slot_info info_of(const vs_pool *pool, vs_slot_ref r)
-{
-    vs_slot_info i{};
-    EXPECT_EQ(vs_pool_slot_info(pool, r.class_idx, r.slot_idx, &i), VS_OK);
-    return i;
-}
-
-std::vector<uint8_t> readers_of(const vs_pool *pool, vs_slot_ref r)
-{
-    uint8_t out[VS_MAX_READERS];
-    size_t n = 0;
-    if (vs_pool_share_readers(pool, r, out, &n) != VS_OK)
-        return {};
-    std::vector<uint8_t> v(out, out + n);
-    std::sort(v.begin(), v.end());
-    return v;
-}
-
-
-} // namespace
-
 TEST(Share, EveryReaderReadsTheOwnersBytesAndTheLastReleaseFreesTheSlot)
 {
     HeapPool hp;
@@ -38,8 +15,8 @@ TEST(Share, EveryReaderReadsTheOwnersBytesAndTheLastReleaseFreesTheSlot)
     memset(vs_pool_slot_data(hp.get(), &r), 0x5a, 1000);
     const uint8_t readers[] = {1, 2, 3};
     ASSERT_EQ(vs_pool_share(hp.get(), r, 1, readers, 3), VS_OK);
-    EXPECT_EQ(info_of(hp.get(), r).state, (uint32_t)VS_SLOT_SHARED);
-    EXPECT_EQ(readers_of(hp.get(), r), (std::vector<uint8_t>{1, 2, 3}));
+    EXPECT_EQ(slot_info_of(hp.get(), r).state, (uint32_t)VS_SLOT_SHARED);
+    EXPECT_EQ(share_readers_of(hp.get(), r), (std::vector<int>{1, 2, 3}));
     for (uint8_t p : readers) {
         auto *d = static_cast<const uint8_t *>(vs_pool_shared_data(hp.get(), &r, p));
         ASSERT_NE(d, nullptr) << "reader " << int(p);
@@ -53,16 +30,16 @@ TEST(Share, EveryReaderReadsTheOwnersBytesAndTheLastReleaseFreesTheSlot)
     EXPECT_EQ(vs_pool_transfer(hp.get(), r, 1, 2), VS_ESTALE);
     EXPECT_EQ(vs_pool_share(hp.get(), r, 1, readers, 3), VS_ESTALE);
     vs_pool_reclaim_peer_slots(hp.get(), 9); // no seat of peer 9: nothing changes
-    EXPECT_EQ(readers_of(hp.get(), r).size(), 3u);
+    EXPECT_EQ(share_readers_of(hp.get(), r).size(), 3u);
 
     EXPECT_EQ(vs_pool_release(hp.get(), r, 2), VS_OK);
     EXPECT_EQ(vs_pool_release(hp.get(), r, 2), VS_EDOUBLEFREE) << "a second release by one reader";
     EXPECT_EQ(vs_pool_release(hp.get(), r, 4), VS_EDOUBLEFREE) << "a release by a non-reader";
     EXPECT_EQ(vs_pool_shared_data(hp.get(), &r, 2), nullptr) << "released: no longer readable";
     EXPECT_EQ(vs_pool_release(hp.get(), r, 1), VS_OK);
-    EXPECT_EQ(info_of(hp.get(), r).state, (uint32_t)VS_SLOT_SHARED) << "reader 3 still reads";
+    EXPECT_EQ(slot_info_of(hp.get(), r).state, (uint32_t)VS_SLOT_SHARED) << "reader 3 still reads";
     EXPECT_EQ(vs_pool_release(hp.get(), r, 3), VS_OK);
-    EXPECT_EQ(info_of(hp.get(), r).state, (uint32_t)VS_SLOT_FREE);
+    EXPECT_EQ(slot_info_of(hp.get(), r).state, (uint32_t)VS_SLOT_FREE);
     EXPECT_EQ(vs_pool_release(hp.get(), r, 3), VS_EDOUBLEFREE);
     uint8_t out[VS_MAX_READERS];
     size_t n = 0;
@@ -90,10 +67,10 @@ TEST(Share, BadArgumentsAreRefusedAndChangeNothing)
     EXPECT_EQ(vs_pool_release(hp.get(), out_of_range, 1), VS_EINVAL);
     EXPECT_EQ(vs_pool_release(hp.get(), r, 1), VS_EDOUBLEFREE) << "not shared";
     EXPECT_EQ(vs_pool_shared_data(hp.get(), nullptr, 1), nullptr);
-    EXPECT_EQ(info_of(hp.get(), r).state, (uint32_t)VS_SLOT_ALLOCATED);
+    EXPECT_EQ(slot_info_of(hp.get(), r).state, (uint32_t)VS_SLOT_ALLOCATED);
     // All sixteen seats, then a stale ref of the slot.
     ASSERT_EQ(vs_pool_share(hp.get(), r, 1, many, VS_MAX_READERS), VS_OK);
-    EXPECT_EQ(readers_of(hp.get(), r).size(), (size_t)VS_MAX_READERS);
+    EXPECT_EQ(share_readers_of(hp.get(), r).size(), (size_t)VS_MAX_READERS);
     for (size_t i = 0; i < VS_MAX_READERS; i++)
         EXPECT_EQ(vs_pool_release(hp.get(), r, many[i]), VS_OK);
     EXPECT_EQ(vs_pool_share(hp.get(), r, 1, many, 1), VS_ESTALE);
@@ -132,7 +109,7 @@ TEST(Share, AReleaseOfAnEarlierShareOfTheSlotIsRefused)
     ASSERT_EQ(vs_pool_share(hp.get(), now, 1, readers, 2), VS_OK);
     EXPECT_EQ(vs_pool_release(hp.get(), old, 2), VS_EDOUBLEFREE);
     EXPECT_EQ(vs_pool_shared_data(hp.get(), &old, 3), nullptr);
-    EXPECT_EQ(readers_of(hp.get(), now), (std::vector<uint8_t>{2, 3}));
+    EXPECT_EQ(share_readers_of(hp.get(), now), (std::vector<int>{2, 3}));
     EXPECT_EQ(vs_pool_release(hp.get(), now, 2), VS_OK);
     EXPECT_EQ(vs_pool_release(hp.get(), now, 3), VS_OK);
     expect_every_slot_free_once(hp.get(), 1);
@@ -171,7 +148,7 @@ TEST(Share, RacingReleasesDropEachReferenceOnceAndFreeTheSlotOnce)
             }
         },
         [&](int round) {
-            EXPECT_EQ(info_of(hp.get(), r).state, (uint32_t)VS_SLOT_FREE) << "round " << round;
+            EXPECT_EQ(slot_info_of(hp.get(), r).state, (uint32_t)VS_SLOT_FREE) << "round " << round;
             return prepare();
         });
     EXPECT_EQ(freed_early.load(), 0);
@@ -289,7 +266,7 @@ TEST(Share, AScribbledShareEntryGivesErrorsNotCrashes)
             EXPECT_TRUE(rc == VS_OK || rc == VS_EDOUBLEFREE) << rc;
         }
         // Whatever the scribble did, the slot is shared still or free; clean up by hand.
-        vs_slot_info i = info_of(hp.get(), r);
+        vs_slot_info i = slot_info_of(hp.get(), r);
         ASSERT_TRUE(i.state == VS_SLOT_SHARED || i.state == VS_SLOT_FREE) << i.state;
         if (i.state == VS_SLOT_SHARED) {
             memset(base + table_start + (r.slot_idx % 4) * 32, 0, 32);
@@ -297,7 +274,7 @@ TEST(Share, AScribbledShareEntryGivesErrorsNotCrashes)
             uint64_t live = (uint64_t)r.generation | (uint64_t)(r.slot_idx / 4 & 0xffff) << 32;
             memcpy(base + table_start + (r.slot_idx % 4) * 32, &live, 8);
             vs_pool_reclaim_peer_slots(hp.get(), 200);
-            ASSERT_EQ(info_of(hp.get(), r).state, (uint32_t)VS_SLOT_FREE);
+            ASSERT_EQ(slot_info_of(hp.get(), r).state, (uint32_t)VS_SLOT_FREE);
         }
     }
     expect_every_slot_free_once(hp.get(), 1);
@@ -315,12 +292,12 @@ TEST(ShareSegment, EveryReaderMustBeAJoinedPeer)
     EXPECT_EQ(vs_pool_share(seg.pool(), r, me, nobody, 2), VS_ENOTJOINED);
     const uint8_t beyond[] = {me, 5};
     EXPECT_EQ(vs_pool_share(seg.pool(), r, me, beyond, 2), VS_EINVAL) << "above max_peers";
-    EXPECT_EQ(info_of(seg.pool(), r).state, (uint32_t)VS_SLOT_ALLOCATED);
+    EXPECT_EQ(slot_info_of(seg.pool(), r).state, (uint32_t)VS_SLOT_ALLOCATED);
     const uint8_t self[] = {me};
     ASSERT_EQ(vs_pool_share(seg.pool(), r, me, self, 1), VS_OK);
     // Leaving drops this peer's references: the slot comes back.
     ASSERT_EQ(vs_segment_leave(&seg.seg), VS_OK);
-    EXPECT_EQ(info_of(seg.pool(), r).state, (uint32_t)VS_SLOT_FREE);
+    EXPECT_EQ(slot_info_of(seg.pool(), r).state, (uint32_t)VS_SLOT_FREE);
     expect_every_slot_free_once(seg.pool(), seg.join());
 }
 
@@ -357,10 +334,10 @@ TEST(ShareSegment, AReapDropsTheDeadReadersReferencesOnly)
     unsigned n = 0;
     ASSERT_EQ(vs_segment_reap(&seg.seg, &n), VS_OK);
     EXPECT_EQ(n, 1u);
-    EXPECT_EQ(readers_of(seg.pool(), r), (std::vector<uint8_t>{me})) << "only the live reader is left";
+    EXPECT_EQ(share_readers_of(seg.pool(), r), (std::vector<int>{me})) << "only the live reader is left";
     EXPECT_NE(vs_pool_shared_data(seg.pool(), &r, me), nullptr);
     EXPECT_EQ(vs_pool_release(seg.pool(), r, me), VS_OK);
-    EXPECT_EQ(info_of(seg.pool(), r).state, (uint32_t)VS_SLOT_FREE);
+    EXPECT_EQ(slot_info_of(seg.pool(), r).state, (uint32_t)VS_SLOT_FREE);
     for (int fd : {ids[0], ids[1], go[0], go[1]})
         close(fd);
     expect_every_slot_free_once(seg.pool(), me);
