@@ -17,6 +17,7 @@ typedef struct {
     guint8 *slot;               /* the slot's first byte in this process */
     guint8 *base;               /* start of the maxsize region: slot, realigned if asked */
     gboolean owned;             /* freeing returns the slot (false once given away) */
+    gboolean shared;            /* freeing releases this process's reference to the slot */
 } GstVarslotMemory;
 
 struct _GstVarslotAllocator {
@@ -156,10 +157,40 @@ GstMemory *gst_varslot_memory_wrap_owned(GstAllocator *allocator, vs_slot_ref re
     return GST_MEMORY_CAST(m);
 }
 
+GstMemory *gst_varslot_memory_wrap_shared(GstAllocator *allocator, vs_slot_ref ref, gsize offset,
+                                          gsize size)
+{
+    GstVarslotSegment *s = gst_varslot_allocator_segment(allocator, NULL);
+    const vs_pool *pool = s ? gst_varslot_segment_pool(s) : NULL;
+    const guint8 *slot = pool ? vs_pool_shared_data(pool, &ref, s->peer) : NULL;
+    gsize slot_size = slot ? vs_pool_slot_size(pool, ref.class_idx) : 0;
+    if (!slot)
+        return NULL;
+    if (offset > slot_size || size > slot_size - offset)
+        return NULL; /* a reference of ours, but no window to read: the caller releases it */
+    GST_LOG_OBJECT(allocator, "peer %u reads shared slot %u/%u", s->peer, ref.class_idx, ref.slot_idx);
+    GstVarslotMemory *m = g_slice_new0(GstVarslotMemory);
+    m->segment = gst_varslot_segment_ref(s);
+    m->ref = ref;
+    m->slot = m->base = (guint8 *)slot; /* mapped writable, but the memory is read-only */
+    m->shared = TRUE;
+    gst_memory_init(GST_MEMORY_CAST(m), GST_MEMORY_FLAG_READONLY, allocator, NULL, offset + size, 0,
+                    offset, size);
+    return GST_MEMORY_CAST(m);
+}
+
 static void gst_varslot_allocator_free(GstAllocator *allocator, GstMemory *mem)
 {
     GstVarslotMemory *m = as_varslot(mem);
-    if (!mem->parent) {
+    if (!mem->parent && m->shared) {
+        int rc = vs_pool_release(gst_varslot_segment_pool(m->segment), m->ref, m->segment->peer);
+        GST_LOG_OBJECT(allocator, "peer %u released shared slot %u/%u: %s", m->segment->peer,
+                       m->ref.class_idx, m->ref.slot_idx, vs_strerror(rc));
+        if (rc != VS_OK) /* dropped by our leave, or a hostile peer scribbled on the slot */
+            GST_WARNING_OBJECT(allocator, "shared slot %u/%u: %s", m->ref.class_idx, m->ref.slot_idx,
+                               vs_strerror(rc));
+        gst_varslot_segment_unref(m->segment);
+    } else if (!mem->parent) {
         /* Free only what is still ours: a slot given to a consumer is the consumer's to free. */
         if (m->owned) {
             int rc = vs_pool_free_owned(gst_varslot_segment_pool(m->segment), m->ref,
@@ -267,6 +298,26 @@ gboolean gst_varslot_memory_still_ours(GstMemory *mem)
 }
 
 gboolean gst_varslot_memory_is_given_away(GstMemory *mem) { return !root_of(mem)->owned; }
+
+void gst_varslot_memory_mark_shared(GstMemory *mem)
+{
+    GstVarslotMemory *root = root_of(mem);
+    root->owned = FALSE;
+    root->shared = TRUE;
+    /* Readers in other processes see these bytes from now on: a write map here gets a copy. */
+    GST_MINI_OBJECT_FLAG_SET(root, GST_MEMORY_FLAG_READONLY);
+    GST_MINI_OBJECT_FLAG_SET(mem, GST_MEMORY_FLAG_READONLY);
+}
+
+gboolean gst_varslot_memory_is_shared(GstMemory *mem) { return root_of(mem)->shared; }
+
+void gst_varslot_memory_forget_shared(GstMemory *mem)
+{
+    GstVarslotMemory *root = root_of(mem);
+    if (root->shared) /* for memory checkers: the block is no longer this process's */
+        vs_pool_handed_over(gst_varslot_segment_pool(root->segment), root->ref);
+    root->shared = FALSE;
+}
 
 /* ---- GObject ---- */
 

@@ -36,6 +36,16 @@ gboolean gst_varslot_memory_still_ours(GstMemory *mem);
 /* Wraps a slot this process has just taken ownership of, read-only, bytes [offset, +size). */
 GstMemory *gst_varslot_memory_wrap_owned(GstAllocator *allocator, vs_slot_ref ref, gsize offset,
                                          gsize size);
+/* The slot was shared (vs_pool_share, this process among its readers): freeing mem releases
+ * this process's reference instead of freeing the slot. */
+void gst_varslot_memory_mark_shared(GstMemory *mem);
+gboolean gst_varslot_memory_is_shared(GstMemory *mem);
+/* Freeing mem leaves the reference alone: another process releases it for us. */
+void gst_varslot_memory_forget_shared(GstMemory *mem);
+/* Wraps a slot shared with this process, read-only, bytes [offset, +size); NULL if this
+ * process holds no reference or the window lies outside it (the reference stays). */
+GstMemory *gst_varslot_memory_wrap_shared(GstAllocator *allocator, vs_slot_ref ref, gsize offset,
+                                          gsize size);
 
 G_END_DECLS
 #endif

@@ -14,7 +14,7 @@
 G_BEGIN_DECLS
 
 #define VSG_MAGIC 0x31475356u /* "VSG1" */
-#define VSG_VERSION 2 /* 2: the greeting carries the segment file */
+#define VSG_VERSION 3 /* 2: the greeting carries the segment file; 3: shared buffers */
 #define VSG_MAX_MEMORIES 8
 #define VSG_MAX_PLANES 4
 #define VSG_MAX_CAPS 8192
@@ -73,6 +73,9 @@ typedef struct {
     uint64_t pts, dts, duration, offset, offset_end; /* GST_CLOCK_TIME_NONE is all ones */
     uint32_t flags;
     uint32_t n_memories;
+    uint32_t shared;   /* 1: the slots are shared with the receiver (vs_pool_share), read in
+                        * place and released; 0: the receiver takes them (vs_pool_transfer) */
+    uint32_t reserved;
     vsg_video_meta video;
     vsg_memory memories[VSG_MAX_MEMORIES];
 } vsg_buffer;

@@ -32,6 +32,12 @@ typedef struct {
 typedef struct {
     guint64 seq;
     GstBuffer *buffer; /* what the client's slots are in; released once it took them */
+    /* A shared buffer instead (buffer NULL): the slots the client holds a reference to, to
+     * release for it if it goes without acking. We keep no reference of our own: the client
+     * has its own from the share on, and ours goes when this process is done with the
+     * buffer (an idle sink must not pin the last frame's slots). */
+    guint n_shared;
+    vs_slot_ref shared[VSG_MAX_MEMORIES];
 } PendingBuffer;
 
 struct _VsgServer {
@@ -79,7 +85,8 @@ static Client *client_by_id(VsgServer *self, guint64 id)
 
 static void drop_pending(PendingBuffer *p)
 {
-    gst_buffer_unref(p->buffer);
+    if (p->buffer)
+        gst_buffer_unref(p->buffer);
     g_free(p);
 }
 
@@ -89,9 +96,10 @@ static void drop_pending(PendingBuffer *p)
 static void settle(PendingBuffer *p)
 {
     gboolean any = FALSE;
-    for (guint i = 0; i < gst_buffer_n_memory(p->buffer); i++) {
+    for (guint i = 0; p->buffer && i < gst_buffer_n_memory(p->buffer); i++) {
         GstMemory *mem = gst_buffer_peek_memory(p->buffer, i);
-        if (gst_is_varslot_memory(mem) && !gst_varslot_memory_still_ours(mem)) {
+        if (gst_is_varslot_memory(mem) && !gst_varslot_memory_is_shared(mem) &&
+            !gst_varslot_memory_still_ours(mem)) {
             gst_varslot_memory_given_away(mem);
             any = TRUE;
         }
@@ -104,10 +112,15 @@ static void settle(PendingBuffer *p)
 /* A client takes a buffer by moving each slot's owner to itself (one CAS each), so the slot
  * words say what was taken without a word from the client: once no slot of the oldest
  * pending buffer is ours, it is the client's. This costs no system call per buffer; the
- * client's acks come in large batches and matter for refusals and at EOS. */
-static gboolean taken_by_client(GstBuffer *buf)
+ * client's acks come in large batches and matter for refusals and at EOS. A shared buffer
+ * leaves no such trace (the client reads in place, its reference already in the slot's
+ * share entry): only the client's ack says it took one. */
+static gboolean taken_by_client(const PendingBuffer *p)
 {
     gboolean any = FALSE;
+    GstBuffer *buf = p->buffer;
+    if (p->n_shared)
+        return FALSE;
     for (guint i = 0; i < gst_buffer_n_memory(buf); i++) {
         GstMemory *mem = gst_buffer_peek_memory(buf, i);
         if (!gst_is_varslot_memory(mem))
@@ -123,7 +136,7 @@ static void release_taken(Client *c)
 {
     PendingBuffer *p;
     gboolean took = FALSE;
-    while ((p = g_queue_peek_head(&c->pending)) && taken_by_client(p->buffer)) {
+    while ((p = g_queue_peek_head(&c->pending)) && taken_by_client(p)) {
         settle(g_queue_pop_head(&c->pending));
         took = TRUE;
     }
@@ -131,10 +144,44 @@ static void release_taken(Client *c)
         c->progress_us = g_get_monotonic_time();
 }
 
+static void handle_ack(VsgServer *self, Client *c, const vsg_ack *ack);
+
+/* Whether any buffer c was sent shared has not been acked. */
+static gboolean shared_pending(Client *c)
+{
+    for (GList *l = c->pending.head; l; l = l->next)
+        if (((PendingBuffer *)l->data)->n_shared)
+            return TRUE;
+    return FALSE;
+}
+
+/* The references a client holds to the shared buffers it never took are ours to release:
+ * a client takes a shared buffer by acking it, and once we shut its socket for reading its
+ * acks fail (EPIPE), so it cannot take one any more; the acks already in the socket are read
+ * first. Whatever is left was never read, so releasing it pulls no bytes from under a reader. */
+static void revoke_shared(VsgServer *self, Client *c)
+{
+    if (!c->peer || !shared_pending(c))
+        return;
+    shutdown(c->fd, SHUT_RD);
+    vsg_message m;
+    const char *why;
+    while (vsg_recv(c->fd, &m, NULL, &why) == 1)
+        if (m.h.type == VSG_ACK)
+            handle_ack(self, c, &m.ack);
+    const vs_pool *pool = gst_varslot_segment_pool(self->segment);
+    for (GList *l = c->pending.head; l; l = l->next) {
+        const PendingBuffer *p = l->data;
+        for (guint i = 0; i < p->n_shared; i++)
+            vs_pool_release(pool, p->shared[i], c->peer);
+    }
+}
+
 static void client_remove(VsgServer *self, Client *c, const char *why)
 {
     GST_INFO_OBJECT(self->element, "client (peer %u) gone: %s; releasing %u buffers", c->peer, why,
                     g_queue_get_length(&c->pending));
+    revoke_shared(self, c);
     gst_poll_remove_fd(self->poll, &c->pfd);
     close(c->fd);
     g_queue_clear_full(&c->pending, (GDestroyNotify)settle);
@@ -156,6 +203,17 @@ static void handle_ack(VsgServer *self, Client *c, const vsg_ack *ack)
     }
 }
 
+/* Whether peer id `peer` of our segment is joined by the process at the other end of fd. */
+static gboolean is_peer_of(VsgServer *self, int fd, guint8 peer)
+{
+    pid_t pid;
+    uid_t uid;
+    vs_peer_info pi;
+    return peer != 0 && vsg_peer_pid(fd, &pid, &uid) &&
+           vs_segment_peer_info(&self->segment->seg, peer, &pi) == VS_OK &&
+           pi.state == VS_PEER_ALIVE && pi.pid == pid;
+}
+
 /* Reads what a client sent; returns FALSE if it had to be dropped. */
 static gboolean client_read(VsgServer *self, Client *c)
 {
@@ -164,6 +222,13 @@ static gboolean client_read(VsgServer *self, Client *c)
     int rc;
     while ((rc = vsg_recv(c->fd, &m, NULL, &why)) == 1) {
         if (m.h.type == VSG_HELLO_REPLY && !c->peer) {
+            if (!is_peer_of(self, c->fd, m.hello_reply.peer)) {
+                /* Slots are shared with the peer id a client names: one naming another's
+                 * would pin slots for a reader that never hears of them. */
+                why = "its peer id is not its own process's";
+                rc = -1;
+                break;
+            }
             c->peer = m.hello_reply.peer;
             GST_INFO_OBJECT(self->element, "client joined as peer %u", c->peer);
         } else if (m.h.type == VSG_ACK) {
@@ -287,6 +352,23 @@ static gboolean evict_a_silent_client(VsgServer *self)
 void vsg_server_service(VsgServer *self)
 {
     gint64 now = self->last_service = g_get_monotonic_time();
+    if (self->accept_paused_until && now >= self->accept_paused_until) {
+        self->accept_paused_until = 0;
+        gst_poll_fd_ctl_read(self->poll, &self->listen_pfd, TRUE);
+    }
+    if (gst_poll_wait(self->poll, 0) > 0) {
+        if (self->segment && gst_poll_fd_can_read(self->poll, &self->listen_pfd))
+            accept_clients(self); /* before the segment exists, a greeting could not name it */
+        for (GList *l = self->clients; l;) {
+            Client *c = l->data;
+            l = l->next; /* client_read may remove c */
+            if (gst_poll_fd_can_read(self->poll, &c->pfd) || gst_poll_fd_has_closed(self->poll, &c->pfd) ||
+                gst_poll_fd_has_error(self->poll, &c->pfd))
+                client_read(self, c);
+        }
+    }
+    /* Progress is judged after the acks waiting in the sockets are read: a shared buffer is
+     * taken by its ack alone, and we may not have looked for a while. */
     for (GList *l = self->clients; l;) {
         Client *c = l->data;
         l = l->next; /* client_drop removes c */
@@ -294,21 +376,6 @@ void vsg_server_service(VsgServer *self)
         const char *why = overdue(self, c, now);
         if (why)
             client_drop(self, c, why);
-    }
-    if (self->accept_paused_until && now >= self->accept_paused_until) {
-        self->accept_paused_until = 0;
-        gst_poll_fd_ctl_read(self->poll, &self->listen_pfd, TRUE);
-    }
-    if (gst_poll_wait(self->poll, 0) <= 0)
-        return;
-    if (self->segment && gst_poll_fd_can_read(self->poll, &self->listen_pfd))
-        accept_clients(self); /* before the segment exists, a greeting could not name it */
-    for (GList *l = self->clients; l;) {
-        Client *c = l->data;
-        l = l->next; /* client_read may remove c */
-        if (gst_poll_fd_can_read(self->poll, &c->pfd) || gst_poll_fd_has_closed(self->poll, &c->pfd) ||
-            gst_poll_fd_has_error(self->poll, &c->pfd))
-            client_read(self, c);
     }
 }
 
@@ -437,7 +504,13 @@ GstFlowReturn vsg_server_send_buffer(VsgServer *self, guint64 id, GstBuffer *buf
     }
     PendingBuffer *p = g_new0(PendingBuffer, 1);
     p->seq = seq;
-    p->buffer = buf;
+    if (m.buffer.shared) {
+        for (guint i = 0; i < m.buffer.n_memories; i++)
+            p->shared[p->n_shared++] = vs_slot_ref_unpack(m.buffer.memories[i].handle);
+        gst_buffer_unref(buf);
+    } else {
+        p->buffer = buf;
+    }
     if (g_queue_is_empty(&c->pending))
         c->progress_us = g_get_monotonic_time(); /* the clock starts now */
     g_queue_push_tail(&c->pending, p);
@@ -504,6 +577,12 @@ void vsg_server_finish(VsgServer *self)
 }
 
 GArray *vsg_server_ready_clients(VsgServer *self) { return client_ids(self, TRUE); }
+
+guint8 vsg_server_client_peer(VsgServer *self, guint64 id)
+{
+    Client *c = client_by_id(self, id);
+    return c ? c->peer : 0;
+}
 
 /* ---- lifecycle ---- */
 

@@ -52,6 +52,8 @@ GstFlowReturn vsg_server_wait_for_client(VsgServer *self, gboolean wait);
 /* The ids of the clients that answered their greeting: a snapshot to go by while clients
  * come and go. */
 GArray *vsg_server_ready_clients(VsgServer *self);
+/* The peer id client id answered its greeting with (0: gone, or not ready). */
+guint8 vsg_server_client_peer(VsgServer *self, guint64 id);
 /* Sends buf (taken), numbered seq, to client id once it has room for it, and holds it until
  * the client took its slots or went away. *sent: the client got it (FALSE: it is gone, or
  * was dropped meanwhile). Not GST_FLOW_OK: flushing while waiting. */

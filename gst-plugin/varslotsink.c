@@ -1,8 +1,11 @@
 /* varslotsink: proposes slot-backed buffers upstream (allocator, pool, GstVideoMeta) and
  * sends each buffer to every connected varslotsrc as slot handles plus metadata, through its
- * server (server.c: clients, pending buffers, acks, client-timeout). The first client gets
- * the producer's own slots (zero copy; it takes ownership with one CAS each); further
- * clients get copies in slots of their own. Every wait on the sockets is on the server's
+ * server (server.c: clients, pending buffers, acks, client-timeout). A lone client gets the
+ * producer's own slots (zero copy; it takes ownership with one CAS each); several clients,
+ * or a buffer also held elsewhere in this process (a tee), get the slots shared (zero copy:
+ * each reads them in place and releases its reference; the last release frees the slot).
+ * Only a buffer that cannot be shared (more than 15 clients) gets copies for the clients
+ * after the first, in slots of their own. Every wait on the sockets is on the server's
  * GstPoll, which unlock() flushes; only the allocator's own wait for a free slot
  * (VARSLOT_GST_WAIT_MS) is not interruptible. A copy that finds no slot within
  * client-timeout is skipped (buffers-skipped), and while slots are short the upstream pool
@@ -28,7 +31,7 @@ struct _GstVarslotSink {
     gboolean wait_for_connection, trust_owner;
     VsgServerLimits limits; /* client-timeout, client-max-pending, max-clients */
     /* counters, read by property getters from any thread */
-    guint64 buffers_sent, copied_buffers, fanout_copies, dropped, skipped;
+    guint64 buffers_sent, buffers_shared, copied_buffers, fanout_copies, dropped, skipped;
     VsgServerCounts server_counts; /* clients, clients-dropped */
     /* streaming state: touched by the streaming thread (and start/stop) only */
     VsgServer *server;
@@ -55,6 +58,7 @@ enum {
     PROP_CLIENTS_DROPPED,
     PROP_MAX_CLIENTS,
     PROP_TRUST_OWNER,
+    PROP_BUFFERS_SHARED,
 };
 
 #define DEFAULT_CLIENT_TIMEOUT_MS 2000
@@ -111,9 +115,10 @@ static gboolean ensure_segment(GstVarslotSink *self, GstCaps *caps)
 
 /* ---- sending ---- */
 
-/* Zero copy when every memory is a whole slot of our segment that nothing else references:
- * handing the slot over must not pull bytes from under another holder. */
-static gboolean shareable(GstVarslotSink *self, GstBuffer *buf)
+/* Whether a lone client may take buf's slots (hand-over): every memory a whole slot of our
+ * segment that nothing else references, for taking them must not pull bytes from under
+ * another holder. */
+static gboolean can_hand_over(GstVarslotSink *self, GstBuffer *buf)
 {
     guint n = gst_buffer_n_memory(buf);
     if (n == 0 || n > VSG_MAX_MEMORIES || GST_MINI_OBJECT_REFCOUNT_VALUE(buf) > 1)
@@ -126,6 +131,66 @@ static gboolean shareable(GstVarslotSink *self, GstBuffer *buf)
             return FALSE;
     }
     return TRUE;
+}
+
+static gboolean in_our_slots(GstVarslotSink *self, GstBuffer *buf);
+
+/* Shares buf's slots with this process and every target client (vs_pool_share, one CAS per
+ * slot): each client reads them in place and releases its reference, the last release frees
+ * the slot. Any buffer whose memories are slots of our segment still ours qualifies, however
+ * many holders it has here (a tee's other branches read the same bytes: nobody writes a
+ * buffer it shares). FALSE, nothing shared with anyone: copy instead. */
+static gboolean share_with_clients(GstVarslotSink *self, GstBuffer *buf, GArray *targets)
+{
+    guint n = gst_buffer_n_memory(buf);
+    if (n == 0 || n > VSG_MAX_MEMORIES || targets->len == 0 || targets->len + 1 > VS_MAX_READERS)
+        return FALSE;
+    guint8 readers[VS_MAX_READERS];
+    readers[0] = self->segment->peer;
+    for (guint i = 0; i < targets->len; i++)
+        if (!(readers[i + 1] = vsg_server_client_peer(self->server, g_array_index(targets, guint64, i))))
+            return FALSE;
+    if (!in_our_slots(self, buf))
+        return FALSE; /* not slots of ours (or shared already, say by another sink) */
+    const vs_pool *pool = gst_varslot_segment_pool(self->segment);
+    for (guint i = 0; i < n; i++) {
+        GstMemory *mem = gst_buffer_peek_memory(buf, i);
+        vs_slot_ref ref = gst_varslot_memory_slot(mem, NULL);
+        int rc = vs_pool_share(pool, ref, self->segment->peer, readers, targets->len + 1);
+        if (rc != VS_OK) {
+            /* A client left meanwhile (VS_ENOTJOINED). Nobody has heard of what was shared
+             * so far: its clients' references go; ours goes with the memories. */
+            GST_DEBUG_OBJECT(self, "cannot share slot %u/%u: %s", ref.class_idx, ref.slot_idx, vs_strerror(rc));
+            for (guint j = 0; j < i; j++) {
+                vs_slot_ref done = gst_varslot_memory_slot(gst_buffer_peek_memory(buf, j), NULL);
+                for (guint r = 1; r <= targets->len; r++)
+                    vs_pool_release(pool, done, readers[r]);
+            }
+            return FALSE;
+        }
+        gst_varslot_memory_mark_shared(mem);
+    }
+    return TRUE;
+}
+
+/* Sends a shared buffer to every target. A client that went away before it was sent never
+ * heard of its references: they are released for it. */
+static GstFlowReturn send_shared(GstVarslotSink *self, GstBuffer *buf, GArray *targets, gboolean *given)
+{
+    const vs_pool *pool = gst_varslot_segment_pool(self->segment);
+    GstFlowReturn ret = GST_FLOW_OK;
+    *given = FALSE;
+    for (guint i = 0; i < targets->len; i++) {
+        guint64 id = g_array_index(targets, guint64, i);
+        guint8 peer = vsg_server_client_peer(self->server, id);
+        gboolean sent = FALSE;
+        if (ret == GST_FLOW_OK)
+            ret = vsg_server_send_buffer(self->server, id, gst_buffer_ref(buf), self->seq, &sent);
+        *given |= sent;
+        for (guint m = 0; !sent && peer && m < gst_buffer_n_memory(buf); m++)
+            vs_pool_release(pool, gst_varslot_memory_slot(gst_buffer_peek_memory(buf, m), NULL), peer);
+    }
+    return ret;
 }
 
 /* GST_FLOW_OK's sibling for "no slot came free in time: skip this copy". */
@@ -174,41 +239,35 @@ static GstFlowReturn copy_into_slot(GstVarslotSink *self, GstBuffer *buf, GstBuf
     }
 }
 
-static GstFlowReturn gst_varslot_sink_render(GstBaseSink *bsink, GstBuffer *buf)
+/* Whether buf's memories are all slots of our segment that are still ours to share. */
+static gboolean in_our_slots(GstVarslotSink *self, GstBuffer *buf)
 {
-    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
-    if (!self->segment && !ensure_segment(self, self->caps))
-        return GST_FLOW_ERROR;
-    /* Send first, look after: a frame's latency should not include accepting and acks. */
-    GstFlowReturn ret = vsg_server_wait_for_client(self->server, self->wait_for_connection);
-    if (ret == GST_FLOW_CUSTOM_SUCCESS) {
-        COUNT(dropped);
-        return GST_FLOW_OK;
+    guint n = gst_buffer_n_memory(buf);
+    if (n == 0 || n > VSG_MAX_MEMORIES)
+        return FALSE;
+    for (guint i = 0; i < n; i++) {
+        GstMemory *mem = gst_buffer_peek_memory(buf, i);
+        if (!gst_is_varslot_memory(mem) || gst_varslot_memory_segment(mem) != self->segment ||
+            gst_varslot_memory_is_given_away(mem) || !gst_varslot_memory_still_ours(mem))
+            return FALSE;
+        /* One slot per memory: a reader holds one reference per slot, released once. */
+        for (guint j = 0; j < i; j++)
+            if (vs_slot_ref_pack(gst_varslot_memory_slot(gst_buffer_peek_memory(buf, j), NULL)) ==
+                vs_slot_ref_pack(gst_varslot_memory_slot(mem, NULL)))
+                return FALSE;
     }
-    if (ret != GST_FLOW_OK)
-        return ret;
-    /* The first ready client gets the buffer's own slots when they can be handed over. */
-    GstBuffer *first;
-    if (shareable(self, buf)) {
-        first = gst_buffer_ref(buf);
-    } else {
-        GST_LOG_OBJECT(self, "copying buffer %" GST_PTR_FORMAT " into a slot", buf);
-        if ((ret = copy_into_slot(self, buf, &first)) == FLOW_NO_SLOT) {
-            GST_DEBUG_OBJECT(self, "no slot for a copy within client-timeout: buffer skipped");
-            COUNT(skipped);
-            return GST_FLOW_OK;
-        }
-        if (ret != GST_FLOW_OK)
-            return ret;
-        COUNT(copied_buffers);
-    }
-    self->seq++;
-    /* Clients can go away under any wait below, so go by a snapshot and check each is still
-     * there. The first client gets the original slots, the others copies, all made before the
-     * original is sent: once sent, its client may take, free and reuse those slots at once. */
-    GArray *targets = vsg_server_ready_clients(self->server);
+    return TRUE;
+}
+
+/* The old way, for a buffer that cannot be shared: the first client gets the original slots,
+ * the others copies, all made before the original is sent (once sent, its client may take,
+ * free and reuse those slots at once). */
+static GstFlowReturn send_with_copies(GstVarslotSink *self, GstBuffer *first, GArray *targets,
+                                      gboolean *given)
+{
+    GstFlowReturn ret = GST_FLOW_OK;
     GPtrArray *outs = g_ptr_array_new_with_free_func((GDestroyNotify)gst_buffer_unref);
-    g_ptr_array_add(outs, first);
+    g_ptr_array_add(outs, gst_buffer_ref(first));
     while (outs->len < targets->len && ret == GST_FLOW_OK) {
         GstBuffer *copy;
         if ((ret = copy_into_slot(self, first, &copy)) == GST_FLOW_OK) {
@@ -223,14 +282,73 @@ static GstFlowReturn gst_varslot_sink_render(GstBaseSink *bsink, GstBuffer *buf)
         g_array_set_size(targets, outs->len);
         ret = GST_FLOW_OK;
     }
-    gboolean given = FALSE;
+    *given = FALSE;
     for (guint i = 0; i < targets->len && ret == GST_FLOW_OK; i++) {
         gboolean sent; /* FALSE if the client went away: its buffer is dropped with outs */
         ret = vsg_server_send_buffer(self->server, g_array_index(targets, guint64, i),
                                      gst_buffer_ref(g_ptr_array_index(outs, i)), self->seq, &sent);
-        given |= sent;
+        *given |= sent;
     }
     g_ptr_array_free(outs, TRUE);
+    return ret;
+}
+
+static GstFlowReturn gst_varslot_sink_render(GstBaseSink *bsink, GstBuffer *buf)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
+    if (!self->segment && !ensure_segment(self, self->caps))
+        return GST_FLOW_ERROR;
+    /* Send first, look after: a frame's latency should not include accepting and acks. */
+    GstFlowReturn ret = vsg_server_wait_for_client(self->server, self->wait_for_connection);
+    if (ret == GST_FLOW_CUSTOM_SUCCESS) {
+        COUNT(dropped);
+        return GST_FLOW_OK;
+    }
+    if (ret != GST_FLOW_OK)
+        return ret;
+    /* Bytes outside our slots go into one first (and only that copy is made). */
+    GstBuffer *first;
+    gboolean transferable; /* a lone client may take its slots: nothing else holds them */
+    if (in_our_slots(self, buf)) {
+        transferable = can_hand_over(self, buf); /* before our own reference */
+        first = gst_buffer_ref(buf);
+    } else {
+        GST_LOG_OBJECT(self, "copying buffer %" GST_PTR_FORMAT " into a slot", buf);
+        if ((ret = copy_into_slot(self, buf, &first)) == FLOW_NO_SLOT) {
+            GST_DEBUG_OBJECT(self, "no slot for a copy within client-timeout: buffer skipped");
+            COUNT(skipped);
+            return GST_FLOW_OK;
+        }
+        if (ret != GST_FLOW_OK)
+            return ret;
+        COUNT(copied_buffers);
+        transferable = TRUE; /* our copy, ours alone */
+    }
+    self->seq++;
+    /* Clients can go away under any wait below, so go by a snapshot and check each is still
+     * there. One client and a buffer nobody else holds: it takes the slots (one CAS each,
+     * nothing to come back). Else the slots are shared with every client, whatever their
+     * number and however many holders the buffer has here (a tee's other branches). */
+    GArray *targets = vsg_server_ready_clients(self->server);
+    gboolean given = FALSE;
+    if ((targets->len > 1 || !transferable) && share_with_clients(self, first, targets)) {
+        ret = send_shared(self, first, targets, &given);
+        if (ret == GST_FLOW_OK)
+            COUNT(buffers_shared);
+    } else if (transferable && !gst_varslot_memory_is_shared(gst_buffer_peek_memory(first, 0))) {
+        ret = send_with_copies(self, first, targets, &given);
+    } else { /* its slots may not leave: another holder here still reads them */
+        GstBuffer *copy = NULL;
+        if ((ret = copy_into_slot(self, first, &copy)) == GST_FLOW_OK) {
+            COUNT(copied_buffers);
+            ret = send_with_copies(self, copy, targets, &given);
+            gst_buffer_unref(copy);
+        } else if (ret == FLOW_NO_SLOT) {
+            COUNT(skipped);
+            ret = GST_FLOW_OK;
+        }
+    }
+    gst_buffer_unref(first);
     g_array_free(targets, TRUE);
     if (ret == GST_FLOW_OK)
         given ? COUNT(buffers_sent) : COUNT(dropped); /* every client went away meanwhile */
@@ -373,6 +491,7 @@ static void gst_varslot_sink_get_property(GObject *object, guint id, GValue *val
     case PROP_SKIPPED: g_value_set_uint64(value, READ_COUNT(skipped)); break;
     case PROP_CLIENTS_DROPPED: g_value_set_uint64(value, READ_COUNT(server_counts.clients_dropped)); break;
     case PROP_BUFFERS_SENT: g_value_set_uint64(value, READ_COUNT(buffers_sent)); break;
+    case PROP_BUFFERS_SHARED: g_value_set_uint64(value, READ_COUNT(buffers_shared)); break;
     case PROP_COPIED_BUFFERS: g_value_set_uint64(value, READ_COUNT(copied_buffers)); break;
     case PROP_FANOUT_COPIES: g_value_set_uint64(value, READ_COUNT(fanout_copies)); break;
     case PROP_DROPPED: g_value_set_uint64(value, READ_COUNT(dropped)); break;
@@ -446,11 +565,15 @@ static void gst_varslot_sink_class_init(GstVarslotSinkClass *klass)
                                    "client-timeout"));
     g_object_class_install_property(gobject, PROP_BUFFERS_SENT,
                                     counter("buffers-sent", "Buffers sent to at least one client"));
+    g_object_class_install_property(gobject, PROP_BUFFERS_SHARED,
+        counter("buffers-shared", "Buffers whose slots were shared with every client to read in "
+                                  "place (several clients, or a buffer also held elsewhere here)"));
     g_object_class_install_property(gobject, PROP_COPIED_BUFFERS,
-        counter("copied-buffers", "Buffers copied into a slot because their memory could not be "
-                                  "handed over (not from our pool, shared, or referenced elsewhere)"));
+        counter("copied-buffers", "Buffers copied into a slot because their memory could be neither "
+                                  "handed over nor shared (not slots of this segment)"));
     g_object_class_install_property(gobject, PROP_FANOUT_COPIES,
-        counter("fanout-copies", "Copies made for the second and further clients"));
+        counter("fanout-copies", "Copies made for the second and further clients when the buffer "
+                                 "could not be shared (not in slots of ours, or more than 15 clients)"));
     g_object_class_install_property(gobject, PROP_DROPPED,
         counter("dropped", "Buffers dropped because no client was connected"));
     g_object_class_install_property(gobject, PROP_FALLBACKS,

@@ -1,6 +1,8 @@
 /* varslotsrc: connects to a varslotsink, takes ownership of each buffer's slots as it
  * receives their handles (one CAS each: from then on the producer's death cannot touch
- * them) and pushes buffers that wrap the slots in place, read-only. Caps, timestamps,
+ * them), or, for a buffer the producer shares with several consumers, finds its reference to
+ * each slot (released when the buffer is freed), and pushes buffers that wrap the slots in
+ * place, read-only. Caps, timestamps,
  * offsets, flags and GstVideoMeta come over the wire. Acks (cumulative, in batches) and
  * refusals are the only things sent back, from the streaming thread, never from a memory's
  * destroy notify.
@@ -60,9 +62,32 @@ GST_ELEMENT_REGISTER_DEFINE(varslotsrc, "varslotsrc", GST_RANK_NONE, GST_TYPE_VA
 
 /* ---- connection ---- */
 
+static void release_shared(GstVarslotSrc *self, const vsg_buffer *b, guint from);
+static gboolean peer_is(GstVarslotSrc *self, guint8 peer, pid_t pid, guint64 *joined_ns, gboolean live);
+
+/* Shared buffers a producer that died sent and we will not push: our references to their
+ * slots are ours to release. Whatever it sent before it died is still in the socket. */
+static void release_unread(GstVarslotSrc *self)
+{
+    vsg_message m;
+    const char *why;
+    int passed = -1;
+    if (!self->segment || !self->sink_peer ||
+        peer_is(self, self->sink_peer, self->sink_pid, &self->sink_joined_ns, TRUE))
+        return; /* a live producer releases what we never acked */
+    while (vsg_recv(self->fd, &m, &passed, &why) == 1) {
+        if (passed >= 0)
+            close(passed);
+        passed = -1;
+        if (m.h.type == VSG_BUFFER)
+            release_shared(self, &m.buffer, 0);
+    }
+}
+
 static void disconnect(GstVarslotSrc *self)
 {
     if (self->fd >= 0) {
+        release_unread(self);
         gst_poll_remove_fd(self->poll, &self->pfd);
         close(self->fd);
         self->fd = -1;
@@ -233,6 +258,39 @@ static gboolean handle_caps(GstVarslotSrc *self, const vsg_caps *msg)
 
 /* ---- buffers ---- */
 
+/* Whether memory i of a message names the same slot as an earlier one. */
+static gboolean repeats_a_slot(const vsg_buffer *b, guint i)
+{
+    for (guint j = 0; j < i; j++)
+        if (b->memories[j].handle == b->memories[i].handle)
+            return TRUE;
+    return FALSE;
+}
+
+/* Our references to a shared buffer's slots from memory `from` on, released unread (one per
+ * slot: a producer that names a slot twice gave us one reference to it). */
+static void release_shared(GstVarslotSrc *self, const vsg_buffer *b, guint from)
+{
+    const vs_pool *pool = gst_varslot_segment_pool(self->segment);
+    for (guint i = from; b->shared && i < b->n_memories && i < VSG_MAX_MEMORIES; i++)
+        if (!repeats_a_slot(b, i))
+            vs_pool_release(pool, vs_slot_ref_unpack(b->memories[i].handle), self->segment->peer);
+}
+
+/* Metadata and video meta onto buf, whose memories are the message's: the reason it cannot
+ * be pushed, or NULL. */
+static const char *finish_buffer(GstVarslotSrc *self, const vsg_buffer *b, GstBuffer *buf)
+{
+    vsg_buffer_read_metadata(b, buf);
+    gsize sizes[VSG_MAX_MEMORIES];
+    for (guint i = 0; i < b->n_memories; i++)
+        sizes[i] = gst_buffer_peek_memory(buf, i)->size;
+    const char *bad = vsg_check_buffer_video(&b->video, sizes, b->n_memories, self->have_video ? &self->video : NULL);
+    if (!bad)
+        vsg_buffer_read_video_meta(b, buf);
+    return bad;
+}
+
 /* Takes every slot of the message; on any failure frees what it had taken (the memories do)
  * and refuses the whole buffer: the sink sees those slots are no longer its own. */
 static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
@@ -244,7 +302,7 @@ static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
         return NULL;
     }
     GstBuffer *buf = gst_buffer_new();
-    for (guint i = 0; i < b->n_memories; i++) {
+    for (guint i = 0; !b->shared && i < b->n_memories; i++) {
         vs_slot_ref ref = vs_slot_ref_unpack(b->memories[i].handle);
         int rc = vs_pool_transfer(pool, ref, self->sink_peer, self->segment->peer);
         GstMemory *mem = rc == VS_OK ? gst_varslot_memory_wrap_owned(self->allocator, ref,
@@ -261,18 +319,90 @@ static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
         }
         gst_buffer_append_memory(buf, mem);
     }
-    vsg_buffer_read_metadata(b, buf);
-    gsize sizes[VSG_MAX_MEMORIES];
-    for (guint i = 0; i < b->n_memories; i++)
-        sizes[i] = gst_buffer_peek_memory(buf, i)->size;
-    const char *bad = vsg_check_buffer_video(&b->video, sizes, b->n_memories, self->have_video ? &self->video : NULL);
+    const char *bad = finish_buffer(self, b, buf);
     if (bad) {
         GST_WARNING_OBJECT(self, "refusing buffer %" G_GUINT64_FORMAT ": %s", b->seq, bad);
         gst_buffer_unref(buf); /* its slots are ours now: freed */
         return NULL;
     }
-    vsg_buffer_read_video_meta(b, buf);
     return buf;
+}
+
+/* ---- shared buffers ----
+ * The producer gave us a reference to each slot before it sent the message; we take the
+ * buffer by acking it, at once. A producer that drops us shuts our socket for reading first
+ * (our ack then fails) and releases the references of what we never acked; so what we did
+ * not ack is the producer's to release while it lives, and ours once it is dead. */
+
+/* Makes our references a buffer, read-only: *wrapped memories of it (all of them, and NULL
+ * returned as the reason, when it is whole and checked). */
+static const char *wrap_shared(GstVarslotSrc *self, const vsg_buffer *b, GstBuffer **out, guint *wrapped)
+{
+    GstBuffer *buf = *out = gst_buffer_new();
+    *wrapped = 0;
+    if (!peer_is(self, self->sink_peer, self->sink_pid, &self->sink_joined_ns, FALSE))
+        return "the producer's peer id is no longer the process we greeted";
+    for (guint i = 0; i < b->n_memories; i++, (*wrapped)++) {
+        if (repeats_a_slot(b, i))
+            return "it names one slot twice";
+        GstMemory *mem = gst_varslot_memory_wrap_shared(self->allocator, vs_slot_ref_unpack(b->memories[i].handle),
+                                                        b->memories[i].offset, b->memories[i].size);
+        if (!mem)
+            return "a slot is not shared with us, or the window lies outside it";
+        gst_buffer_append_memory(buf, mem);
+    }
+    return finish_buffer(self, b, buf);
+}
+
+/* Acks buffer seq now, waiting for room in the socket: 1 sent, -1 the producer is gone or
+ * shut us out, -2 flushing. */
+static int ack_now(GstVarslotSrc *self, guint64 seq, gboolean taken)
+{
+    for (;;) {
+        int rc = send_ack(self, seq, taken);
+        if (rc == 1) {
+            self->ack_due = FALSE; /* cumulative: it covers what we took before */
+            self->unacked = 0;
+        }
+        if (rc != 0)
+            return rc;
+        gst_poll_fd_ctl_write(self->poll, &self->pfd, TRUE);
+        int w = gst_poll_wait(self->poll, 100 * GST_MSECOND);
+        gst_poll_fd_ctl_write(self->poll, &self->pfd, FALSE);
+        if (w < 0 && errno == EBUSY)
+            return -2;
+    }
+}
+
+/* A shared buffer message: *out the buffer to push, or NULL (refused: counted). Not
+ * GST_FLOW_OK: flushing, or the producer went away (the caller handles that). */
+static GstFlowReturn take_shared(GstVarslotSrc *self, const vsg_buffer *b, GstBuffer **out)
+{
+    GstBuffer *buf;
+    guint wrapped;
+    const char *bad = wrap_shared(self, b, &buf, &wrapped);
+    if (bad)
+        GST_WARNING_OBJECT(self, "refusing shared buffer %" G_GUINT64_FORMAT ": %s", b->seq, bad);
+    if (bad)
+        send_due_ack(self); /* what we took before it, then the refusal */
+    int rc = ack_now(self, b->seq, bad == NULL);
+    *out = NULL;
+    if (rc == 1 && !bad) {
+        *out = buf;
+        return GST_FLOW_OK;
+    }
+    gboolean ours = rc == 1 || !peer_is(self, self->sink_peer, self->sink_pid, &self->sink_joined_ns, TRUE);
+    if (!ours) /* not acked, and the producer lives: it releases them */
+        for (guint i = 0; i < gst_buffer_n_memory(buf); i++)
+            gst_varslot_memory_forget_shared(gst_buffer_peek_memory(buf, i));
+    gst_buffer_unref(buf);
+    if (ours)
+        release_shared(self, b, wrapped);
+    if (rc == 1) {
+        __atomic_fetch_add(&self->buffers_refused, 1, __ATOMIC_RELAXED);
+        return GST_FLOW_OK;
+    }
+    return rc == -2 ? GST_FLOW_FLUSHING : GST_FLOW_CUSTOM_ERROR;
 }
 
 /* ---- create ---- */
@@ -338,6 +468,19 @@ static GstFlowReturn gst_varslot_src_create(GstPushSrc *psrc, GstBuffer **out)
                 if (ret != GST_FLOW_OK)
                     return ret;
                 break;
+            }
+            if (m.buffer.shared) {
+                GstBuffer *buf;
+                ret = take_shared(self, &m.buffer, &buf);
+                if (ret == GST_FLOW_CUSTOM_ERROR && (ret = producer_gone(self, "it shut us out")) == GST_FLOW_OK)
+                    break;
+                if (ret != GST_FLOW_OK)
+                    return ret;
+                if (!buf)
+                    break;
+                __atomic_fetch_add(&self->buffers_received, 1, __ATOMIC_RELAXED);
+                *out = buf;
+                return GST_FLOW_OK;
             }
             GstBuffer *buf = take_buffer(self, &m.buffer);
             if (!buf) {

@@ -21,6 +21,7 @@ void vsg_buffer_write(vsg_buffer *b, GstBuffer *buf, guint64 seq)
     b->offset_end = GST_BUFFER_OFFSET_END(buf);
     b->flags = GST_BUFFER_FLAGS(buf) & ~GST_BUFFER_FLAG_TAG_MEMORY;
     b->n_memories = gst_buffer_n_memory(buf);
+    b->shared = b->n_memories && gst_varslot_memory_is_shared(gst_buffer_peek_memory(buf, 0));
     for (guint i = 0; i < b->n_memories; i++) {
         GstMemory *mem = gst_buffer_peek_memory(buf, i);
         gsize off;

@@ -237,7 +237,9 @@ struct FakeConsumer {
         reply.h = m.h; // the sink's own magic and version
         reply.h.type = VSG_HELLO_REPLY;
         reply.h.length = sizeof reply;
-        reply.peer = 200; // any peer id: the sink only needs one to count us as ready
+        // The sink shares slots with the peer id a consumer names, so it must be a peer of the
+        // consumer's own process: ours is the sink's (one process), which the greeting names.
+        reply.peer = m.hello.peer;
         return send(fd, &reply, sizeof reply, MSG_NOSIGNAL) == (ssize_t)sizeof reply;
     }
     // Reads until n buffer messages came (or nothing for 10 s); how many came.

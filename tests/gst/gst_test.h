@@ -98,6 +98,9 @@ const guint8 *mapped_data(GstBuffer *buf); // the address the buffer's (single) 
 std::string error_text(GstMessage *msg);
 // How many slots of segment seg are allocated (varslot stat), -1 if it cannot be told.
 int allocated_slots(const std::string &seg);
+// Shared with readers; allocated or shared: slots someone holds.
+int shared_slots(const std::string &seg);
+int held_slots(const std::string &seg);
 
 // A parsed pipeline, set to NULL and freed at scope end.
 struct Pipeline {
@@ -169,10 +172,12 @@ protected:
         remove_segment(seg);
         unlink(sock.c_str());
     }
-    void start_producer(const char *caps_str = kI420, const std::string &sink_props = "")
+    // middle: elements between appsrc and varslotsink ("tee name=t ... t. ! queue !", say).
+    void start_producer(const char *caps_str = kI420, const std::string &sink_props = "",
+                        const std::string &middle = "")
     {
-        producer = new Pipeline("appsrc name=src format=time ! varslotsink name=sink socket-path=" + sock +
-                                " segment=" + seg + " " + sink_props);
+        producer = new Pipeline("appsrc name=src format=time ! " + middle + " varslotsink name=sink socket-path=" +
+                                sock + " segment=" + seg + " " + sink_props);
         appsrc = (*producer)["src"];
         sink = (*producer)["sink"];
         GstCaps *caps = gst_caps_from_string(caps_str);

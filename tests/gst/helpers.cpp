@@ -129,13 +129,23 @@ std::string error_text(GstMessage *msg)
     return s;
 }
 
-int allocated_slots(const std::string &seg)
+// The sum of one per-class counter of `varslot stat --json`; -1 if stat fails.
+static int class_counter(const std::string &seg, const char *key)
 {
-    std::string out;
+    std::string out, pattern = std::string("\"") + key + "\":";
     if (varslot_cli({"stat", seg, "--json"}, &out) != 0)
         return -1;
     int n = 0;
-    for (size_t at = 0; (at = out.find("\"allocated\":", at)) != std::string::npos; at++)
-        n += atoi(out.c_str() + at + strlen("\"allocated\":"));
+    for (size_t at = 0; (at = out.find(pattern, at)) != std::string::npos; at++)
+        n += atoi(out.c_str() + at + pattern.size());
     return n;
+}
+
+int allocated_slots(const std::string &seg) { return class_counter(seg, "allocated"); }
+int shared_slots(const std::string &seg) { return class_counter(seg, "shared"); }
+
+int held_slots(const std::string &seg)
+{
+    int allocated = class_counter(seg, "allocated"), shared = class_counter(seg, "shared");
+    return allocated < 0 || shared < 0 ? -1 : allocated + shared;
 }

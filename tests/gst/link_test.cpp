@@ -2,6 +2,7 @@
 // varslotsrc ! appsink): metadata, caps and video meta round trips, zero copy and copies,
 // fan-out, the upstream pool while slots are short, stopping.
 #include "gst_test.h"
+#include "fake_peers.h"
 
 namespace {
 
@@ -259,7 +260,10 @@ TEST_F(Link, SystemMemoryIsCopiedOnce)
     shut_down_and_check_nothing_left();
 }
 
-TEST_F(Link, BufferStillReferencedByTheProducerIsCopied)
+// A buffer the producer still holds (a tee's other branch, say) cannot be handed over: its
+// slot is shared instead, with the consumer and with the producer, which may no longer write
+// it. A write map of the producer's buffer now gets a copy; the consumer's bytes stay.
+TEST_F(Link, ABufferTheProducerStillHoldsIsSharedAndItsWritesGoToACopy)
 {
     start_producer();
     GstElement *out = start_consumer();
@@ -275,22 +279,29 @@ TEST_F(Link, BufferStillReferencedByTheProducerIsCopied)
     push(gst_buffer_ref(buf)); // we keep a ref: the slot cannot be given away
     GstSample *s = pull(out);
     ASSERT_NE(s, nullptr);
-    ASSERT_TRUE(gst_buffer_map(sample_buffer(s), &map, GST_MAP_READ));
-    EXPECT_TRUE(has_pattern(map.data, map.size, 11));
-    // A write through the producer's buffer must not reach the consumer's: it got a copy.
+    GstBuffer *got = sample_buffer(s);
+    // Zero copy: a byte changed in the slot behind the producer's back (through the pointer
+    // it mapped before sending) is what the consumer reads.
+    ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
     volatile guint8 *alias = const_cast<guint8 *>(sent);
     guint8 before = alias[0];
     alias[0] = (guint8)~before;
-    EXPECT_EQ(map.data[0], before) << "a shared buffer must not be handed over";
+    EXPECT_EQ(map.data[0], (guint8)~before) << "the consumer does not read the producer's slot";
     alias[0] = before;
-    gst_buffer_unmap(sample_buffer(s), &map);
-    gst_sample_unref(s);
-    EXPECT_EQ(get_u64(sink, "copied-buffers"), 1u);
-    // Ours is intact and still ours.
-    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_READ));
-    EXPECT_EQ(map.data, sent);
-    EXPECT_TRUE(has_pattern(map.data, map.size, 11));
+    gst_buffer_unmap(got, &map);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 0u);
+    EXPECT_EQ(get_u64(sink, "buffers-shared"), 1u);
+    // Writing: the producer's buffer gets a private copy, the slot keeps what was sent.
+    buf = gst_buffer_make_writable(buf);
+    ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+    EXPECT_NE(map.data, sent) << "a write map of a shared slot must not be the slot";
+    EXPECT_TRUE(has_pattern(map.data, map.size, 11)) << "the copy holds the bytes";
+    map.data[0] = (guint8)~map.data[0];
     gst_buffer_unmap(buf, &map);
+    ASSERT_TRUE(gst_buffer_map(got, &map, GST_MAP_READ));
+    EXPECT_TRUE(has_pattern(map.data, map.size, 11)) << "the consumer's bytes changed";
+    gst_buffer_unmap(got, &map);
+    gst_sample_unref(s);
     gst_buffer_unref(buf);
     gst_buffer_pool_set_active(pool, FALSE);
     gst_object_unref(pool);
@@ -358,9 +369,10 @@ TEST_F(Link, FanOutToTwoConsumers)
         expect(out_b, seed);
     }
     EXPECT_EQ(no_meta_a, 0u) << "buffers without GstVideoMeta at the first consumer";
-    EXPECT_EQ(no_meta_b, 0u) << "buffers without GstVideoMeta at the second consumer (fan-out copies)";
-    EXPECT_EQ(wait_u64(sink, "fanout-copies", n + b_probes), n + b_probes);
-    EXPECT_EQ(get_u64(sink, "copied-buffers"), 0u) << "the first consumer still gets the slots";
+    EXPECT_EQ(no_meta_b, 0u) << "buffers without GstVideoMeta at the second consumer";
+    EXPECT_EQ(wait_u64(sink, "buffers-shared", n + b_probes), n + b_probes);
+    EXPECT_EQ(get_u64(sink, "fanout-copies"), 0u) << "the second consumer got copies";
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 0u);
     EXPECT_EQ(get_u64(consumer_src(1), "buffers-received"), n + b_probes);
     guint clients = 0;
     g_object_get(sink, "clients", &clients, NULL);
@@ -590,7 +602,7 @@ TEST_F(Link, RefusedBufferComesBackToTheProducer)
     ASSERT_EQ(m.h.type, VSG_HELLO);
     vsg_hello_reply reply = {};
     reply.h = wire_header(VSG_HELLO_REPLY, sizeof reply);
-    reply.peer = 63; // any peer id: the sink only needs one to count us as ready
+    reply.peer = m.hello.peer; // a peer of this process (the sink's): the sink checks
     ASSERT_EQ(send(fd, &reply, sizeof reply, MSG_NOSIGNAL), (ssize_t)sizeof reply);
 
     do
@@ -651,9 +663,10 @@ TEST_F(Link, WhileSlotsAreShortThePoolGivesBuffersBack)
     gst_object_unref(alloc);
 }
 
-// A fan-out copy waited for a slot for ever, however long nothing freed one. Now it waits
-// client-timeout, then that consumer skips the buffer (counted) and the stream goes on.
-TEST_F(Link, AFanOutCopyWithNoSlotIsSkippedNotWaitedForForEver)
+// A copy (of a buffer outside the slots) waited for a slot for ever, however long nothing
+// freed one. Now it waits client-timeout, then the buffer is skipped (counted) and the stream
+// goes on. With two consumers the one copy is shared by both: no copy per consumer.
+TEST_F(Link, ACopyWithNoSlotIsSkippedNotWaitedForForEver)
 {
     std::string out;
     ASSERT_EQ(varslot_cli({"create", seg, "--classes", "8K:4"}, &out), 0) << out;
@@ -667,15 +680,20 @@ TEST_F(Link, AFanOutCopyWithNoSlotIsSkippedNotWaitedForForEver)
     GstElement *src1 = consumer(), *src2 = consumer();
     auto received = [&] { return get_u64(src1, "buffers-received") + get_u64(src2, "buffers-received"); };
     // Until the sink has read both greetings' answers, a buffer reaches only one of them; a
-    // fan-out copy says it saw both ready (and it reads answers only between buffers).
-    for (int i = 0; i < 100 && get_u64(sink, "fanout-copies") == 0; i++) {
+    // shared buffer says it saw both ready (and it reads answers only between buffers).
+    guint64 pushed = 0;
+    for (int i = 0; i < 100 && get_u64(sink, "buffers-shared") == 0; i++, pushed++) {
         push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr));
         g_usleep(20000);
     }
-    ASSERT_GT(get_u64(sink, "fanout-copies"), 0u) << "the sink never had both consumers ready";
-    auto delivered = [&] { return get_u64(sink, "buffers-sent") + get_u64(sink, "fanout-copies"); };
-    for (int i = 0; i < 500 && received() < delivered(); i++)
-        g_usleep(10000); // what was sent has arrived (and its slots are free again)
+    ASSERT_GT(get_u64(sink, "buffers-shared"), 0u) << "the sink never had both consumers ready";
+    auto rendered = [&] { return get_u64(sink, "buffers-sent") + get_u64(sink, "dropped") + get_u64(sink, "buffers-skipped"); };
+    for (int i = 0; i < 500 && rendered() < pushed; i++)
+        g_usleep(10000); // every buffer pushed has been sent
+    EXPECT_EQ(rendered(), pushed);
+    for (int i = 0; i < 500 && held_slots(seg) != 0; i++)
+        g_usleep(10000); // and every slot came back
+    EXPECT_EQ(get_u64(sink, "fanout-copies"), 0u) << "a shared copy was copied again per consumer";
     GstBufferPool *pool = sink_pool();
     ASSERT_NE(pool, nullptr);
     std::vector<GstBuffer *> held(4);
@@ -685,17 +703,176 @@ TEST_F(Link, AFanOutCopyWithNoSlotIsSkippedNotWaitedForForEver)
     }
     guint64 before = received();
     AllowGstWarnings allow({"no free slot"});
-    push(held.back()); // its own slot goes to one consumer; the other's copy finds none
-    held.pop_back();
+    push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr)); // its copy finds no slot
     EXPECT_EQ(wait_u64(sink, "buffers-skipped", 1), 1u) << "the copy still waits for a slot";
     for (auto b : held)
         gst_buffer_unref(b);
-    push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr)); // copied for both: slots are free now
-    for (int i = 0; i < 500 && received() < before + 3; i++)
+    push(gst_buffer_new_allocate(nullptr, kI420Size, nullptr)); // copied once, shared by both
+    for (int i = 0; i < 500 && received() < before + 2; i++)
         g_usleep(10000);
-    EXPECT_EQ(received(), before + 3) << "one consumer gets both buffers, the other only the second";
+    EXPECT_EQ(received(), before + 2) << "both consumers get the second buffer, neither the first";
+    EXPECT_EQ(get_u64(sink, "fanout-copies"), 0u);
     gst_buffer_pool_set_active(pool, FALSE);
     gst_object_unref(pool);
+}
+
+
+// Three consumers: every frame reaches all three in the one slot the producer wrote (no
+// fan-out copy), intact, with its metadata; a byte changed in the producer's slot after the
+// send is what all three read (zero copy), and nothing is left held once they are done.
+TEST_F(Link, ThreeConsumersReadEveryFrameInTheProducersSlot)
+{
+    start_producer();
+    std::vector<GstElement *> outs;
+    for (int i = 0; i < 3; i++)
+        outs.push_back(start_consumer());
+    GstBufferPool *pool = sink_pool();
+    ASSERT_NE(pool, nullptr);
+    GstMapInfo map;
+    auto send = [&](guint seed, guint8 **slot) {
+        GstBuffer *buf = nullptr;
+        ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+        ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+        fill_pattern(map.data, map.size, seed);
+        if (slot)
+            *slot = map.data;
+        gst_buffer_unmap(buf, &map);
+        GST_BUFFER_PTS(buf) = seed * GST_MSECOND;
+        push(buf);
+    };
+    // The sink serves a consumer from the buffer after it read its answer: probe until all
+    // three have one, then drain what each got.
+    guint seed = 1;
+    std::vector<guint> first(3, 0);
+    for (; seed < 200 && std::count(first.begin(), first.end(), 0u); seed++) {
+        send(seed, nullptr);
+        for (int i = 0; i < 3; i++)
+            while (GstSample *s = pull(outs[i], first[i] ? 0 : 20 * GST_MSECOND)) {
+                if (!first[i])
+                    first[i] = seed;
+                gst_sample_unref(s);
+            }
+    }
+    ASSERT_EQ(std::count(first.begin(), first.end(), 0u), 0) << "some consumer never got a buffer";
+    for (int i = 0; i < 3; i++) // what is still on its way to each
+        while (GstSample *s = pull(outs[i], 300 * GST_MSECOND))
+            gst_sample_unref(s);
+    guint64 shared_before = wait_u64(sink, "buffers-shared", 1);
+    const guint n = 10;
+    for (guint k = 0; k < n; k++, seed++) {
+        guint8 *slot = nullptr;
+        send(seed, &slot);
+        std::vector<GstSample *> got;
+        for (int i = 0; i < 3; i++) {
+            GstSample *s = pull(outs[i]);
+            ASSERT_NE(s, nullptr) << "consumer " << i << " buffer " << seed;
+            GstBuffer *b = sample_buffer(s);
+            EXPECT_EQ(GST_BUFFER_PTS(b), seed * GST_MSECOND);
+            EXPECT_NE(gst_buffer_get_video_meta(b), nullptr);
+            ASSERT_TRUE(gst_buffer_map(b, &map, GST_MAP_READ));
+            EXPECT_TRUE(has_pattern(map.data, map.size, seed)) << "consumer " << i;
+            gst_buffer_unmap(b, &map);
+            got.push_back(s);
+        }
+        // All three hold it now: a byte changed in the slot behind the producer's back is
+        // what each of them reads.
+        volatile guint8 *alias = slot;
+        guint8 before = alias[7];
+        alias[7] = (guint8)~before;
+        for (int i = 0; i < 3; i++) {
+            ASSERT_TRUE(gst_buffer_map(sample_buffer(got[i]), &map, GST_MAP_READ));
+            EXPECT_EQ(map.data[7], (guint8)~before) << "consumer " << i << " reads a copy";
+            gst_buffer_unmap(sample_buffer(got[i]), &map);
+        }
+        alias[7] = before;
+        for (auto s : got)
+            gst_sample_unref(s);
+    }
+    EXPECT_EQ(wait_u64(sink, "buffers-shared", shared_before + n), shared_before + n);
+    EXPECT_EQ(get_u64(sink, "fanout-copies"), 0u);
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 0u);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    finish(outs);
+    shut_down_and_check_nothing_left();
+}
+
+// A buffer that reaches the sink through a tee (another branch holds it too) cannot be handed
+// over: it is shared, not copied. (Behind a tee the upstream gets no allocator from the
+// ALLOCATION query, which tee answers with system memory: here the buffers come from the
+// sink's allocator, as an application or a decoder given it would make them.)
+TEST_F(Link, BuffersThroughATeeAreSharedNotCopied)
+{
+    start_producer(kI420, "", "tee name=t t. ! queue ! fakesink sync=false async=false t. ! queue !");
+    GstElement *out = start_consumer();
+    GstPad *pad = gst_element_get_static_pad(sink, "sink");
+    GstCaps *caps = gst_caps_from_string(kI420);
+    GstQuery *q = gst_query_new_allocation(caps, FALSE);
+    ASSERT_TRUE(gst_pad_query(pad, q));
+    GstAllocator *alloc = nullptr;
+    ASSERT_GT(gst_query_get_n_allocation_params(q), 0u);
+    gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+    gst_query_unref(q);
+    gst_caps_unref(caps);
+    gst_object_unref(pad);
+    ASSERT_NE(alloc, nullptr);
+    const guint n = 10;
+    for (guint seed = 1; seed <= n; seed++) {
+        GstBuffer *buf = gst_buffer_new_allocate(alloc, kI420Size, nullptr);
+        ASSERT_TRUE(is_varslot(gst_buffer_peek_memory(buf, 0)));
+        GstMapInfo map;
+        ASSERT_TRUE(gst_buffer_map(buf, &map, GST_MAP_WRITE));
+        fill_pattern(map.data, map.size, seed);
+        gst_buffer_unmap(buf, &map);
+        GST_BUFFER_PTS(buf) = seed * GST_MSECOND;
+        push(buf);
+        GstSample *s = pull(out);
+        ASSERT_NE(s, nullptr) << "buffer " << seed;
+        ASSERT_TRUE(gst_buffer_map(sample_buffer(s), &map, GST_MAP_READ));
+        EXPECT_TRUE(has_pattern(map.data, map.size, seed));
+        gst_buffer_unmap(sample_buffer(s), &map);
+        gst_sample_unref(s);
+    }
+    EXPECT_EQ(get_u64(sink, "copied-buffers"), 0u) << "a buffer through a tee was copied";
+    EXPECT_EQ(get_u64(sink, "buffers-shared"), n);
+    gst_object_unref(alloc);
+    finish({out});
+    shut_down_and_check_nothing_left();
+}
+
+// A consumer that is sent shared buffers and never takes one (never reads its socket) is
+// dropped after client-timeout, and the references it was given go back: shutting its
+// socket for reading first means it cannot take one any more, so nothing it reads is
+// released under it. Without that, its slots stayed shared until it left.
+TEST_F(Link, AConsumerThatNeverTakesItsSharedBuffersHasThemTakenBack)
+{
+    start_producer(kI420, "client-timeout=300");
+    AllowGstWarnings allow({"dropping a client"});
+    consumers.push_back(new Pipeline("varslotsrc name=vsrc socket-path=" + sock +
+                                     " ! fakesink sync=false enable-last-sample=false"));
+    ASSERT_NE(consumers.back()->play(), GST_STATE_CHANGE_FAILURE);
+    GstElement *honest = (*consumers.back())["vsrc"];
+    GstBufferPool *pool = sink_pool();
+    ASSERT_NE(pool, nullptr);
+    FakeConsumer stuck(sock);
+    std::thread greeted([&] { EXPECT_TRUE(stuck.join()); }); // the sink greets it between buffers
+    // The stream goes on (the sink looks at its clients between buffers) until the stuck one,
+    // sent shared buffers, is dropped.
+    for (int i = 0; i < 300 && get_u64(sink, "clients-dropped") == 0; i++) {
+        GstBuffer *buf = nullptr;
+        ASSERT_EQ(gst_buffer_pool_acquire_buffer(pool, &buf, nullptr), GST_FLOW_OK);
+        push(buf);
+        g_usleep(10000);
+    }
+    greeted.join();
+    EXPECT_GT(get_u64(sink, "buffers-shared"), 0u) << "the sink never served both";
+    EXPECT_EQ(get_u64(sink, "clients-dropped"), 1u) << "the stuck consumer was not dropped";
+    EXPECT_GT(get_u64(honest, "buffers-received"), 0u);
+    gst_buffer_pool_set_active(pool, FALSE);
+    gst_object_unref(pool);
+    for (int i = 0; i < 300 && shared_slots(seg) != 0; i++)
+        g_usleep(10000);
+    EXPECT_EQ(shared_slots(seg), 0) << "slots shared with the dropped consumer stay held";
 }
 
 } // namespace
