@@ -140,12 +140,12 @@ static gboolean in_our_slots(GstVarslotSink *self, GstBuffer *buf);
  * the slot. Any buffer whose memories are slots of our segment still ours qualifies, however
  * many holders it has here (a tee's other branches read the same bytes: nobody writes a
  * buffer it shares). FALSE, nothing shared with anyone: copy instead. */
-static gboolean share_with_clients(GstVarslotSink *self, GstBuffer *buf, GArray *targets)
+static gboolean share_with_clients(GstVarslotSink *self, GstBuffer *buf, GArray *targets,
+                                   guint8 readers[VS_MAX_READERS])
 {
     guint n = gst_buffer_n_memory(buf);
     if (n == 0 || n > VSG_MAX_MEMORIES || targets->len == 0 || targets->len + 1 > VS_MAX_READERS)
         return FALSE;
-    guint8 readers[VS_MAX_READERS];
     readers[0] = self->segment->peer;
     for (guint i = 0; i < targets->len; i++)
         if (!(readers[i + 1] = vsg_server_client_peer(self->server, g_array_index(targets, guint64, i))))
@@ -173,16 +173,18 @@ static gboolean share_with_clients(GstVarslotSink *self, GstBuffer *buf, GArray 
     return TRUE;
 }
 
-/* Sends a shared buffer to every target. A client that went away before it was sent never
- * heard of its references: they are released for it. */
-static GstFlowReturn send_shared(GstVarslotSink *self, GstBuffer *buf, GArray *targets, gboolean *given)
+/* Sends a shared buffer to every target. A client that went away before it was sent (while
+ * we waited on another, say) never heard of its references: they are released for it, as
+ * the peer it was when the slots were shared (readers[i + 1]). */
+static GstFlowReturn send_shared(GstVarslotSink *self, GstBuffer *buf, GArray *targets,
+                                 const guint8 readers[VS_MAX_READERS], gboolean *given)
 {
     const vs_pool *pool = gst_varslot_segment_pool(self->segment);
     GstFlowReturn ret = GST_FLOW_OK;
     *given = FALSE;
     for (guint i = 0; i < targets->len; i++) {
         guint64 id = g_array_index(targets, guint64, i);
-        guint8 peer = vsg_server_client_peer(self->server, id);
+        guint8 peer = readers[i + 1];
         gboolean sent = FALSE;
         if (ret == GST_FLOW_OK)
             ret = vsg_server_send_buffer(self->server, id, gst_buffer_ref(buf), self->seq, &sent);
@@ -331,8 +333,9 @@ static GstFlowReturn gst_varslot_sink_render(GstBaseSink *bsink, GstBuffer *buf)
      * number and however many holders the buffer has here (a tee's other branches). */
     GArray *targets = vsg_server_ready_clients(self->server);
     gboolean given = FALSE;
-    if ((targets->len > 1 || !transferable) && share_with_clients(self, first, targets)) {
-        ret = send_shared(self, first, targets, &given);
+    guint8 readers[VS_MAX_READERS];
+    if ((targets->len > 1 || !transferable) && share_with_clients(self, first, targets, readers)) {
+        ret = send_shared(self, first, targets, readers, &given);
         if (ret == GST_FLOW_OK)
             COUNT(buffers_shared);
     } else if (transferable && !gst_varslot_memory_is_shared(gst_buffer_peek_memory(first, 0))) {

@@ -62,32 +62,10 @@ GST_ELEMENT_REGISTER_DEFINE(varslotsrc, "varslotsrc", GST_RANK_NONE, GST_TYPE_VA
 
 /* ---- connection ---- */
 
-static void release_shared(GstVarslotSrc *self, const vsg_buffer *b, guint from);
-static gboolean peer_is(GstVarslotSrc *self, guint8 peer, pid_t pid, guint64 *joined_ns, gboolean live);
-
-/* Shared buffers a producer that died sent and we will not push: our references to their
- * slots are ours to release. Whatever it sent before it died is still in the socket. */
-static void release_unread(GstVarslotSrc *self)
-{
-    vsg_message m;
-    const char *why;
-    int passed = -1;
-    if (!self->segment || !self->sink_peer ||
-        peer_is(self, self->sink_peer, self->sink_pid, &self->sink_joined_ns, TRUE))
-        return; /* a live producer releases what we never acked */
-    while (vsg_recv(self->fd, &m, &passed, &why) == 1) {
-        if (passed >= 0)
-            close(passed);
-        passed = -1;
-        if (m.h.type == VSG_BUFFER)
-            release_shared(self, &m.buffer, 0);
-    }
-}
 
 static void disconnect(GstVarslotSrc *self)
 {
     if (self->fd >= 0) {
-        release_unread(self);
         gst_poll_remove_fd(self->poll, &self->pfd);
         close(self->fd);
         self->fd = -1;
@@ -330,9 +308,12 @@ static GstBuffer *take_buffer(GstVarslotSrc *self, const vsg_buffer *b)
 
 /* ---- shared buffers ----
  * The producer gave us a reference to each slot before it sent the message; we take the
- * buffer by acking it, at once. A producer that drops us shuts our socket for reading first
- * (our ack then fails) and releases the references of what we never acked; so what we did
- * not ack is the producer's to release while it lives, and ours once it is dead. */
+ * buffer by acking it, at once. A producer that drops us, or stops, shuts our socket for
+ * reading first (our ack then fails) and releases the references of what we never acked: so
+ * what we did not ack is the producer's to release, never ours. (We cannot tell a producer
+ * that released them and left from one that died first; releasing them twice would drop
+ * another reader's reference when two sources of this process share a peer id. A producer
+ * that crashes leaves them with us until we leave: at most client-max-pending slots.) */
 
 /* Makes our references a buffer, read-only: *wrapped memories of it (all of them, and NULL
  * returned as the reason, when it is whole and checked). */
@@ -391,12 +372,11 @@ static GstFlowReturn take_shared(GstVarslotSrc *self, const vsg_buffer *b, GstBu
         *out = buf;
         return GST_FLOW_OK;
     }
-    gboolean ours = rc == 1 || !peer_is(self, self->sink_peer, self->sink_pid, &self->sink_joined_ns, TRUE);
-    if (!ours) /* not acked, and the producer lives: it releases them */
+    if (rc != 1) /* not acked: the producer's to release (below) */
         for (guint i = 0; i < gst_buffer_n_memory(buf); i++)
             gst_varslot_memory_forget_shared(gst_buffer_peek_memory(buf, i));
     gst_buffer_unref(buf);
-    if (ours)
+    if (rc == 1)
         release_shared(self, b, wrapped);
     if (rc == 1) {
         __atomic_fetch_add(&self->buffers_refused, 1, __ATOMIC_RELAXED);
