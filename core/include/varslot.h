@@ -300,6 +300,10 @@ typedef struct vs_peer_info {
     uint64_t joined_unix_ns;
 } vs_peer_info;
 VS_API int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out);
+/* vs_segment_peer_info without the liveness probe (`live` is always false): the entry's state,
+ * pid and join time, read from the segment with no system call. For a check made per message,
+ * such as a consumer's "is peer id N still the join of the process I greeted". (1.1) */
+VS_API int vs_segment_peer_identity(const vs_segment *seg, uint8_t peer_id, vs_peer_info *out);
 VS_API uint32_t vs_segment_max_peers(const vs_segment *seg);
 /* Whether the segment's name still names this segment: VS_OK, VS_ESTALE once it was removed
  * or names another file (the mapping stays usable), VS_EINVAL for a segment not open. For

@@ -129,20 +129,29 @@ int vs_segment_leave(vs_segment *seg)
     return VS_OK;
 }
 
-int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out)
+int vs_segment_peer_identity(const vs_segment *seg, uint8_t peer_id, vs_peer_info *out)
 {
-    VS__NO_CANCEL;
     if (!seg || !seg->map || !out || peer_id == 0 || peer_id > seg->max_peers)
         return VS_EINVAL;
-    int rc = vs__segment_adopt(seg);
-    if (rc != VS_OK)
-        return rc;
+    /* No adopt: a fork child may read the table before it has descriptors of its own. */
     vs__peer *p = vs__peer_entry(seg, peer_id);
     uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
     out->id = peer_id;
     out->state = vs__peer_state(s);
     out->pid = atomic_load_explicit(&p->pid, memory_order_relaxed);
     out->joined_unix_ns = atomic_load_explicit(&p->joined_unix_ns, memory_order_relaxed);
+    out->live = false;
+    return VS_OK;
+}
+
+int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *out)
+{
+    VS__NO_CANCEL;
+    int rc = vs_segment_peer_identity(seg, peer_id, out);
+    if (rc == VS_OK)
+        rc = vs__segment_adopt(seg);
+    if (rc != VS_OK)
+        return rc;
     /* An error probing the lock counts as live, as it does for the reaper. */
     out->live = vs__byte_locked_elsewhere(seg->lock_fd, VS__LOCK_LIVE(peer_id)) != 0;
     return VS_OK;

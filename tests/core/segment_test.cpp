@@ -264,6 +264,19 @@ TEST(Segment, JoinLeaveAndPeerInfo)
     EXPECT_GT(info.joined_unix_ns, 0u);
     EXPECT_EQ(vs_segment_peer_info(&c, 0, &info), VS_EINVAL);
     EXPECT_EQ(vs_segment_peer_info(&c, 3, &info), VS_EINVAL);
+    // The identity alone: the same entry, no liveness asked.
+    vs_peer_info id;
+    ASSERT_EQ(vs_segment_peer_identity(&c, ib, &id), VS_OK);
+    EXPECT_EQ(id.id, ib);
+    EXPECT_EQ(id.state, (uint32_t)VS_PEER_ALIVE);
+    EXPECT_FALSE(id.live);
+    EXPECT_EQ(id.pid, info.pid);
+    EXPECT_EQ(id.joined_unix_ns, info.joined_unix_ns);
+    const uint64_t b_joined = id.joined_unix_ns;
+    EXPECT_EQ(vs_segment_peer_identity(&c, 0, &id), VS_EINVAL);
+    EXPECT_EQ(vs_segment_peer_identity(&c, 3, &id), VS_EINVAL);
+    EXPECT_EQ(vs_segment_peer_identity(nullptr, ib, &id), VS_EINVAL);
+    EXPECT_EQ(vs_segment_peer_identity(&c, ib, nullptr), VS_EINVAL);
     // b leaves holding a slot: the slot comes back, the entry is reusable.
     vs_slot_ref r;
     ASSERT_TRUE(vs_pool_allocate(vs_segment_pool(&b), 10, ib, &r));
@@ -273,8 +286,14 @@ TEST(Segment, JoinLeaveAndPeerInfo)
     ASSERT_EQ(vs_segment_peer_info(&c, ib, &info), VS_OK);
     EXPECT_EQ(info.state, (uint32_t)VS_PEER_FREE);
     EXPECT_FALSE(info.live);
+    ASSERT_EQ(vs_segment_peer_identity(&c, ib, &id), VS_OK);
+    EXPECT_EQ(id.state, (uint32_t)VS_PEER_FREE);
+    EXPECT_EQ(id.pid, 0);
     ASSERT_EQ(vs_segment_join(&c, &ic), VS_OK);
     EXPECT_EQ(ic, ib);
+    ASSERT_EQ(vs_segment_peer_identity(&a.seg, ic, &id), VS_OK);
+    EXPECT_EQ(id.state, (uint32_t)VS_PEER_ALIVE);
+    EXPECT_GT(id.joined_unix_ns, b_joined) << "a new join of the id is told apart by its time";
     vs_segment_close(&b);
     vs_segment_close(&c);
 }
