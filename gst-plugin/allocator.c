@@ -307,6 +307,12 @@ void gst_varslot_memory_mark_shared(GstMemory *mem)
     /* Readers in other processes see these bytes from now on: a write map here gets a copy. */
     GST_MINI_OBJECT_FLAG_SET(root, GST_MEMORY_FLAG_READONLY);
     GST_MINI_OBJECT_FLAG_SET(mem, GST_MEMORY_FLAG_READONLY);
+    /* And the memory counts as shared (a holder more than its buffer), so it is not writable
+     * to GStreamer either: a buffer pool of an element upstream (behind a tee, which offers
+     * it our allocator) then drops the buffer when it comes back, rather than reuse a slot
+     * that is no longer its own; the next buffer gets a fresh slot. Never unlocked: the
+     * memory is shared until it is freed. */
+    gst_memory_lock(mem, GST_LOCK_FLAG_EXCLUSIVE);
 }
 
 gboolean gst_varslot_memory_is_shared(GstMemory *mem) { return root_of(mem)->shared; }

@@ -11,6 +11,7 @@
  * client-timeout is skipped (buffers-skipped), and while slots are short the upstream pool
  * frees the buffers it gets back instead of keeping them idle. So nothing a consumer does or
  * fails to do wedges the sink. */
+#include "tee_offer.h"
 #include "varslotsink.h"
 
 #include "allocator.h"
@@ -39,6 +40,7 @@ struct _GstVarslotSink {
     GstAllocator *allocator;
     GstCaps *caps;
     guint64 seq;
+    VsgTeeOffer *tee_offer; /* behind a tee: our allocator, offered upstream of it */
 };
 
 enum {
@@ -405,6 +407,15 @@ static gboolean gst_varslot_sink_event(GstBaseSink *bsink, GstEvent *ev)
 
 /* ---- lifecycle ---- */
 
+static GstAllocator *current_allocator(GstElement *sink)
+{
+    GstVarslotSink *self = GST_VARSLOT_SINK(sink);
+    GST_OBJECT_LOCK(self);
+    GstAllocator *a = self->allocator ? gst_object_ref(self->allocator) : NULL;
+    GST_OBJECT_UNLOCK(self);
+    return a;
+}
+
 static gboolean gst_varslot_sink_start(GstBaseSink *bsink)
 {
     GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
@@ -418,6 +429,7 @@ static gboolean gst_varslot_sink_start(GstBaseSink *bsink)
         return FALSE;
     }
     self->seq = 0;
+    self->tee_offer = vsg_tee_offer_new(GST_ELEMENT(self), current_allocator);
     return TRUE;
 }
 
@@ -428,6 +440,7 @@ static gboolean gst_varslot_sink_stop(GstBaseSink *bsink)
                     ", fan-out copies %" G_GUINT64_FORMAT ", dropped %" G_GUINT64_FORMAT,
                     READ_COUNT(buffers_sent), READ_COUNT(copied_buffers), READ_COUNT(fanout_copies),
                     READ_COUNT(dropped));
+    g_clear_pointer(&self->tee_offer, vsg_tee_offer_free);
     g_clear_pointer(&self->server, vsg_server_free);
     gst_clear_caps(&self->caps);
     GST_OBJECT_LOCK(self);

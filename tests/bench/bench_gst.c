@@ -71,6 +71,9 @@ static struct {
     const char *dump;      /* latency: "stamp_ns probe_ns" per frame into this file */
     long stall_ms, start_ms;
     int peer_pid;
+    gboolean tee;          /* producer: a tee before the sink, a second branch into fakesink */
+    int clients;           /* shm producer: hold the first frame until this many shmsrc came */
+    gboolean wait_producer;/* varslot consumer: started first, waits for the sink to appear */
 } opt = {
     .pattern = "black", .format = "BGRx", .width = 3840, .height = 2160, .num = 300,
     .shm_size = 0, .skip = 10, .stall_ms = 3000, .start_ms = 20000,
@@ -94,20 +97,26 @@ static void usage(FILE *f)
         "  --dump FILE      latency: write 'stamp_ns probe_ns' for every frame to FILE\n"
         "  --stall-ms MS    consumer: no frame for MS after the first one = stalled (default 3000)\n"
         "  --start-ms MS    consumer: no first frame within MS = stalled (default 20000)\n"
-        "  --peer-pid PID   consumer: the producer, whose threads a stall report shows\n");
+        "  --peer-pid PID   consumer: the producer, whose threads a stall report shows\n"
+        "  --tee            producer: SOURCE ! tee ! queue ! SINK, and tee. ! queue ! fakesink\n"
+        "  --clients N      shm producer: hold the first frame until N shmsrc connected\n"
+        "  --wait-for-producer  varslot consumer: start before the producer and wait for it\n");
 }
 
 static int parse_args(int argc, char **argv)
 {
     enum { O_VARIANT = 256, O_SOCKET, O_SEGMENT, O_SHM, O_PATTERN, O_FORMAT, O_WIDTH, O_HEIGHT,
-           O_FPS, O_NUM, O_STAMP, O_LATENCY, O_SKIP, O_STALL, O_START, O_PEER, O_DUMP, O_HELP };
+           O_FPS, O_NUM, O_STAMP, O_LATENCY, O_SKIP, O_STALL, O_START, O_PEER, O_DUMP, O_HELP,
+           O_TEE, O_CLIENTS, O_WAIT_PRODUCER };
     static const struct option longs[] = {
         {"variant", 1, 0, O_VARIANT}, {"socket", 1, 0, O_SOCKET}, {"segment", 1, 0, O_SEGMENT},
         {"shm-size", 1, 0, O_SHM}, {"pattern", 1, 0, O_PATTERN}, {"format", 1, 0, O_FORMAT},
         {"width", 1, 0, O_WIDTH}, {"height", 1, 0, O_HEIGHT}, {"fps", 1, 0, O_FPS},
         {"num", 1, 0, O_NUM}, {"stamp", 0, 0, O_STAMP}, {"latency", 0, 0, O_LATENCY},
         {"skip", 1, 0, O_SKIP}, {"stall-ms", 1, 0, O_STALL}, {"start-ms", 1, 0, O_START},
-        {"peer-pid", 1, 0, O_PEER}, {"dump", 1, 0, O_DUMP}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"peer-pid", 1, 0, O_PEER}, {"dump", 1, 0, O_DUMP}, {"help", 0, 0, O_HELP},
+        {"tee", 0, 0, O_TEE}, {"clients", 1, 0, O_CLIENTS}, {"wait-for-producer", 0, 0, O_WAIT_PRODUCER},
+        {0, 0, 0, 0}};
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -123,7 +132,8 @@ static int parse_args(int argc, char **argv)
         char *end = NULL;
         long v = 0;
         if (c != O_VARIANT && c != O_SOCKET && c != O_SEGMENT && c != O_PATTERN && c != O_FORMAT &&
-            c != O_STAMP && c != O_LATENCY && c != O_DUMP && c != O_HELP && c != '?') {
+            c != O_STAMP && c != O_LATENCY && c != O_DUMP && c != O_HELP && c != O_TEE &&
+            c != O_WAIT_PRODUCER && c != '?') {
             errno = 0;
             v = strtol(optarg, &end, 10);
             if (errno || !*optarg || *end || v < 0) {
@@ -149,6 +159,9 @@ static int parse_args(int argc, char **argv)
         case O_START: opt.start_ms = v; break;
         case O_PEER: opt.peer_pid = (int)v; break;
         case O_DUMP: opt.dump = optarg; break;
+        case O_TEE: opt.tee = TRUE; break;
+        case O_CLIENTS: opt.clients = (int)v; break;
+        case O_WAIT_PRODUCER: opt.wait_producer = TRUE; break;
         case O_HELP: usage(stdout); exit(0);
         default: usage(stderr); return 2;
         }
@@ -203,6 +216,42 @@ static GstPadProbeReturn count_probe(GstPad *pad, GstPadProbeInfo *info, gpointe
         if (GST_EVENT_TYPE(GST_PAD_PROBE_INFO_EVENT(info)) == GST_EVENT_EOS && !st.eos_ns)
             st.eos_ns = t;
     }
+    return GST_PAD_PROBE_OK;
+}
+
+/* --clients: the first frame waits (up to start-ms) until that many shmsrc connected. */
+static struct {
+    GMutex lock;
+    GCond changed;
+    int connected;
+    gboolean open;
+} gate;
+
+static void client_connected(GstElement *sink, gint fd, gpointer data)
+{
+    (void)sink;
+    (void)fd;
+    (void)data;
+    g_mutex_lock(&gate.lock);
+    gate.connected++;
+    g_cond_broadcast(&gate.changed);
+    g_mutex_unlock(&gate.lock);
+}
+
+static GstPadProbeReturn gate_probe(GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+    (void)pad;
+    (void)info;
+    (void)data;
+    g_mutex_lock(&gate.lock);
+    gint64 until = g_get_monotonic_time() + opt.start_ms * 1000;
+    while (!gate.open && gate.connected < opt.clients && g_cond_wait_until(&gate.changed, &gate.lock, until)) {
+    }
+    if (!gate.open && gate.connected < opt.clients)
+        fprintf(stderr, "bench_gst producer: only %d of %d clients came; going on\n", gate.connected,
+                opt.clients);
+    gate.open = TRUE;
+    g_mutex_unlock(&gate.lock);
     return GST_PAD_PROBE_OK;
 }
 
@@ -620,8 +669,9 @@ static int report_frames(const char *extra)
         return 1;
     }
     double secs = (double)(st.eos_ns - st.first_ns) / 1e9;
-    printf("result role=%s variant=%s frames=%" G_GINT64_FORMAT " secs=%.6f fps=%.3f", opt.role,
-           opt.variant ? opt.variant : "-", (gint64)st.frames, secs, (double)st.frames / secs);
+    printf("result role=%s variant=%s frames=%" G_GINT64_FORMAT " secs=%.6f fps=%.3f first_ns=%" G_GUINT64_FORMAT
+           " eos_ns=%" G_GUINT64_FORMAT, opt.role, opt.variant ? opt.variant : "-", (gint64)st.frames, secs,
+           (double)st.frames / secs, (guint64)st.first_ns, (guint64)st.eos_ns);
     if (opt.latency) {
         qsort(st.lat, (size_t)st.n_lat, sizeof *st.lat, cmp_i64);
         printf(" lat_n=%ld bad_stamps=%ld lat_p50_ns=%.0f lat_p90_ns=%.0f lat_p99_ns=%.0f "
@@ -675,7 +725,10 @@ static int run_producer(void)
         fprintf(stderr, "bench_gst producer: unknown variant %s\n", opt.variant);
         return 2;
     }
-    gchar *desc = g_strdup_printf("%s ! %s", src, sink);
+    /* The tee's second branch is a local display's stand-in: it holds each buffer a moment. */
+    gchar *desc = opt.tee ? g_strdup_printf("%s ! tee name=t t. ! queue ! %s t. ! queue ! fakesink "
+                                            "sync=false", src, sink)
+                          : g_strdup_printf("%s ! %s", src, sink);
     GstElement *pipe = launch(desc);
     g_free(src);
     g_free(sink);
@@ -684,6 +737,14 @@ static int run_producer(void)
         return 1;
     if (opt.stamp && !add_probe(pipe, "sink", "sink", GST_PAD_PROBE_TYPE_BUFFER, stamp_probe))
         return 1;
+    if (opt.clients > 1 && strcmp(opt.variant, "varslot")) {
+        /* shmsink accepts in a thread of its own: its clients can all come before frame 1. */
+        GstElement *s = gst_bin_get_by_name(GST_BIN(pipe), "sink");
+        g_signal_connect(s, "client-connected", G_CALLBACK(client_connected), NULL);
+        gst_object_unref(s);
+        if (!add_probe(pipe, "sink", "sink", GST_PAD_PROBE_TYPE_BUFFER, gate_probe))
+            return 1;
+    }
     printf("started pid=%d\n", (int)getpid());
     fflush(stdout);
     int rc = play(pipe, FALSE);
@@ -693,12 +754,12 @@ static int run_producer(void)
         printf("result role=producer variant=%s stamped=%ld unstamped=%ld", opt.variant,
                st.stamped, st.unstamped);
         if (!strcmp(opt.variant, "varslot")) {
-            guint64 sent = 0, copied = 0, fanout = 0, fallbacks = 0;
-            g_object_get(s, "buffers-sent", &sent, "copied-buffers", &copied, "fanout-copies",
-                         &fanout, "fallbacks", &fallbacks, NULL);
-            printf(" buffers_sent=%" G_GUINT64_FORMAT " copied_buffers=%" G_GUINT64_FORMAT
-                   " fanout_copies=%" G_GUINT64_FORMAT " fallbacks=%" G_GUINT64_FORMAT,
-                   sent, copied, fanout, fallbacks);
+            guint64 sent = 0, shared = 0, copied = 0, fanout = 0, fallbacks = 0;
+            g_object_get(s, "buffers-sent", &sent, "buffers-shared", &shared, "copied-buffers", &copied,
+                         "fanout-copies", &fanout, "fallbacks", &fallbacks, NULL);
+            printf(" buffers_sent=%" G_GUINT64_FORMAT " buffers_shared=%" G_GUINT64_FORMAT
+                   " copied_buffers=%" G_GUINT64_FORMAT " fanout_copies=%" G_GUINT64_FORMAT
+                   " fallbacks=%" G_GUINT64_FORMAT, sent, shared, copied, fanout, fallbacks);
         }
         printf(" cpu_s=%.3f\n", cpu_s());
         gst_object_unref(s);
@@ -714,8 +775,8 @@ static int run_consumer(void)
     if (!opt.variant || !opt.socket)
         return usage(stderr), 2;
     if (!strcmp(opt.variant, "varslot")) {
-        desc = g_strdup_printf("varslotsrc name=src socket-path=%s ! fakesink name=sink sync=false",
-                               opt.socket);
+        desc = g_strdup_printf("varslotsrc name=src socket-path=%s wait-for-producer=%s ! fakesink "
+                               "name=sink sync=false", opt.socket, opt.wait_producer ? "true" : "false");
     } else if (!strcmp(opt.variant, "shm")) {
         /* shmsrc carries bytes only: caps from a capsfilter; num-buffers gives it an EOS. */
         gchar *caps = caps_string();

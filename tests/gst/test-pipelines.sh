@@ -547,12 +547,14 @@ fi
 
 # ---- (f) fan-out ----
 if want f; then
-    echo "# (f) one producer, three consumers"
+    echo "# (f) one producer with a local branch through a tee, three consumers"
     N=90
     S=$(sock f) G=$(seg f)
     reference "$TMP/f.ref" $N $LIVE_CAPS pattern=ball || not_ok "(f) reference run"
     # The consumers wait for the producer (retrying every 100 ms) before it starts, so all are
-    # there from (nearly) the first frame; the producer waits for the first one.
+    # there from (nearly) the first frame; the producer waits for the first one. Its tee's
+    # other branch (a local display's stand-in) answers no ALLOCATION query, so the tee alone
+    # would send videotestsrc to system memory: the sink offers its allocator across it.
     for i in 1 2 3; do
         bg "C$i" 60 "$TMP/f.c$i.out" "$TMP/f.c$i.err" "$RUNNER" --trace r.src \
             "varslotsrc name=r socket-path=$S wait-for-producer=true ! checksumsink sync=false"
@@ -560,7 +562,8 @@ if want f; then
     for i in 1 2 3; do wait_until 30 has_line "$TMP/f.c$i.out" '^started$' || not_ok "(f) consumer $i starts"; done
     bg P 60 "$TMP/f.p.out" "$TMP/f.p.err" "$RUNNER" --print s.buffers-sent --print s.buffers-shared \
         --print s.copied-buffers --print s.fanout-copies \
-        --trace s.sink "videotestsrc is-live=true pattern=ball num-buffers=$N ! $LIVE_CAPS ! varslotsink name=s socket-path=$S segment=$G"
+        --trace s.sink "videotestsrc is-live=true pattern=ball num-buffers=$N ! $LIVE_CAPS ! tee name=t \
+            t. ! queue ! fakesink sync=false t. ! queue ! varslotsink name=s socket-path=$S segment=$G"
     finish "$P" 40; prc=$?
     finish "$C1" 20; c1rc=$?
     finish "$C2" 20; c2rc=$?
