@@ -16,12 +16,12 @@
 G_BEGIN_DECLS
 
 typedef struct VsgTeeOffer VsgTeeOffer;
-/* The allocator to offer right now (a new reference), or NULL for none yet. */
-typedef GstAllocator *(*VsgAllocatorGetter)(GstElement *sink);
 
-/* Walks upstream from sink's "sink" pad through elements of one sink and one src pad (a
- * queue, a capsfilter) to a tee, and probes its sink pad. NULL when there is no tee. */
-VsgTeeOffer *vsg_tee_offer_new(GstElement *sink, VsgAllocatorGetter get);
+/* Walks upstream from sink's "sink" pad through elements of one sink and one src pad (queue,
+ * capsfilter, a converter) to a tee, and probes its sink pad. NULL when there is no tee
+ * there. What is offered is the varslot allocator the sink's branch answers with, asked anew
+ * each time: a converter that makes buffers of its own answers without it. */
+VsgTeeOffer *vsg_tee_offer_new(GstElement *sink);
 void vsg_tee_offer_free(VsgTeeOffer *offer);
 
 G_END_DECLS

@@ -407,15 +407,6 @@ static gboolean gst_varslot_sink_event(GstBaseSink *bsink, GstEvent *ev)
 
 /* ---- lifecycle ---- */
 
-static GstAllocator *current_allocator(GstElement *sink)
-{
-    GstVarslotSink *self = GST_VARSLOT_SINK(sink);
-    GST_OBJECT_LOCK(self);
-    GstAllocator *a = self->allocator ? gst_object_ref(self->allocator) : NULL;
-    GST_OBJECT_UNLOCK(self);
-    return a;
-}
-
 static gboolean gst_varslot_sink_start(GstBaseSink *bsink)
 {
     GstVarslotSink *self = GST_VARSLOT_SINK(bsink);
@@ -429,7 +420,7 @@ static gboolean gst_varslot_sink_start(GstBaseSink *bsink)
         return FALSE;
     }
     self->seq = 0;
-    self->tee_offer = vsg_tee_offer_new(GST_ELEMENT(self), current_allocator);
+    self->tee_offer = vsg_tee_offer_new(GST_ELEMENT(self));
     return TRUE;
 }
 

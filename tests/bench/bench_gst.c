@@ -224,7 +224,6 @@ static struct {
     GMutex lock;
     GCond changed;
     int connected;
-    gboolean open;
 } gate;
 
 static void client_connected(GstElement *sink, gint fd, gpointer data)
@@ -245,14 +244,13 @@ static GstPadProbeReturn gate_probe(GstPad *pad, GstPadProbeInfo *info, gpointer
     (void)data;
     g_mutex_lock(&gate.lock);
     gint64 until = g_get_monotonic_time() + opt.start_ms * 1000;
-    while (!gate.open && gate.connected < opt.clients && g_cond_wait_until(&gate.changed, &gate.lock, until)) {
+    while (gate.connected < opt.clients && g_cond_wait_until(&gate.changed, &gate.lock, until)) {
     }
-    if (!gate.open && gate.connected < opt.clients)
+    if (gate.connected < opt.clients)
         fprintf(stderr, "bench_gst producer: only %d of %d clients came; going on\n", gate.connected,
                 opt.clients);
-    gate.open = TRUE;
     g_mutex_unlock(&gate.lock);
-    return GST_PAD_PROBE_OK;
+    return GST_PAD_PROBE_REMOVE; /* the first frame only: no cost to the frames timed */
 }
 
 /* The producer's stamp: the frame is in the sink's memory now (its pool's, or shmsink's

@@ -141,4 +141,84 @@ TEST_F(SinkAllocation, NonVideoCapsGetTheAllocatorOnly)
     gst_query_unref(q);
 }
 
+
+// Behind a tee (gst-plugin/tee_offer.c): the tee's answer to its upstream carries the sink's
+// allocator first, even though the tee drops every branch's allocator and another branch (a
+// fakesink, listed first: the tee stops asking there) answers nothing; also through a
+// converter with nothing to convert (passthrough); but not through one that makes buffers of
+// its own: slots taken upstream of it would never reach the sink.
+class SinkBehindATee : public testing::Test {
+protected:
+    std::string seg = unique_segment("tee"), sock = unique_socket("tee");
+    void TearDown() override
+    {
+        remove_segment(seg);
+        unlink(sock.c_str());
+    }
+    // Stands for a branch element with an allocator of its own: answers with system memory's.
+    static GstPadProbeReturn answer_with_sysmem(GstPad *, GstPadProbeInfo *info, gpointer)
+    {
+        GstQuery *q = GST_PAD_PROBE_INFO_QUERY(info);
+        if (GST_QUERY_TYPE(q) != GST_QUERY_ALLOCATION)
+            return GST_PAD_PROBE_OK;
+        GstAllocator *sys = gst_allocator_find(GST_ALLOCATOR_SYSMEM);
+        gst_query_add_allocation_param(q, sys, nullptr);
+        gst_object_unref(sys);
+        return GST_PAD_PROBE_HANDLED;
+    }
+    // The allocator first in the tee's answer with `branch` before the sink, or "" (none,
+    // or the query failed). own_allocator: the name of a branch element whose src pad answers
+    // for itself, with system memory's allocator.
+    std::string upstream_allocator(const std::string &branch, const char *own_allocator = nullptr)
+    {
+        Pipeline p("appsrc name=src ! tee name=t t. ! queue ! fakesink t. ! " + branch +
+                   " varslotsink socket-path=" + sock + " segment=" + seg + " wait-for-connection=false");
+        if (own_allocator) {
+            GstPad *src = gst_element_get_static_pad(p[own_allocator], "src");
+            gst_pad_add_probe(src, GST_PAD_PROBE_TYPE_QUERY_DOWNSTREAM, answer_with_sysmem, nullptr, nullptr);
+            gst_object_unref(src);
+        }
+        EXPECT_NE(gst_element_set_state(p.p, GST_STATE_PAUSED), GST_STATE_CHANGE_FAILURE);
+        GstPad *pad = gst_element_get_static_pad(p["t"], "sink");
+        GstCaps *caps = gst_caps_from_string(kI420);
+        // Negotiated first, as upstream does before it asks: a converter then knows whether it
+        // passes buffers through.
+        GstSegment segment;
+        gst_segment_init(&segment, GST_FORMAT_TIME);
+        EXPECT_TRUE(gst_pad_send_event(pad, gst_event_new_stream_start("tee-test")));
+        EXPECT_TRUE(gst_pad_send_event(pad, gst_event_new_caps(caps)));
+        EXPECT_TRUE(gst_pad_send_event(pad, gst_event_new_segment(&segment)));
+        GstQuery *q = gst_query_new_allocation(caps, TRUE);
+        std::string type;
+        if (gst_pad_query(pad, q) && gst_query_get_n_allocation_params(q) > 0) {
+            GstAllocator *alloc = nullptr;
+            gst_query_parse_nth_allocation_param(q, 0, &alloc, nullptr);
+            if (alloc)
+                type = alloc->mem_type;
+            gst_clear_object(&alloc);
+        }
+        gst_query_unref(q);
+        gst_caps_unref(caps);
+        gst_object_unref(pad);
+        return type;
+    }
+};
+
+TEST_F(SinkBehindATee, ItsAllocatorIsOfferedAcrossTheTee)
+{
+    EXPECT_EQ(upstream_allocator("queue !"), "VarslotMemory");
+    EXPECT_EQ(upstream_allocator("queue ! capsfilter ! queue !"), "VarslotMemory");
+}
+
+TEST_F(SinkBehindATee, AcrossAConverterOnlyWhenItPassesBuffersThrough)
+{
+    EXPECT_EQ(upstream_allocator("queue ! videoconvert !"), "VarslotMemory");
+    EXPECT_EQ(upstream_allocator("queue ! videoconvert ! video/x-raw,format=BGRx !"), "");
+}
+
+TEST_F(SinkBehindATee, ABranchElementsOwnAllocatorIsNotOfferedPastTheTee)
+{
+    EXPECT_EQ(upstream_allocator("queue name=own !", "own"), "");
+}
+
 } // namespace
