@@ -66,7 +66,8 @@ static void count_slots(vs_segment *seg, struct census *cs)
                 add_to_group(cs, si.owner, si.tag, si.size);
             } else if (si.state == VS_SLOT_SHARED || si.state == VS_SLOT_SHARING) {
                 cs->shared[c]++;
-            } else if (si.state != VS_SLOT_FREE && si.state != VS_SLOT_RETIRED) {
+            } else if (si.state != VS_SLOT_FREE && si.state != VS_SLOT_RETIRED &&
+                       si.state != VS_SLOT_PURGING /* free, its pages going back */) {
                 cs->corrupt[c]++;
             }
         }

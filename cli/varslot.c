@@ -194,6 +194,33 @@ static int run_reap(const struct command *cmd, const char *name, char *const *va
     return 0;
 }
 
+/* Bytes of memory the segment's file holds (tmpfs: pages in use), -1 if unknown. */
+static long long file_bytes(const vs_segment *seg)
+{
+    struct stat st;
+    return fstat(seg->fd, &st) == 0 ? (long long)st.st_blocks * 512 : -1;
+}
+
+static int run_trim(const struct command *cmd, const char *name, char *const *values)
+{
+    vs_segment seg;
+    uint64_t returned = 0;
+    int rc = open_segment(cmd, name, values, &seg);
+    if (rc)
+        return rc;
+    long long before = file_bytes(&seg);
+    if ((rc = vs_segment_join(&seg, NULL)) == VS_OK)
+        rc = vs_segment_trim(&seg, &returned);
+    int err = errno;
+    long long after = file_bytes(&seg);
+    vs_segment_close(&seg);
+    if (rc != VS_OK)
+        return library_error(cmd->name, name, rc, err);
+    printf("trimmed %s: %" PRIu64 " KiB of free slots given back; the file held %lld KiB, now %lld KiB\n",
+           name, returned / 1024, before / 1024, after / 1024);
+    return 0;
+}
+
 /* The library removes only what looks like a segment; --force is for one too damaged to
  * be recognised, and removes the name whatever it holds. */
 static int force_remove(const struct command *cmd, const char *name)
@@ -250,6 +277,12 @@ static const struct command commands[] = {
      "  varslot reap NAME [--trust-owner]\n"
      "      return the slots of dead peers and free their entries\n" TRUST_HELP,
      run_reap},
+    {"trim", 1u << OPT_TRUST_OWNER,
+     "  varslot trim NAME [--trust-owner]\n"
+     "      give the pages of every free slot back to the system now (peers do so by\n"
+     "      themselves for slots idle longer than the decay, VARSLOT_DECAY_MS, default 10 s)\n"
+     TRUST_HELP,
+     run_trim},
     {"rm", 1u << OPT_FORCE,
      "  varslot rm NAME [--force]\n"
      "      remove the segment's name (processes that have it mapped keep their mapping);\n"

@@ -84,14 +84,19 @@ inline std::string unique_name(const char *what)
 struct TestSegment {
     vs_segment seg{};
     std::string name;
+    static constexpr int32_t kDefaultDecay = INT32_MIN; // VS_SEGMENT_DECAY not given
     explicit TestSegment(const char *what, const vs_class_config *c = kRefClasses, size_t n = 3,
-                         uint32_t max_peers = 0)
+                         uint32_t max_peers = 0, int32_t decay_ms = kDefaultDecay)
         : name(unique_name(what))
     {
         vs_segment_options o{};
         o.classes = c;
         o.class_count = n;
         o.max_peers = max_peers;
+        if (decay_ms != kDefaultDecay) {
+            o.flags |= VS_SEGMENT_DECAY;
+            o.decay_ms = decay_ms;
+        }
         int rc = vs_segment_create(&seg, name.c_str(), &o);
         EXPECT_EQ(rc, VS_OK) << vs_strerror(rc) << ": " << vs_last_detail();
     }

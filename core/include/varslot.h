@@ -63,9 +63,11 @@ typedef struct vs_layout {
 /* RETIRED: the slot used up its generations (see "Handles" in the README) and is never handed
  * out again, so that no stale handle can ever match it. SHARED: published read-only to a set
  * of readers (vs_pool_share); it goes back to the pool when the last of them releases it.
- * SHARING: its owner is writing the readers in, for a moment (still the owner's). */
+ * SHARING: its owner is writing the readers in, for a moment (still the owner's). PURGING: a
+ * free slot whose pages a peer (`owner`) is giving back to the system, for a moment; FREE
+ * again after, or when that peer is reaped (see vs_segment_trim). */
 enum vs_slot_state { VS_SLOT_FREE = 0, VS_SLOT_ALLOCATED = 1, VS_SLOT_RETIRED = 2, VS_SLOT_SHARED = 3,
-                     VS_SLOT_SHARING = 4 };
+                     VS_SLOT_SHARING = 4, VS_SLOT_PURGING = 5 };
 typedef struct vs_slot_info {
     uint32_t state;      /* enum vs_slot_state; any other value means the word was scribbled on */
     uint8_t owner;       /* peer id, 0 when free; of a shared slot, the peer that published it */
@@ -82,6 +84,8 @@ typedef struct vs_segment_options {
     uint32_t mode;                  /* 0: 0600; set as given, whatever the umask. The group is
                                      * the creator's effective group (its directory's if setgid) */
     uint32_t flags;                 /* VS_SEGMENT_* below */
+    int32_t decay_ms;               /* read only with VS_SEGMENT_DECAY (1.2; it fills what was
+                                     * padding, so the struct keeps its size) */
 } vs_segment_options;
 
 /* The last peer to leave removes the segment's name (a joined peer's vs_segment_close that
@@ -89,6 +93,12 @@ typedef struct vs_segment_options {
  * segment, so it holds whichever process leaves last; in a sticky directory such as /dev/shm
  * only the owner may remove a name, so a peer of another user that leaves last leaves it. */
 #define VS_SEGMENT_REMOVE_WHEN_UNUSED 1u
+/* opts->decay_ms is set: how long a free slot's pages stay idle before a peer gives them back
+ * to the system (0: at once, -1: never). Without it: VARSLOT_DECAY_MS of the creating process,
+ * else VS_DEFAULT_DECAY_MS. Recorded in the segment; a process whose VARSLOT_DECAY_MS is set
+ * uses that for every segment instead. (1.2) */
+#define VS_SEGMENT_DECAY 2u
+#define VS_DEFAULT_DECAY_MS 10000
 
 /* Default classes, sized for media buffers and large heap blocks:
  * 64 KiB x 256, 256 KiB x 128, 1 MiB x 64, 4 MiB x 32, 16 MiB x 8 (about 400 MiB of
@@ -283,6 +293,13 @@ VS_API vs_pool *vs_segment_pool(vs_segment *seg);
  * this was, removes the name, never while another peer is joined or joining, and only if the
  * name still names this segment. */
 VS_API void vs_segment_close(vs_segment *seg);
+/* What vs_segment_close does after its leave, for a process that leaves a
+ * VS_SEGMENT_REMOVE_WHEN_UNUSED segment but keeps its mapping (the preload shim at exit: late
+ * writes must still land somewhere): removes the name if no peer is joined or joining and the
+ * name still names this segment. VS_OK removed; VS_EBUSY a peer is joined or joining (this
+ * process too: leave first); VS_ESTALE the name was gone or names another file; VS_EINVAL a
+ * segment not open or without the flag. (1.2) */
+VS_API int vs_segment_remove_if_unused(vs_segment *seg);
 /* Removes the name of a varslot segment (never another kind of file, nor one still being
  * created: VS_EPERM, VS_EBUSY). Peers that have it mapped keep using it; no one can join it
  * from then on. */
@@ -305,6 +322,19 @@ VS_API int vs_segment_peer_info(vs_segment *seg, uint8_t peer_id, vs_peer_info *
  * such as a consumer's "is peer id N still the join of the process I greeted". (1.1) */
 VS_API int vs_segment_peer_identity(const vs_segment *seg, uint8_t peer_id, vs_peer_info *out);
 VS_API uint32_t vs_segment_max_peers(const vs_segment *seg);
+/* Giving memory back. A free slot of a class of page-sized slots or larger whose pages have
+ * been idle for the decay time is purged: its pages are removed from the segment file
+ * (tmpfs frees them; the slot reads as zeros when next handed out). Purging is an ownership
+ * change like any other (FREE -> PURGING by one CAS, the pages removed, back to FREE), so a
+ * slot in use is never purged and a peer killed mid-purge leaves a slot its reaping returns.
+ * Joined peers purge on their own slow paths (a free of a large slot, an allocation that
+ * missed its cache, leaving: the last peer out purges every free slot), a bounded amount at
+ * a time, with no thread of their own; vs_segment_trim purges every free slot now, whatever
+ * the decay. *returned (may be NULL): bytes given back. VS_ENOTJOINED unless joined; VS_ESYS
+ * when the file system cannot remove pages (errno). (1.2) */
+VS_API int vs_segment_trim(vs_segment *seg, uint64_t *returned);
+/* The decay this process applies to seg, in ms (-1: never), as set above. (1.2) */
+VS_API int32_t vs_segment_decay_ms(const vs_segment *seg);
 /* Whether the segment's name still names this segment: VS_OK, VS_ESTALE once it was removed
  * or names another file (the mapping stays usable), VS_EINVAL for a segment not open. For
  * watchers such as `varslot top`; one stat of the name, no lock. */

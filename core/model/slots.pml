@@ -85,6 +85,7 @@
 #define S_FREE    0
 #define S_ALLOC   1
 #define S_RETIRED 2
+#define S_PURGING 3
 #define ST(w)  ((w) & 3)
 #define OWN(w) (((w) >> 2) & 3)
 #define GEN(w) (((w) >> 4) & 3)
@@ -664,8 +665,58 @@ inline vs_pool_transfer(rr, from, to, me)
   G_BUSY(me, 0)
 }
 
-/* vs_pool_reclaim_peer_slots(pool, pr): for each slot, load; while ALLOCATED and owned by pr,
- * CAS -> FREE(gen); if it freed, vs__publish_free. */
+/* purge.c purge_slot(cls, x): a free slot's pages go back to the system. load the word; if
+ * FREE: CAS FREE(g) -> PURGING(g, me) (purge_cas: from here the slot is the purger's, as a
+ * claim makes it an allocator's); remove the pages (purge_punch: a write of the slot); CAS
+ * PURGING(g, me) -> FREE(g) (purge_done); vs__publish_free. The generation stays: no ref was
+ * handed out. (Which slots a pass picks, by their idle hint, is not modelled: any slot may be
+ * picked at any time, the hint only says when.) MUTANT_PURGE_UNCLAIMED removes the pages of
+ * a slot it read FREE without the CAS; MUTANT_PURGE_UNPUBLISHED does not publish the slot it
+ * returned. */
+inline purge(x, me)
+{
+#ifdef MUTANT_PURGE_UNCLAIMED
+  w = word[x];                                           /* mutant: load, no CAS */
+  if
+  :: ST(w) == S_FREE -> G_WRITE(x, me)                   /* mutant: the pages go, unowned */
+  :: else
+  fi;
+#else
+  d_step {                                               /* purge_slot: load + CAS (purge_cas) */
+    w = word[x];
+    if
+    :: ST(w) == S_FREE -> word[x] = MKW(S_PURGING, PEER_OF(me), GEN(w), LAP(w)); cas = 1;
+                          G_CLAIM(x, me); TOUCH(x, me)
+    :: else
+    fi
+  };
+  if
+  :: cas ->
+     G_WRITE(x, me);                                     /* purge_slot: madvise (purge_punch) */
+     d_step {                                            /* purge_slot: CAS (purge_done) */
+       if
+       :: word[x] == MKW(S_PURGING, PEER_OF(me), GEN(w), LAP(w)) ->
+          word[x] = MKW(S_FREE, 0, GEN(w), LAP(w)); G_FREE(x, me); TOUCH(x, me)
+       :: else -> cas = 0                                /* reaped from under it: not its own now */
+       fi
+     };
+#ifndef MUTANT_PURGE_UNPUBLISHED
+     if :: cas -> publish_free(x, me) :: else fi         /* purge_slot: vs__publish_free */
+#endif
+  :: else
+  fi;
+#endif
+  w = 0; cas = 0
+}
+
+/* vs_pool_reclaim_peer_slots(pool, pr): for each slot, load; while ALLOCATED or PURGING and
+ * owned by pr, CAS -> FREE(gen); if it freed, vs__publish_free. MUTANT_REAP_NOT_PURGING leaves
+ * a dead purger's PURGING slot. */
+#ifdef MUTANT_REAP_NOT_PURGING
+#define RECLAIMABLE(w) (ST(w) == S_ALLOC)
+#else
+#define RECLAIMABLE(w) (ST(w) == S_ALLOC || ST(w) == S_PURGING)
+#endif
 inline reclaim_peer_slots(pr, me)
 {
   i = 0;
@@ -674,7 +725,7 @@ inline reclaim_peer_slots(pr, me)
 #ifdef FINE
      w = word[i];                                        /* reclaim: atomic_load */
      do
-     :: cas || !(ST(w) == S_ALLOC && OWN(w) == pr) -> break
+     :: cas || !(RECLAIMABLE(w) && OWN(w) == pr) -> break
      :: else ->
         d_step {                                         /* reclaim: CAS (reclaim_cas) */
           if
@@ -688,7 +739,7 @@ inline reclaim_peer_slots(pr, me)
      d_step {                                            /* reclaim: load + CAS (reclaim_cas) */
        w = word[i];
        if
-       :: ST(w) == S_ALLOC && OWN(w) == pr ->
+       :: RECLAIMABLE(w) && OWN(w) == pr ->
           word[i] = MKW(S_FREE, 0, GEN(w), LAP(w)); cas = 1;
           G_REAP_DEAD(w); G_REAP(i); TOUCH(i, me)
        :: else
@@ -831,7 +882,14 @@ proctype Peer2()
     :: k < 2 ->
        vs_pool_allocate(TP);
        if
-       :: k == 0 -> if :: ok -> vs_pool_free(r, TP, 1) :: else fi
+       :: k == 0 ->
+          if :: ok -> vs_pool_free(r, TP, 1) :: else fi;
+          r = 0; rc = 0;
+          if                                             /* a purge pass: either slot */
+          :: config != 2 -> purge(0, TP)
+          :: config != 2 -> purge(1, TP)
+          :: else
+          fi
        :: else -> if :: ok -> atomic { G_WRITE(RSLOT(r), TP); hand!r } :: else -> hand!NOREF fi
        fi;
        r = 0; rc = 0; ok = 0; k++

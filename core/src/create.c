@@ -86,10 +86,17 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
         vs__set_detail("mode has bits outside 0777");
         return VS_EINVAL;
     }
-    if (o.flags & ~VS_SEGMENT_REMOVE_WHEN_UNUSED) {
+    if (o.flags & ~(VS_SEGMENT_REMOVE_WHEN_UNUSED | VS_SEGMENT_DECAY)) {
         vs__set_detail("unknown segment flags");
         return VS_EINVAL;
     }
+    if ((o.flags & VS_SEGMENT_DECAY) && o.decay_ms < -1) {
+        vs__set_detail("decay_ms is below -1 (never)");
+        return VS_EINVAL;
+    }
+    int env_rc = vs__decay_env_check();
+    if (env_rc != VS_OK)
+        return env_rc;
     size_t pool_offset, pool_size, total;
     if (o.max_peers > VS_MAX_PEERS) {
         vs__set_detail("max_peers is above 255");
@@ -168,7 +175,8 @@ int vs_segment_create(vs_segment *seg, const char *name, const vs_segment_option
     h->creator_pid = getpid();
     h->max_peers = o.max_peers;
     h->class_count = (uint32_t)o.class_count;
-    h->flags = o.flags;
+    h->flags = o.flags & ~VS_SEGMENT_DECAY; /* an option, not a property of the segment */
+    h->decay_ms = o.flags & VS_SEGMENT_DECAY ? o.decay_ms : vs__decay_for_new_segment();
     h->peers_offset = VS__PAGE;
     h->pool_offset = pool_offset;
     h->pool_size = pool_size;

@@ -24,6 +24,8 @@ extern vs__debug_hook vs__debug_before_share_cas;   /* seats written, ALLOCATED 
 extern vs__debug_hook vs__debug_before_release_cas; /* a release chose its seat, its CAS next */
 extern vs__debug_hook vs__debug_before_finish_cas;  /* a share is empty, SHARED -> FREE next */
 extern vs__debug_hook vs__debug_after_leave_reclaim; /* peer idx leaving: slots back, entry next */
+extern vs__debug_hook vs__debug_before_purge_cas;   /* slot idx idle and FREE, FREE -> PURGING next */
+extern vs__debug_hook vs__debug_after_purge_punch;  /* slot idx's pages removed, -> FREE next */
 #define VS__DEBUG_POINT(hook, arg) \
     do {                           \
         vs__debug_hook h_ = (hook); \

@@ -63,7 +63,7 @@ _Static_assert(VS__SEATS == VS_MAX_READERS, "one seat per reader");
 typedef struct vs__share {
     _Atomic uint64_t live;
     _Atomic uint8_t seat[VS__SEATS];
-    uint64_t reserved;
+    _Atomic uint64_t idle; /* purge.c: since when the slot is free, a hint; not sharing's */
 } vs__share;
 _Static_assert(sizeof(vs__share) == 32, "32 bytes per share entry");
 static inline uint64_t vs__live_make(uint32_t gen, uint32_t lap, uint16_t seats)
@@ -179,6 +179,14 @@ void vs__pool_flush_pending(const vs_pool *pool);
 /* Segment hook: the pool found every fitting class exhausted. Returns true when reaping
  * returned slots, so the allocation is worth retrying. */
 bool vs__segment_reap_on_exhaustion(struct vs_segment *seg);
+
+/* purge.c, from the pool's slow paths: a free of a slot of a page or more (it was free at
+ * generation gen; a look at the coarse clock), and every VS__PURGE_TICK_ALLOCS allocations
+ * that missed the thread cache. */
+#define VS__PURGE_TICK_ALLOCS 64u
+void vs__purge_after_free(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
+                          uint32_t gen);
+void vs__purge_on_slow_path(const vs_pool *pool);
 
 /* Monotonic and wall-clock nanoseconds, without libc allocations. */
 uint64_t vs__now_ns(int clock);

@@ -109,12 +109,16 @@ int vs_segment_leave(vs_segment *seg)
      * entry is FREE: then the id can be reused, and a slot still marked with it would look
      * like the new peer's. */
     vs__pool_flush_pending(&seg->pool);
+    vs__purge_at_leave(seg);
     vs__peer *p = vs__peer_entry(seg, id);
     uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
     bool marked = vs__peer_state(s) == VS_PEER_ALIVE && /* model: leave_mark */
                   atomic_compare_exchange_strong_explicit(&p->state, &s,
                                                           vs__peer_make(VS_PEER_REAPING, vs__peer_epoch(s)),
                                                           memory_order_seq_cst, memory_order_acquire);
+    /* A purge of another thread of ours marks slots with our id: it ends before they go back
+     * (one that starts from here on sees the entry marked and does nothing). */
+    vs__purges_wait();
     vs_pool_reclaim_peer_slots(&seg->pool, id);
     VS__DEBUG_POINT(vs__debug_after_leave_reclaim, id);
     atomic_store_explicit(&p->pid, 0, memory_order_relaxed);

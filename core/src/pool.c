@@ -430,6 +430,8 @@ static __attribute__((noinline)) bool allocate_slow(const vs_pool *pool, uint8_t
               (pool->segment && vs__segment_reap_on_exhaustion(pool->segment) &&
                allocate_from(pool, first, size, owner, out));
     vs__tc.alloc_pool_id = pool->attach_id; /* from the next one on, batched classes reserve */
+    if (pool->segment && ++vs__tc.slow_allocs % VS__PURGE_TICK_ALLOCS == 0)
+        vs__purge_on_slow_path(pool);
     return ok;
 }
 
@@ -495,6 +497,9 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
     int rc = free_word(pool, cls, m, ref, idx, lap, -1);
     if (rc != VS_OK)
         return rc;
+    /* A slot of a page or more is idle from now: its pages may go back later (purge.c). */
+    if (VS__UNLIKELY(cls->stride >= VS_SLOT_PAGE) && pool->segment)
+        vs__purge_after_free(pool, cls, idx, ref.generation);
     /* The slot is free; now only the index needs to hear of it. A slot this thread allocated
      * a moment ago stays with it (warm, LIFO); any other goes back to the shared bitmap. */
     struct vs__thread_cache *tc = &vs__tc;
@@ -585,8 +590,9 @@ void vs_pool_reclaim_peer_slots(const vs_pool *pool, uint8_t peer_id)
                 continue;
             }
             bool freed = false;
-            /* Owned, or being shared by it (SHARING: still its own). */
-            while ((vs__word_state(w) == VS_SLOT_ALLOCATED || vs__word_state(w) == VS_SLOT_SHARING) &&
+            /* Owned, being shared by it (SHARING: still its own), or being purged by it. */
+            while ((vs__word_state(w) == VS_SLOT_ALLOCATED || vs__word_state(w) == VS_SLOT_SHARING ||
+                    vs__word_state(w) == VS_SLOT_PURGING) &&
                    vs__word_owner(w) == peer_id) {
                 /* model: reclaim_cas */
                 if (atomic_compare_exchange_weak_explicit(&m->word, &w,

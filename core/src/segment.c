@@ -253,6 +253,10 @@ static int validate_header(const vs__seg_header *h, size_t file_size, size_t *po
         vs__set_detail("segment uses flags this library does not know");
         return VS_EVERSION;
     }
+    if (h->decay_ms < -1) {
+        vs__set_detail("segment header has a decay below -1 (never)");
+        return VS_ECORRUPT;
+    }
     if (h->total_size != file_size) {
         vs__set_detail("segment size in the header differs from the file size (truncated?)");
         return VS_ECORRUPT;
@@ -284,6 +288,8 @@ int vs_segment_open_flags(vs_segment *seg, const char *name, uint32_t flags)
         vs__set_detail("unknown open flags");
         return VS_EINVAL;
     }
+    if ((rc = vs__decay_env_check()) != VS_OK)
+        return rc;
     int fd = vs__open_name(name, O_RDWR, 0);
     if (fd < 0 && errno == EACCES) {
         vs__set_detail("permission denied: the segment's mode does not let this user read and write it");

@@ -24,7 +24,7 @@ static inline void vs__cancel_restore(int *old) { pthread_setcancelstate(*old, N
 /* Written first by a creator building a segment under a private name: such a file whose
  * creator no longer holds VS__LOCK_CREATING was left by a creator that died. */
 #define VS__SEG_MAGIC_CREATING 0x3f544f4c53524156ull /* "VARSLOT?" */
-#define VS__SEG_VERSION 4u /* 3: laps in the slot word; 4: share tables */
+#define VS__SEG_VERSION 5u /* 3: laps in the slot word; 4: share tables; 5: purging, decay */
 #define VS__PAGE 4096u
 
 /* Page 0 of the segment. Everything from version to classes is immutable after creation and
@@ -42,7 +42,7 @@ typedef struct vs__seg_header {
     uint32_t max_peers;
     uint32_t class_count;
     uint32_t flags;           /* VS_SEGMENT_* */
-    uint32_t reserved;
+    int32_t decay_ms;         /* -1 never, 0 at once (vs_segment_options.decay_ms) */
     uint64_t peers_offset;
     uint64_t pool_offset;
     uint64_t pool_size;
@@ -120,8 +120,15 @@ void vs__name_path(const char *name, char *path, size_t size);
 /* Whether name still names the file (dev, ino); the same for a path. */
 bool vs__name_still_names(const char *name, uint64_t dev, uint64_t ino);
 bool vs__name_path_is(const char *path, uint64_t dev, uint64_t ino);
+/* purge.c: VARSLOT_DECAY_MS read and checked (VS_EINVAL with a detail if it is not a
+ * number of ms >= -1), the decay a new segment records, a leaving peer's purge (before its
+ * entry is marked), and the wait for this process's purges (after). */
+int vs__decay_env_check(void);
+int32_t vs__decay_for_new_segment(void);
+void vs__purge_at_leave(vs_segment *seg);
+void vs__purges_wait(void);
 /* remove.c: the last peer out of a VS_SEGMENT_REMOVE_WHEN_UNUSED segment. */
-void vs__segment_remove_if_unused(vs_segment *seg);
+int vs__segment_remove_if_unused(vs_segment *seg);
 /* Private names in a segment name's directory: a name being removed moves to
  * VS__REMOVING<random>, a segment being built without O_TMPFILE is made as VS__MAKING<random>.
  * vs__sweep_private_names removes those whose remover or creator died. */

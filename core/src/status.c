@@ -51,6 +51,8 @@ vs__debug_hook vs__debug_before_share_cas;
 vs__debug_hook vs__debug_before_release_cas;
 vs__debug_hook vs__debug_before_finish_cas;
 vs__debug_hook vs__debug_after_leave_reclaim;
+vs__debug_hook vs__debug_before_purge_cas;
+vs__debug_hook vs__debug_after_purge_punch;
 
 void vs__assert_fail(const char *cond, const char *file, int line, const char *func)
 {

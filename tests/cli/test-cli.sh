@@ -130,14 +130,14 @@ for args in "--help" "-h" "help"; do
     run "$args"
     if [ "$RC" -eq 0 ] && [ -z "$ERR" ] && grep -q 'varslot create NAME' <<<"$OUT" &&
         grep -q 'varslot stat NAME' <<<"$OUT" && grep -q 'varslot reap NAME' <<<"$OUT" &&
-        grep -q 'varslot top NAME' <<<"$OUT" &&
+        grep -q 'varslot top NAME' <<<"$OUT" && grep -q 'varslot trim NAME' <<<"$OUT" &&
         grep -q 'varslot rm NAME' <<<"$OUT"; then
         ok "varslot $args prints the usage of every command and exits 0"
     else
         not_ok "varslot $args prints the usage of every command and exits 0" "$(details)"
     fi
 done
-for cmd in create stat top reap rm; do
+for cmd in create stat top reap trim rm; do
     expect_ok "varslot $cmd --help exits 0 with its usage" "varslot $cmd NAME" "$cmd" --help
 done
 expect_ok "varslot help stat exits 0 with its usage" "varslot stat NAME" help stat
@@ -148,7 +148,7 @@ NEVER="/$PREFIX-never"
 expect_usage_error "no command"
 expect_usage_error "unknown command" frobnicate "$NEVER"
 expect_usage_error "help with an unknown topic" help frobnicate
-for cmd in create stat top reap rm; do
+for cmd in create stat top reap trim rm; do
     expect_usage_error "$cmd without NAME" "$cmd"
     expect_usage_error "$cmd with two NAMEs" "$cmd" "$NEVER" "$NEVER-2"
 done
@@ -175,7 +175,7 @@ expect_usage_error "--json with a value" stat "$NEVER" --json=1
 expect_usage_error "--trust-owner with a value" stat "$NEVER" --trust-owner=1
 expect_usage_error "create takes no --trust-owner (it makes its own segment)" create "$NEVER" --trust-owner
 expect_usage_error "rm takes no --trust-owner (only the owner removes)" rm "$NEVER" --trust-owner
-for cmd in stat ls reap top; do
+for cmd in stat ls reap trim top; do
     expect_ok "varslot $cmd --help tells of --trust-owner" "varslot $cmd NAME .*\[--trust-owner\]" "$cmd" --help
 done
 expect_usage_error "top takes no --json" top "$NEVER" --json
@@ -355,6 +355,12 @@ expect_ok "reap reaps exactly the dead peer" "reaped 1 dead peer " reap "$PSEG"
 expect_stat "after reap: the dead peer's slots are free and its entry is gone" "$PSEG" \
     "$(classes_are '[[4096,8,0],[65536,4,2]]') and
      ($(peer "$A") | length == 0) and (.peers | length) == 1 and
+     ($(peer "$B") | .[0].state == \"alive\" and .[0].slots == 2)"
+expect_ok "trim gives the reaped slots' touched pages back (3 x 4 KiB), never a held slot's" \
+    "^trimmed $PSEG: 12 KiB of free slots given back; the file held [0-9]+ KiB, now [0-9]+ KiB$" trim "$PSEG"
+expect_ok "a second trim finds nothing more to give back" "^trimmed $PSEG: 0 KiB " trim "$PSEG"
+expect_stat "trim leaves the live peer's slots and entry as they were" "$PSEG" \
+    "$(classes_are '[[4096,8,0],[65536,4,2]]') and (.peers | length) == 1 and
      ($(peer "$B") | .[0].state == \"alive\" and .[0].slots == 2)"
 start_holder 8 1 && C=$HOLDER_PID && ok "every slot of the reaped class is allocatable again"
 expect_stat "the new peer holds all 8 slots of class 0" "$PSEG" \

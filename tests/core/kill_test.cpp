@@ -134,9 +134,10 @@ int survivor(const std::string &name, int from_victims, int report, int ready)
 
 } // namespace
 
-TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
+namespace {
+// Victims killed at random instants while a survivor works beside them (see victim, survivor).
+void random_kills(TestSegment &seg, int kKills)
 {
-    TestSegment seg("kill", kKillClasses, 2);
     int msgs[2], report[2], ready[2];
     ASSERT_EQ(pipe(msgs), 0);
     ASSERT_EQ(pipe(report), 0);
@@ -152,7 +153,6 @@ TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
     close(ready[0]);
     close(ready[1]);
     std::mt19937 rng(20261126);
-    const int kKills = (int)scaled(1000);
     int died_by_kill = 0;
     for (int k = 0; k < kKills; k++) {
         // Three victims in four die at a random instant after fork, most in open or join;
@@ -194,9 +194,24 @@ TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
     ASSERT_EQ(vs_segment_reap(&seg.seg, &n), VS_OK); // the last victim was never reaped by a join
     EXPECT_EQ(died_by_kill, kKills);
     EXPECT_GT(counts[0], 0u) << "no frame was ever handed over: the test did not test handoff";
-    RecordProperty("frames_taken", std::to_string(counts[0]));
-    RecordProperty("frames_stale", std::to_string(counts[1]));
+    testing::Test::RecordProperty("frames_taken", std::to_string(counts[0]));
+    testing::Test::RecordProperty("frames_stale", std::to_string(counts[1]));
     expect_every_slot_free_once(seg);
+}
+} // namespace
+
+TEST(Kill, ThousandRandomKillsLoseNoSlotAndNeverTouchTheLivePeer)
+{
+    TestSegment seg("kill", kKillClasses, 2);
+    random_kills(seg, (int)scaled(1000));
+}
+
+// The same with every free purging its slot at once (decay 0): victims die mid-purge too,
+// leaving PURGING slots their reaps return; the survivor's held slots and frames stay intact.
+TEST(Kill, RandomKillsOfPurgingPeersLoseNoSlotAndNeverTouchTheLivePeer)
+{
+    TestSegment seg("kill-purge", kKillClasses, 2, 0, 0);
+    random_kills(seg, (int)scaled(300));
 }
 
 TEST(Kill, AReaperKilledMidReapIsTakenOverByTheNext)

@@ -194,8 +194,9 @@ TEST(Lifecycle, HeaderFieldsAreNotReadAgainAfterValidation)
     std::string name = a.name;
     // vs__seg_header (core/src/segment.h): u64 magic, u32 version, u32 header_size,
     // 5 x u64 (total_size .. created_unix_ns), u32 creator_uid, i32 creator_pid, then
-    // u32 max_peers @56, class_count @60, flags @64, reserved @68. Checked before scribbling.
-    const size_t kMaxPeers = 56, kClassCount = 60, kFlags = 64, kReserved = 68;
+    // u32 max_peers @56, class_count @60, flags @64, i32 decay_ms @68. Checked before
+    // scribbling. (The decay is read again, clamped: it bounds nothing, see purge.c.)
+    const size_t kMaxPeers = 56, kClassCount = 60, kFlags = 64, kDecay = 68;
     int fd = open(shm_path(name).c_str(), O_RDWR);
     ASSERT_GE(fd, 0);
     auto *h = static_cast<uint8_t *>(mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
@@ -205,7 +206,7 @@ TEST(Lifecycle, HeaderFieldsAreNotReadAgainAfterValidation)
     ASSERT_EQ(*field(kMaxPeers), 7u) << "header layout changed: update the offsets";
     ASSERT_EQ(*field(kClassCount), 2u) << "header layout changed: update the offsets";
     ASSERT_EQ(*field(kFlags), 0u) << "header layout changed: update the offsets";
-    ASSERT_EQ(*field(kReserved), 0u) << "header layout changed: update the offsets";
+    ASSERT_EQ(*field(kDecay), (uint32_t)VS_DEFAULT_DECAY_MS) << "header layout changed: update the offsets";
 
     pid_t c = spawn([&] {
         if (!install_gate([&](GateCall call) {

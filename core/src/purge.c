@@ -1,0 +1,309 @@
+/* Giving memory back: the pages of free slots that stayed idle for the decay time are removed
+ * from the segment file, so tmpfs frees them.
+ *
+ * A purge is an ownership change like any other (model: purge_cas, purge_punch, purge_done in
+ * slots.pml): FREE(gen) -> PURGING(gen, us) by one CAS, the pages removed while the word says
+ * PURGING, then PURGING -> FREE(gen) and the slot's bit published. So a slot handed out is
+ * never purged (its word is not FREE), a slot being purged is never handed out (claims only
+ * take FREE words), and a purger killed mid-way leaves a PURGING word its reaping returns.
+ *
+ * When a slot became idle is a hint in its share entry (`idle`: the generation it was seen
+ * free at, since when, and whether it was purged since): a scribbled hint purges a free slot
+ * early or late, never a slot in use. The hint is written by a free of a large slot (when the
+ * thread looks at the clock anyway) and by passes that meet a free slot with an older hint.
+ *
+ * No thread of our own: joined peers run bounded passes on their slow paths, at most one per
+ * process per interval (a fraction of the decay). Leaving stops this process's purges first:
+ * a purge must not outlive the peer id it marks slots with (its slots go back at the leave). */
+#include "debug.h"
+#include "segment.h"
+#include "slot_cache.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VS__PURGE_PASS_SLOTS 1024            /* slot words an opportunistic pass looks at */
+#define VS__PURGE_PASS_BYTES (64ull << 20)   /* and the most it gives back */
+#define VS__PURGE_MIN_INTERVAL_MS 1u
+#define VS__PURGE_MAX_INTERVAL_MS 250u
+
+/* ---- the idle hint: bits 0..31 generation, 32..62 ms clock (mod 2^31), 63 purged ---- */
+#define IDLE_PURGED (1ull << 63)
+static inline uint64_t idle_make(uint32_t gen, uint32_t ms, bool purged)
+{
+    return gen | (uint64_t)(ms & 0x7fffffffu) << 32 | (purged ? IDLE_PURGED : 0);
+}
+static inline uint32_t idle_gen(uint64_t v) { return (uint32_t)v; }
+static inline uint32_t idle_age(uint64_t v, uint32_t now_ms)
+{
+    return (now_ms - (uint32_t)(v >> 32)) & 0x7fffffffu;
+}
+
+/* The coarse clock (a few ns, ticks of a few ms): read on every free of a large slot. */
+static uint32_t now_ms(void) { return (uint32_t)(vs__now_ns(CLOCK_MONOTONIC_COARSE) / 1000000u); }
+
+/* ---- the decay ---- */
+
+/* VARSLOT_DECAY_MS as the last create or open read it: INT32_MIN while unset. */
+static int32_t env_decay = INT32_MIN;
+
+int vs__decay_env_check(void)
+{
+    const char *v = getenv("VARSLOT_DECAY_MS");
+    int32_t val = INT32_MIN;
+    if (v) {
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (end == v || *end || errno || n < -1 || n > INT32_MAX) {
+            vs__set_detail("VARSLOT_DECAY_MS is not a number of milliseconds from -1 (never) to 2147483647");
+            return VS_EINVAL;
+        }
+        val = (int32_t)n;
+    }
+    __atomic_store_n(&env_decay, val, __ATOMIC_RELAXED);
+    return VS_OK;
+}
+
+int32_t vs__decay_for_new_segment(void)
+{
+    int32_t e = __atomic_load_n(&env_decay, __ATOMIC_RELAXED);
+    return e != INT32_MIN ? e : VS_DEFAULT_DECAY_MS;
+}
+
+int32_t vs_segment_decay_ms(const vs_segment *seg)
+{
+    int32_t e = __atomic_load_n(&env_decay, __ATOMIC_RELAXED);
+    if (e != INT32_MIN)
+        return e;
+    if (!seg || !seg->map)
+        return -1;
+    /* Validated at open (checksummed); read again because nothing is kept per segment for it.
+     * A scribble changes only when free pages go back. */
+    int32_t d = __atomic_load_n(&vs__header(seg)->decay_ms, __ATOMIC_RELAXED);
+    return d < -1 ? -1 : d;
+}
+
+/* ---- this process's purges, which a leave waits for ----
+ * pid << 32 | purges running. Keyed by pid: a fork child's copy counts its parent's. */
+static _Atomic uint64_t purges_running;
+
+static void purges_enter(void)
+{
+    uint64_t me = (uint64_t)(uint32_t)getpid() << 32;
+    uint64_t b = atomic_load_explicit(&purges_running, memory_order_relaxed), n;
+    do
+        n = (b & ~0xffffffffull) == me ? b + 1 : me | 1;
+    while (!atomic_compare_exchange_weak_explicit(&purges_running, &b, n, memory_order_seq_cst,
+                                                  memory_order_relaxed));
+}
+
+static void purges_exit(void) { atomic_fetch_sub_explicit(&purges_running, 1, memory_order_seq_cst); }
+
+void vs__purges_wait(void)
+{
+    uint64_t me = (uint64_t)(uint32_t)getpid() << 32;
+    for (;;) {
+        uint64_t b = atomic_load_explicit(&purges_running, memory_order_seq_cst);
+        if ((b & ~0xffffffffull) != me || !(b & 0xffffffffu))
+            return;
+        sched_yield();
+    }
+}
+
+/* ---- one slot ---- */
+
+static inline bool purgeable(const struct vs_pool_class *cls)
+{
+    return cls->stride >= VS_SLOT_PAGE && (uintptr_t)vs_pool_class_data(cls) % VS_SLOT_PAGE == 0;
+}
+
+enum { PURGE_SKIPPED, PURGE_DONE, PURGE_FAILED };
+
+/* Slot idx of cls, if free and (unless `all`) idle for decay_ms. */
+static int purge_slot(const struct vs_pool_class *cls, uint32_t idx, uint8_t me, uint32_t now,
+                      int32_t decay_ms, bool all)
+{
+    vs__slot_meta *m = vs__meta(cls, idx);
+    uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
+    if (vs__word_state(w) != VS_SLOT_FREE || (vs__word_gen(w) == 0 && vs__word_lap(w) == 0))
+        return PURGE_SKIPPED; /* in use, or never handed out (its pages were never touched) */
+    _Atomic uint64_t *idle = &vs__share_entry(cls, idx)->idle;
+    uint64_t hint = atomic_load_explicit(idle, memory_order_relaxed);
+    if (idle_gen(hint) != vs__word_gen(w)) { /* first seen free at this generation */
+        atomic_store_explicit(idle, idle_make(vs__word_gen(w), now, false), memory_order_relaxed);
+        if (!all)
+            return PURGE_SKIPPED;
+    } else if (hint & IDLE_PURGED) {
+        return PURGE_SKIPPED;
+    } else if (!all && idle_age(hint, now) < (uint32_t)decay_ms) {
+        return PURGE_SKIPPED;
+    }
+    uint64_t purging = vs__word_with(w, me, VS_SLOT_PURGING);
+    VS__DEBUG_POINT(vs__debug_before_purge_cas, idx);
+    /* model: purge_cas. From here the slot is ours: no claim can take it. */
+    if (!atomic_compare_exchange_strong_explicit(&m->word, &w, purging, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return PURGE_SKIPPED;
+    /* model: purge_punch */
+    int rc = madvise(vs__slot_data(cls, idx), cls->stride, MADV_REMOVE) == 0 ? PURGE_DONE : PURGE_FAILED;
+    int e = errno;
+    VS__DEBUG_POINT(vs__debug_after_purge_punch, idx);
+    /* model: purge_done. Fails only if the word was scribbled on, or reaped from under a
+     * purger its own process gave up for dead: the slot is someone else's business then. */
+    if (atomic_compare_exchange_strong_explicit(&m->word, &purging, vs__word_with(w, 0, VS_SLOT_FREE),
+                                                memory_order_release, memory_order_relaxed)) {
+        if (rc == PURGE_DONE)
+            atomic_store_explicit(idle, idle_make(vs__word_gen(w), now, true), memory_order_relaxed);
+        vs__publish_free(cls, idx);
+    }
+    errno = e;
+    return rc;
+}
+
+/* ---- passes ---- */
+
+static _Atomic uint32_t pass_cursor;  /* pool-wide slot number an opportunistic pass starts at */
+static _Atomic uint32_t next_pass_ms; /* no opportunistic pass before (mod 2^32) */
+static _Atomic int purge_broken;      /* the file system cannot remove pages: stop trying */
+
+/* Purges what it may of seg's pool: every slot (all) or a window after the cursor. Returns
+ * VS_OK, VS_ENOTJOINED, or VS_ESYS when pages could not be removed. */
+static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *returned)
+{
+    uint8_t me = __atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE);
+    if (!me)
+        return VS_ENOTJOINED;
+    /* Announced first, then our entry checked: a leave marks the entry, then waits for the
+     * purges it may have missed (vs__purges_wait); one that starts after sees the mark. */
+    purges_enter();
+    uint64_t s = atomic_load_explicit(&vs__peer_entry(seg, me)->state, memory_order_seq_cst);
+    if (vs__peer_state(s) != VS_PEER_ALIVE || __atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE) != me) {
+        purges_exit();
+        return VS_ENOTJOINED;
+    }
+    const vs_pool *pool = &seg->pool;
+    uint32_t total = vs_pool_total_slots(pool), now = now_ms();
+    uint32_t start = all ? 0 : atomic_load_explicit(&pass_cursor, memory_order_relaxed) % (total ? total : 1);
+    uint32_t todo = all || total < VS__PURGE_PASS_SLOTS ? total : VS__PURGE_PASS_SLOTS;
+    uint64_t bytes = 0;
+    int rc = VS_OK, err = 0;
+    uint32_t n = 0, k = start;
+    size_t c = 0;
+    for (; n < todo; n++, k = k + 1 < total ? k + 1 : 0) {
+        while (c + 1 < pool->class_count && k >= pool->classes[c + 1].index_base)
+            c++;
+        while (c > 0 && k < pool->classes[c].index_base)
+            c--;
+        const struct vs_pool_class *cls = &pool->classes[c];
+        if (!purgeable(cls))
+            continue;
+        int r = purge_slot(cls, k - cls->index_base, me, now, decay_ms, all);
+        if (r == PURGE_FAILED) {
+            err = errno;
+            rc = VS_ESYS;
+            if (err == EINVAL || err == EOPNOTSUPP || err == ENOSYS)
+                atomic_store_explicit(&purge_broken, 1, memory_order_relaxed);
+            break;
+        }
+        if (r == PURGE_DONE) {
+            bytes += cls->stride;
+            if (!all && bytes >= VS__PURGE_PASS_BYTES) {
+                n++;
+                k = k + 1 < total ? k + 1 : 0;
+                break;
+            }
+        }
+    }
+    if (!all)
+        atomic_store_explicit(&pass_cursor, k, memory_order_relaxed);
+    purges_exit();
+    if (returned)
+        *returned = bytes;
+    if (rc == VS_ESYS) {
+        vs__set_detail("the segment's file system cannot remove pages (madvise MADV_REMOVE)");
+        errno = err;
+    }
+    return rc;
+}
+
+/* Only the process that joined purges: a fork child that has not adopted yet still sees its
+ * parent's peer id, which it must not mark slots with. */
+static vs_segment *purging_segment(const vs_pool *pool)
+{
+    vs_segment *seg = pool->segment;
+    if (!seg || !__atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE) ||
+        !vs__proc_is_self(vs__segment_owner(seg)))
+        return NULL;
+    return seg;
+}
+
+/* A pass if this process has not run one for a while. Slow paths only. */
+static void purge_maybe(const vs_pool *pool, uint32_t now)
+{
+    uint32_t next = atomic_load_explicit(&next_pass_ms, memory_order_relaxed);
+    if ((int32_t)(now - next) < 0 || atomic_load_explicit(&purge_broken, memory_order_relaxed))
+        return;
+    vs_segment *seg = purging_segment(pool);
+    int32_t decay = seg ? vs_segment_decay_ms(seg) : -1;
+    if (decay < 0)
+        return;
+    uint32_t interval = (uint32_t)decay / 32;
+    interval = interval < VS__PURGE_MIN_INTERVAL_MS ? (decay ? VS__PURGE_MIN_INTERVAL_MS : 0)
+             : interval > VS__PURGE_MAX_INTERVAL_MS ? VS__PURGE_MAX_INTERVAL_MS : interval;
+    if (!atomic_compare_exchange_strong_explicit(&next_pass_ms, &next, now + interval,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return; /* another thread runs this one */
+    uint64_t returned = 0;
+    purge_pass(seg, false, decay, &returned);
+    if (returned >= VS__PURGE_PASS_BYTES) /* stopped at its budget: the next may come at once */
+        atomic_store_explicit(&next_pass_ms, now, memory_order_relaxed);
+}
+
+void vs__purge_after_free(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
+                          uint32_t gen)
+{
+    if (!purgeable(cls))
+        return;
+    uint32_t now = now_ms();
+    /* The slot just freed is idle from now (if someone took it meanwhile, the hint is moot). */
+    atomic_store_explicit(&vs__share_entry(cls, idx)->idle, idle_make(gen, now, false),
+                          memory_order_relaxed);
+    purge_maybe(pool, now);
+}
+
+void vs__purge_on_slow_path(const vs_pool *pool) { purge_maybe(pool, now_ms()); }
+
+void vs__purge_at_leave(vs_segment *seg)
+{
+    int32_t decay = vs_segment_decay_ms(seg);
+    if (decay < 0 || atomic_load_explicit(&purge_broken, memory_order_relaxed))
+        return;
+    /* The last peer out gives back every free slot: nobody is left to reuse them. */
+    uint8_t me = seg->peer_id;
+    bool last = true;
+    for (uint32_t id = 1; id <= seg->max_peers && last; id++)
+        last = id == me || vs__peer_state(atomic_load_explicit(&vs__peer_entry(seg, (uint8_t)id)->state,
+                                                               memory_order_acquire)) == VS_PEER_FREE;
+    purge_pass(seg, last, decay, NULL);
+}
+
+int vs_segment_trim(vs_segment *seg, uint64_t *returned)
+{
+    VS__NO_CANCEL;
+    if (returned)
+        *returned = 0;
+    if (!seg || !seg->map)
+        return VS_EINVAL;
+    int rc = vs__segment_adopt(seg);
+    if (rc != VS_OK)
+        return rc;
+    vs__pool_flush_pending(&seg->pool);
+    return purge_pass(seg, true, 0, returned);
+}
