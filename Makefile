@@ -29,7 +29,7 @@ DEPFLAGS := -MMD -MP
 CORE_TEST_SRCS := $(wildcard tests/core/*.cpp)
 
 # The shared library's version: SOVERSION changes only when a release breaks the ABI.
-VERSION   := 1.1.0
+VERSION   := 1.2.0
 SOVERSION := 1
 
 LIB_A  := $(B)/lib/libvarslot.a

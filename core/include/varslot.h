@@ -94,9 +94,9 @@ typedef struct vs_segment_options {
  * only the owner may remove a name, so a peer of another user that leaves last leaves it. */
 #define VS_SEGMENT_REMOVE_WHEN_UNUSED 1u
 /* opts->decay_ms is set: how long a free slot's pages stay idle before a peer gives them back
- * to the system (0: at once, -1: never). Without it: VARSLOT_DECAY_MS of the creating process,
- * else VS_DEFAULT_DECAY_MS. Recorded in the segment; a process whose VARSLOT_DECAY_MS is set
- * uses that for every segment instead. (1.2) */
+ * to the system (0: at the next pass, -1: never). Without it: VARSLOT_DECAY_MS of the
+ * creating process, else VS_DEFAULT_DECAY_MS. Recorded in the segment; a process whose
+ * VARSLOT_DECAY_MS is set uses that for every segment instead. (1.2) */
 #define VS_SEGMENT_DECAY 2u
 #define VS_DEFAULT_DECAY_MS 10000
 

@@ -14,7 +14,7 @@
  * Actors: peer 1's purging thread and its leaving thread; peer 2, which allocates the slot
  * whenever it is free (twice at most), writes it and frees it. Peer 1's process may exit once
  * its leave is done, killing its purger wherever it is.
- * Properties (always on): only the holder of the slot writes it (the purger's madvise is a
+ * Properties (always on): only the holder of the slot writes it (the purger's page removal is a
  * write); at the end no slot is left PURGING with nobody to return it.
  * Mutants: -DMUTANT_LEAVE_NO_WAIT (the leave reclaims without waiting for running purges: the
  * slot is returned under the purger and peer 2 gets pages that are being removed),
@@ -56,7 +56,7 @@ proctype Purger()
        };
        if
        :: ok ->
-          assert(holder == 1);                           /* purge_slot: madvise (purge_punch) */
+          assert(holder == 1);                           /* purge_slot: fallocate (purge_punch) */
           atomic {                                       /* purge_slot: CAS PURGING -> FREE (purge_done) */
             if
             :: st == S_PURGING && own == 1 -> st = S_FREE; own = 0; holder = 0

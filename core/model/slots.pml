@@ -692,7 +692,7 @@ inline purge(x, me)
   };
   if
   :: cas ->
-     G_WRITE(x, me);                                     /* purge_slot: madvise (purge_punch) */
+     G_WRITE(x, me);                                     /* purge_slot: fallocate (purge_punch) */
      d_step {                                            /* purge_slot: CAS (purge_done) */
        if
        :: word[x] == MKW(S_PURGING, PEER_OF(me), GEN(w), LAP(w)) ->
@@ -886,8 +886,8 @@ proctype Peer2()
           if :: ok -> vs_pool_free(r, TP, 1) :: else fi;
           r = 0; rc = 0;
           if                                             /* a purge pass: either slot */
-          :: config != 2 -> purge(0, TP)
-          :: config != 2 -> purge(1, TP)
+          :: config == 1 -> purge(0, TP)
+          :: config == 1 -> purge(1, TP)
           :: else
           fi
        :: else -> if :: ok -> atomic { G_WRITE(RSLOT(r), TP); hand!r } :: else -> hand!NOREF fi

@@ -180,9 +180,10 @@ void vs__pool_flush_pending(const vs_pool *pool);
  * returned slots, so the allocation is worth retrying. */
 bool vs__segment_reap_on_exhaustion(struct vs_segment *seg);
 
-/* purge.c, from the pool's slow paths: a free of a slot of a page or more (it was free at
- * generation gen; a look at the coarse clock), and every VS__PURGE_TICK_ALLOCS allocations
- * that missed the thread cache. */
+/* purge.c, from the pool's slow paths: a free of a slot of a page or more once this thread
+ * freed VS__PURGE_TICK_BYTES of them (the slot was free at generation gen), and every
+ * VS__PURGE_TICK_ALLOCS allocations that missed the thread cache. */
+#define VS__PURGE_TICK_BYTES (1u << 20)
 #define VS__PURGE_TICK_ALLOCS 64u
 void vs__purge_after_free(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
                           uint32_t gen);

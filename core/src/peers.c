@@ -109,7 +109,6 @@ int vs_segment_leave(vs_segment *seg)
      * entry is FREE: then the id can be reused, and a slot still marked with it would look
      * like the new peer's. */
     vs__pool_flush_pending(&seg->pool);
-    vs__purge_at_leave(seg);
     vs__peer *p = vs__peer_entry(seg, id);
     uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
     bool marked = vs__peer_state(s) == VS_PEER_ALIVE && /* model: leave_mark */
@@ -121,6 +120,8 @@ int vs_segment_leave(vs_segment *seg)
     vs__purges_wait();
     vs_pool_reclaim_peer_slots(&seg->pool, id);
     VS__DEBUG_POINT(vs__debug_after_leave_reclaim, id);
+    if (marked)
+        vs__purge_at_leave(seg); /* our entry still ours (REAPING), our slots free now */
     atomic_store_explicit(&p->pid, 0, memory_order_relaxed);
     s = vs__peer_make(VS_PEER_REAPING, vs__peer_epoch(s));
     if (marked) /* model: leave_cas */

@@ -497,8 +497,12 @@ int vs_pool_free(const vs_pool *pool, vs_slot_ref ref)
     int rc = free_word(pool, cls, m, ref, idx, lap, -1);
     if (rc != VS_OK)
         return rc;
-    /* A slot of a page or more is idle from now: its pages may go back later (purge.c). */
-    if (VS__UNLIKELY(cls->stride >= VS_SLOT_PAGE) && pool->segment)
+    /* Frees of slots of a page or more count towards a look at the clock (purge.c): every
+     * free of a slot of 1 MiB or more, every 16th of 64 KiB. */
+    if (VS__UNLIKELY(cls->stride >= VS_SLOT_PAGE) && pool->segment &&
+        (vs__tc.purge_bytes += (uint32_t)(cls->stride < VS__PURGE_TICK_BYTES ? cls->stride
+                                                                              : VS__PURGE_TICK_BYTES)) >=
+            VS__PURGE_TICK_BYTES)
         vs__purge_after_free(pool, cls, idx, ref.generation);
     /* The slot is free; now only the index needs to hear of it. A slot this thread allocated
      * a moment ago stays with it (warm, LIFO); any other goes back to the shared bitmap. */

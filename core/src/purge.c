@@ -9,8 +9,11 @@
  *
  * When a slot became idle is a hint in its share entry (`idle`: the generation it was seen
  * free at, since when, and whether it was purged since): a scribbled hint purges a free slot
- * early or late, never a slot in use. The hint is written by a free of a large slot (when the
- * thread looks at the clock anyway) and by passes that meet a free slot with an older hint.
+ * early or late, never a slot in use. The hint is written by the free that looks at the
+ * clock (every free of a slot of 1 MiB or more, every 16th of 64 KiB: reading the clock on
+ * every free cost a small slot's allocate+free pair a third more) and by passes that meet a
+ * free slot whose hint is of an earlier generation. A slot goes back at the first pass after
+ * its decay; passes come with the program's calls (no call, no pass).
  *
  * No thread of our own: joined peers run bounded passes on their slow paths, at most one per
  * process per interval (a fraction of the decay). Leaving stops this process's purges first:
@@ -24,12 +27,12 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
 #define VS__PURGE_PASS_SLOTS 1024            /* slot words an opportunistic pass looks at */
-#define VS__PURGE_PASS_BYTES (64ull << 20)   /* and the most it gives back */
+#define VS__PURGE_PASS_BYTES (32ull << 20)   /* and the most it gives back (~0.2-0.4 ms a MiB) */
 #define VS__PURGE_MIN_INTERVAL_MS 1u
 #define VS__PURGE_MAX_INTERVAL_MS 250u
 
@@ -91,27 +94,45 @@ int32_t vs_segment_decay_ms(const vs_segment *seg)
 }
 
 /* ---- this process's purges, which a leave waits for ----
- * pid << 32 | purges running. Keyed by pid: a fork child's copy counts its parent's. */
+ * The process (pid and fork epoch, vs__self) in the high 40 bits, purges running in the low
+ * 24: a fork child's copy counts its parent's threads, which do not run in it. Each thread
+ * also counts its own: a leave waits for the others' only. A signal handler that interrupts
+ * a purge and calls exit() leaves from the same thread, and the interrupted purge never
+ * resumes (a leave in a handler that then returns to the purge is not supported: the purge
+ * would go on marking slots with the id given up). */
+#define RUNNING_MASK 0xffffffull
 static _Atomic uint64_t purges_running;
+static VS__TLS uint32_t purges_of_this_thread;
+
+static uint64_t process_key(void)
+{
+    vs__proc_id p = vs__self();
+    return ((uint64_t)(uint32_t)p.pid << 8 | (p.epoch & 0xffu)) << 24;
+}
 
 static void purges_enter(void)
 {
-    uint64_t me = (uint64_t)(uint32_t)getpid() << 32;
+    uint64_t me = process_key();
     uint64_t b = atomic_load_explicit(&purges_running, memory_order_relaxed), n;
     do
-        n = (b & ~0xffffffffull) == me ? b + 1 : me | 1;
+        n = (b & ~RUNNING_MASK) == me ? b + 1 : me | 1;
     while (!atomic_compare_exchange_weak_explicit(&purges_running, &b, n, memory_order_seq_cst,
                                                   memory_order_relaxed));
+    purges_of_this_thread++;
 }
 
-static void purges_exit(void) { atomic_fetch_sub_explicit(&purges_running, 1, memory_order_seq_cst); }
+static void purges_exit(void)
+{
+    purges_of_this_thread--;
+    atomic_fetch_sub_explicit(&purges_running, 1, memory_order_seq_cst);
+}
 
 void vs__purges_wait(void)
 {
-    uint64_t me = (uint64_t)(uint32_t)getpid() << 32;
+    uint64_t me = process_key();
     for (;;) {
         uint64_t b = atomic_load_explicit(&purges_running, memory_order_seq_cst);
-        if ((b & ~0xffffffffull) != me || !(b & 0xffffffffu))
+        if ((b & ~RUNNING_MASK) != me || (b & RUNNING_MASK) <= purges_of_this_thread)
             return;
         sched_yield();
     }
@@ -119,16 +140,22 @@ void vs__purges_wait(void)
 
 /* ---- one slot ---- */
 
+/* Slots made of whole system pages (4 KiB, or 16 or 64 KiB on some arm64 and ppc64 kernels):
+ * a hole punched in part of a page only zeroes it. */
 static inline bool purgeable(const struct vs_pool_class *cls)
 {
-    return cls->stride >= VS_SLOT_PAGE && (uintptr_t)vs_pool_class_data(cls) % VS_SLOT_PAGE == 0;
+    static size_t page;
+    if (VS__UNLIKELY(!page))
+        page = (size_t)sysconf(_SC_PAGESIZE);
+    return cls->stride >= VS_SLOT_PAGE && cls->stride % page == 0 &&
+           (uintptr_t)vs_pool_class_data(cls) % page == 0;
 }
 
 enum { PURGE_SKIPPED, PURGE_DONE, PURGE_FAILED };
 
 /* Slot idx of cls, if free and (unless `all`) idle for decay_ms. */
-static int purge_slot(const struct vs_pool_class *cls, uint32_t idx, uint8_t me, uint32_t now,
-                      int32_t decay_ms, bool all)
+static int purge_slot(const vs_segment *seg, const struct vs_pool_class *cls, uint32_t idx,
+                      uint8_t me, uint32_t now, int32_t decay_ms, bool all)
 {
     vs__slot_meta *m = vs__meta(cls, idx);
     uint64_t w = atomic_load_explicit(&m->word, memory_order_relaxed);
@@ -152,7 +179,12 @@ static int purge_slot(const struct vs_pool_class *cls, uint32_t idx, uint8_t me,
                                                  memory_order_relaxed))
         return PURGE_SKIPPED;
     /* model: purge_punch */
-    int rc = madvise(vs__slot_data(cls, idx), cls->stride, MADV_REMOVE) == 0 ? PURGE_DONE : PURGE_FAILED;
+    /* Through the file, not this process's mapping: a range here may be a private copy (the
+     * preload shim's fork child and exit), which MADV_REMOVE would refuse. */
+    off_t at = (off_t)(vs__slot_data(cls, idx) - (uint8_t *)seg->map);
+    int rc = fallocate(seg->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, (off_t)cls->stride) == 0
+                 ? PURGE_DONE
+                 : PURGE_FAILED;
     int e = errno;
     VS__DEBUG_POINT(vs__debug_after_purge_punch, idx);
     /* model: purge_done. Fails only if the word was scribbled on, or reaped from under a
@@ -174,8 +206,9 @@ static _Atomic uint32_t next_pass_ms; /* no opportunistic pass before (mod 2^32)
 static _Atomic int purge_broken;      /* the file system cannot remove pages: stop trying */
 
 /* Purges what it may of seg's pool: every slot (all) or a window after the cursor. Returns
- * VS_OK, VS_ENOTJOINED, or VS_ESYS when pages could not be removed. */
-static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *returned)
+ * VS_OK, VS_ENOTJOINED, or VS_ESYS when pages could not be removed. `leaving`: called by
+ * vs_segment_leave itself, after its reclaim, with the entry REAPING (its own mark). */
+static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *returned, bool leaving)
 {
     uint8_t me = __atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE);
     if (!me)
@@ -184,7 +217,8 @@ static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *ret
      * purges it may have missed (vs__purges_wait); one that starts after sees the mark. */
     purges_enter();
     uint64_t s = atomic_load_explicit(&vs__peer_entry(seg, me)->state, memory_order_seq_cst);
-    if (vs__peer_state(s) != VS_PEER_ALIVE || __atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE) != me) {
+    if (vs__peer_state(s) != (leaving ? VS_PEER_REAPING : VS_PEER_ALIVE) ||
+        __atomic_load_n(&seg->peer_id, __ATOMIC_ACQUIRE) != me) {
         purges_exit();
         return VS_ENOTJOINED;
     }
@@ -204,11 +238,11 @@ static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *ret
         const struct vs_pool_class *cls = &pool->classes[c];
         if (!purgeable(cls))
             continue;
-        int r = purge_slot(cls, k - cls->index_base, me, now, decay_ms, all);
+        int r = purge_slot(seg, cls, k - cls->index_base, me, now, decay_ms, all);
         if (r == PURGE_FAILED) {
             err = errno;
             rc = VS_ESYS;
-            if (err == EINVAL || err == EOPNOTSUPP || err == ENOSYS)
+            if (err == EOPNOTSUPP || err == ENOSYS)
                 atomic_store_explicit(&purge_broken, 1, memory_order_relaxed);
             break;
         }
@@ -227,7 +261,7 @@ static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *ret
     if (returned)
         *returned = bytes;
     if (rc == VS_ESYS) {
-        vs__set_detail("the segment's file system cannot remove pages (madvise MADV_REMOVE)");
+        vs__set_detail("the segment's file system cannot remove pages (fallocate PUNCH_HOLE)");
         errno = err;
     }
     return rc;
@@ -244,24 +278,31 @@ static vs_segment *purging_segment(const vs_pool *pool)
     return seg;
 }
 
-/* A pass if this process has not run one for a while. Slow paths only. */
+/* A pass if this process has not run one for a while (one clock for all its segments: a
+ * segment may wait for another's interval, at most 250 ms). Decay 0: a pass every time.
+ * Slow paths only. */
 static void purge_maybe(const vs_pool *pool, uint32_t now)
 {
-    uint32_t next = atomic_load_explicit(&next_pass_ms, memory_order_relaxed);
-    if ((int32_t)(now - next) < 0 || atomic_load_explicit(&purge_broken, memory_order_relaxed))
+    if (atomic_load_explicit(&purge_broken, memory_order_relaxed))
         return;
-    vs_segment *seg = purging_segment(pool);
+    vs_segment *seg = purging_segment(pool); /* a getpid: once per MiB freed, at most */
     int32_t decay = seg ? vs_segment_decay_ms(seg) : -1;
     if (decay < 0)
         return;
-    uint32_t interval = (uint32_t)decay / 32;
-    interval = interval < VS__PURGE_MIN_INTERVAL_MS ? (decay ? VS__PURGE_MIN_INTERVAL_MS : 0)
-             : interval > VS__PURGE_MAX_INTERVAL_MS ? VS__PURGE_MAX_INTERVAL_MS : interval;
-    if (!atomic_compare_exchange_strong_explicit(&next_pass_ms, &next, now + interval,
-                                                 memory_order_relaxed, memory_order_relaxed))
-        return; /* another thread runs this one */
+    uint32_t next = atomic_load_explicit(&next_pass_ms, memory_order_relaxed);
+    if (decay > 0) {
+        if ((int32_t)(now - next) < 0)
+            return;
+        uint32_t interval = (uint32_t)decay / 32;
+        interval = interval < VS__PURGE_MIN_INTERVAL_MS   ? VS__PURGE_MIN_INTERVAL_MS
+                   : interval > VS__PURGE_MAX_INTERVAL_MS ? VS__PURGE_MAX_INTERVAL_MS
+                                                          : interval;
+        if (!atomic_compare_exchange_strong_explicit(&next_pass_ms, &next, now + interval,
+                                                     memory_order_relaxed, memory_order_relaxed))
+            return; /* another thread runs this one */
+    }
     uint64_t returned = 0;
-    purge_pass(seg, false, decay, &returned);
+    purge_pass(seg, false, decay, &returned, false);
     if (returned >= VS__PURGE_PASS_BYTES) /* stopped at its budget: the next may come at once */
         atomic_store_explicit(&next_pass_ms, now, memory_order_relaxed);
 }
@@ -269,6 +310,7 @@ static void purge_maybe(const vs_pool *pool, uint32_t now)
 void vs__purge_after_free(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
                           uint32_t gen)
 {
+    vs__tc.purge_bytes = 0;
     if (!purgeable(cls))
         return;
     uint32_t now = now_ms();
@@ -285,13 +327,15 @@ void vs__purge_at_leave(vs_segment *seg)
     int32_t decay = vs_segment_decay_ms(seg);
     if (decay < 0 || atomic_load_explicit(&purge_broken, memory_order_relaxed))
         return;
-    /* The last peer out gives back every free slot: nobody is left to reuse them. */
+    /* The last peer out gives back every free slot, those it held until its reclaim a moment
+     * ago too: nobody is left to reuse them. (Killed in here, it is reaped as any peer is:
+     * its entry is REAPING and its liveness lock gone with it.) */
     uint8_t me = seg->peer_id;
     bool last = true;
     for (uint32_t id = 1; id <= seg->max_peers && last; id++)
         last = id == me || vs__peer_state(atomic_load_explicit(&vs__peer_entry(seg, (uint8_t)id)->state,
                                                                memory_order_acquire)) == VS_PEER_FREE;
-    purge_pass(seg, last, decay, NULL);
+    purge_pass(seg, last, decay, NULL, true);
 }
 
 int vs_segment_trim(vs_segment *seg, uint64_t *returned)
@@ -305,5 +349,5 @@ int vs_segment_trim(vs_segment *seg, uint64_t *returned)
     if (rc != VS_OK)
         return rc;
     vs__pool_flush_pending(&seg->pool);
-    return purge_pass(seg, true, 0, returned);
+    return purge_pass(seg, true, 0, returned, false);
 }

@@ -42,7 +42,7 @@ typedef struct vs__seg_header {
     uint32_t max_peers;
     uint32_t class_count;
     uint32_t flags;           /* VS_SEGMENT_* */
-    int32_t decay_ms;         /* -1 never, 0 at once (vs_segment_options.decay_ms) */
+    int32_t decay_ms;         /* -1 never, 0 at the next pass (vs_segment_options.decay_ms) */
     uint64_t peers_offset;
     uint64_t pool_offset;
     uint64_t pool_size;
@@ -121,8 +121,9 @@ void vs__name_path(const char *name, char *path, size_t size);
 bool vs__name_still_names(const char *name, uint64_t dev, uint64_t ino);
 bool vs__name_path_is(const char *path, uint64_t dev, uint64_t ino);
 /* purge.c: VARSLOT_DECAY_MS read and checked (VS_EINVAL with a detail if it is not a
- * number of ms >= -1), the decay a new segment records, a leaving peer's purge (before its
- * entry is marked), and the wait for this process's purges (after). */
+ * number of ms >= -1), the decay a new segment records, the wait for this process's other
+ * threads' purges (a leave, after marking its entry) and a leaving peer's purge (after its
+ * reclaim, its entry still REAPING). */
 int vs__decay_env_check(void);
 int32_t vs__decay_for_new_segment(void);
 void vs__purge_at_leave(vs_segment *seg);

@@ -26,7 +26,10 @@ struct vs__thread_cache {
     uint32_t pend_word[VS__TC_CLASSES]; /* freed slots not yet in the bitmap: their word, */
     uint64_t pend_mask[VS__TC_CLASSES]; /* their bits, */
     uint8_t pend_n[VS__TC_CLASSES];     /* how many */
-    uint32_t slow_allocs; /* allocations that missed the cache: purge.c looks at the clock */
+    /* purge.c looks at the clock after this thread freed 1 MiB of large slots, and after 64
+     * allocations that missed the cache */
+    uint32_t purge_bytes;
+    uint32_t slow_allocs;
 };
 
 /* One word naming a slot of a cached class (class < 16, index < 2^24), never 0. */

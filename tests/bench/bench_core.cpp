@@ -28,6 +28,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -163,12 +164,17 @@ public:
     VsSegment &operator=(const VsSegment &) = delete;
 
     /* Returns the status so a caller can retry with a smaller size; throws on nothing. */
-    int try_create(const std::string &name, const vs_class_config *classes, size_t n)
+    int try_create(const std::string &name, const vs_class_config *classes, size_t n,
+                   int32_t decay_ms = INT32_MIN /* the default */)
     {
         close();
         vs_segment_options o{};
         o.classes = classes;
         o.class_count = n;
+        if (decay_ms != INT32_MIN) {
+            o.flags = VS_SEGMENT_DECAY;
+            o.decay_ms = decay_ms;
+        }
         track(name, true); /* before creating: a signal in between still removes it */
         int rc = vs_segment_create(&seg_, name.c_str(), &o);
         if (rc != VS_OK) {
@@ -179,9 +185,10 @@ public:
         owner_ = open_ = true;
         return rc;
     }
-    void create(const std::string &name, const vs_class_config *classes, size_t n)
+    void create(const std::string &name, const vs_class_config *classes, size_t n,
+                int32_t decay_ms = INT32_MIN)
     {
-        int rc = try_create(name, classes, n);
+        int rc = try_create(name, classes, n, decay_ms);
         if (rc != VS_OK)
             throw Failure(vs_error("vs_segment_create", name, rc));
     }
@@ -1602,13 +1609,119 @@ void print_report()
         printf("note %s\n", n.c_str());
 }
 
+/* ---- 7. giving memory back ---- */
+
+/* Bytes of memory the segment's file holds (tmpfs: its pages). */
+uint64_t file_bytes(VsSegment &vs)
+{
+    struct stat st;
+    if (fstat(vs.seg()->fd, &st) != 0)
+        throw Failure("fstat of the segment failed");
+    return (uint64_t)st.st_blocks * 512;
+}
+
+/* The allocate+free pair on a class of 64 KiB slots, where every 16th free looks at the clock
+ * for purging (1 MiB of such frees), against the same classes in a pool with no segment,
+ * which never purges: the pair's code as it was before purging, in this run. */
+void bench_purge_pair_cost()
+{
+    const vs_class_config classes[] = {{65536, 256}};
+    VsSegment vs;
+    vs.create("/" + unique_name("purge-pair"), classes, 1);
+    uint8_t peer = vs.join();
+    size_t len = vs_pool_required_size(classes, 1);
+    void *mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
+        throw Failure("mmap for a bare pool failed");
+    vs_pool bare;
+    if (vs_pool_init(&bare, vs_region{mem, len}, 0, classes, 1) != VS_OK)
+        throw Failure("vs_pool_init of the bare pool failed");
+    auto pairs = [&](const vs_pool *pool, long n) {
+        vs_slot_ref ref;
+        uint64_t t0 = now_ns();
+        for (long i = 0; i < n; i++) {
+            if (!vs_pool_allocate(pool, 65536, peer, &ref))
+                throw Failure("vs_pool_allocate(64 KiB) failed on an idle pool");
+            escape(&ref);
+            if (vs_pool_free(pool, ref) != VS_OK)
+                throw Failure("vs_pool_free of a fresh slot failed");
+        }
+        return (double)(now_ns() - t0) / (double)n;
+    };
+    long n = iters(5000000);
+    auto st = interleaved({[&] { return pairs(vs.pool(), n); }, [&] { return pairs(&bare, n); }});
+    vs_pool_detach(&bare);
+    munmap(mem, len);
+    double r = st[0].median / st[1].median;
+    row("7 alloc+free pair, 64 KiB, purging segment", ns(st[0]), "the same, a pool that never purges",
+        ns(st[1]), ratio(r), "<= 1.05x", check(r <= 1.05));
+}
+
+/* The default classes, every slot written, then all freed; the program goes on with one
+ * 64 KiB allocate+free every millisecond. tmpfs use of the segment's file before, at the peak, and
+ * decay + 1 s after the last free. */
+void bench_purge_memory()
+{
+    const int32_t decay_ms = 2000;
+    const vs_class_config classes[] = VS_DEFAULT_CLASSES_INIT;
+    VsSegment vs;
+    vs.create("/" + unique_name("purge-du"), classes, VS_DEFAULT_CLASS_COUNT, decay_ms);
+    uint8_t peer = vs.join();
+    const vs_pool *pool = vs.pool();
+    uint64_t before = file_bytes(vs), one_per_class = 0;
+    std::vector<vs_slot_ref> refs;
+    for (size_t c = 0; c < VS_DEFAULT_CLASS_COUNT; c++) {
+        one_per_class += classes[c].slot_size;
+        for (uint32_t i = 0; i < classes[c].slot_count; i++) {
+            vs_slot_ref r;
+            if (!vs_pool_allocate(pool, classes[c].slot_size, peer, &r) || r.class_idx != c)
+                throw Failure("the burst did not get every slot of its class");
+            memset(vs_pool_slot_data(pool, &r), 0x5a, classes[c].slot_size);
+            refs.push_back(r);
+        }
+    }
+    uint64_t peak = file_bytes(vs);
+    for (auto &r : refs)
+        if (vs_pool_free(pool, r) != VS_OK)
+            throw Failure("a free of the burst failed");
+    uint64_t t_free = now_ns(), back_ns = 0, at_target = 0;
+    uint64_t target = before + 3 * 4096 /* the idle hints */ + one_per_class;
+    while (now_ns() - t_free < (uint64_t)(decay_ms + 1000) * 1000000u) {
+        vs_slot_ref r;
+        if (!vs_pool_allocate(pool, 65536, peer, &r) || vs_pool_free(pool, r) != VS_OK)
+            throw Failure("the work after the burst failed");
+        usleep(1000);
+        if (!back_ns && file_bytes(vs) <= target)
+            back_ns = now_ns() - t_free;
+    }
+    at_target = file_bytes(vs);
+    row("7 tmpfs before the burst (default classes)", fmt("%.0f KiB", before / 1024.0), "-", "-", "-",
+        "(none)", Verdict::Info);
+    row("7 tmpfs at the peak, every slot written", fmt("%.1f MiB", peak / 1048576.0), "-", "-", "-",
+        "(none)", Verdict::Info);
+    row(fmt("7 tmpfs decay (%d ms) + 1 s after the last free", decay_ms),
+        fmt("%.0f KiB", at_target / 1024.0), "before + 1 slot per class",
+        fmt("%.0f KiB", target / 1024.0), ratio((double)at_target / (double)target), "<= 1.00x",
+        check(at_target <= target));
+    row("  back to the target after the last free", back_ns ? fmt("%.2f s", back_ns / 1e9) : "not yet",
+        "the decay", fmt("%.2f s", decay_ms / 1000.0), back_ns ? ratio(back_ns / 1e6 / decay_ms) : "-",
+        "(none)", Verdict::Info);
+    g_notes.push_back(fmt("7: a segment of the default classes (%.0f MiB of slots) with decay %d ms: "
+                          "every slot allocated and written, all freed, then one 64 KiB allocate+free "
+                          "every ms (purging needs calls: there is no thread; a pass every 16th such "
+                          "free gives back up to 32 MiB); tmpfs use = the file's "
+                          "st_blocks. The pair: 5M allocate+free of a 64 KiB slot in a segment against a "
+                          "pool with no segment (which never purges), interleaved.",
+                          peak / 1048576.0, decay_ms));
+}
+
 void usage(FILE *to)
 {
     fprintf(to, "usage: bench_core [--reps N] [--quick] [--only N] [--tsv FILE]\n"
                 "  --reps N   timed repetitions per figure, median reported (default 5)\n"
                 "  --quick    a tenth of the iterations (a smoke run; figures get noisier)\n"
                 "  --only N   run section N alone (1 pairs, 2 two processes, 3 batch, 4 memory,\n"
-                "             5 reap, 6 hand-off)\n"
+                "             5 reap, 6 hand-off, 7 giving memory back)\n"
                 "  --tsv FILE also write the table as tab-separated values to FILE\n");
 }
 
@@ -1626,8 +1739,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             char *end;
             long n = strtol(argv[++i], &end, 10);
-            if (*end || end == argv[i] || n < 1 || n > 6) {
-                fprintf(stderr, "bench_core: --only takes a section number, 1 to 6\n");
+            if (*end || end == argv[i] || n < 1 || n > 7) {
+                fprintf(stderr, "bench_core: --only takes a section number, 1 to 7\n");
                 usage(stderr);
                 return 2;
             }
@@ -1670,7 +1783,9 @@ int main(int argc, char **argv)
                                {6, "6a-6c hand-off, one pair", bench_handoff_one_pair},
                                {6, "6d hand-off, two pairs", bench_handoff_two_pairs},
                                {6, "6e hand-off, 64 KiB and 1 MiB", bench_handoff_payload},
-                               {6, "6f hand-off, 16 MiB x 8", bench_handoff_big_slots}};
+                               {6, "6f hand-off, 16 MiB x 8", bench_handoff_big_slots},
+                               {7, "7 purge: the pair's cost", bench_purge_pair_cost},
+                               {7, "7 purge: memory given back", bench_purge_memory}};
     bool failed = false;
     CpuTimes before = cpu_times();
     for (const Measurement &m : all) {

@@ -487,3 +487,75 @@ TEST(Purge, APurgeThatStartsDuringALeaveDoesNothing)
     vs__debug_after_leave_reclaim = nullptr;
     expect_every_slot_free_once(seg);
 }
+
+// Pages go through the file, not through this process's mapping: a slot whose range here is
+// a private copy (the preload shim's fork child and exit put those under slots) is purged too.
+TEST(Purge, ASlotPrivatelyMappedHereIsPurgedThroughTheFile)
+{
+    DecayEnv env(nullptr);
+    TestSegment seg("purge-private", kPurgeClasses, 3, 0, -1);
+    uint8_t id = seg.join();
+    uint64_t empty = file_bytes(seg);
+    vs_slot_ref r;
+    ASSERT_TRUE(vs_pool_allocate(seg.pool(), MiB, id, &r));
+    void *p = vs_pool_slot_data(seg.pool(), &r);
+    memset(p, 5, MiB);
+    ASSERT_EQ(vs_pool_free(seg.pool(), r), VS_OK);
+    ASSERT_EQ(mmap(p, MiB, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0), p);
+    uint64_t returned = 0;
+    EXPECT_EQ(vs_segment_trim(&seg.seg, &returned), VS_OK) << vs_last_detail();
+    EXPECT_EQ(returned, MiB);
+    EXPECT_LE(file_bytes(seg), empty + kHintPages);
+    ASSERT_EQ(vs_segment_remap_shared(&seg.seg, p, MiB), VS_OK);
+    expect_every_slot_free_once(seg);
+}
+
+// The last peer out gives back the slots it still held at its leave too: they are free once
+// its reclaim returned them (a program that exits holding its buffers).
+TEST(Purge, TheLastPeerOutGivesBackTheSlotsItStillHeld)
+{
+    DecayEnv env(nullptr);
+    TestSegment seg("last-held", kPurgeClasses, 3);
+    uint64_t empty = file_bytes(seg);
+    uint8_t id = seg.join();
+    fill_class(seg.pool(), id, 2, 6); // held, never freed
+    EXPECT_GE(file_bytes(seg), empty + 8 * MiB);
+    ASSERT_EQ(vs_segment_leave(&seg.seg), VS_OK);
+    EXPECT_LE(file_bytes(seg), empty + kHintPages);
+    expect_every_slot_free_once(seg);
+}
+
+// A signal handler that interrupts a purge and calls exit(): the exit's leave does not wait
+// for the purge it interrupted (which never resumes), and returns the slot being purged.
+namespace {
+vs_segment g_exiting_seg;
+}
+
+TEST(Purge, ExitFromASignalHandlerThatInterruptedAPurgeDoesNotHang)
+{
+    DecayEnv env(nullptr);
+    TestSegment seg("purge-exit", kPurgeClasses, 3, 0, -1);
+    pid_t child = spawn([&] {
+        uint8_t cid;
+        if (vs_segment_open(&g_exiting_seg, seg.name.c_str()) != VS_OK ||
+            vs_segment_join(&g_exiting_seg, &cid) != VS_OK)
+            return 2;
+        write_and_free(vs_segment_pool(&g_exiting_seg), cid, 4);
+        atexit([] { vs_segment_close(&g_exiting_seg); });
+        signal(SIGUSR1, [](int) { exit(0); }); // not async-signal-safe, and common
+        vs__debug_after_purge_punch = [](uint32_t) { raise(SIGUSR1); };
+        vs_segment_trim(&g_exiting_seg, nullptr);
+        return 3; // the handler never ran
+    });
+    int st = -1;
+    for (int i = 0; i < 3000 && waitpid(child, &st, WNOHANG) == 0; i++)
+        usleep(10000);
+    if (waitpid(child, nullptr, WNOHANG) == 0) { // still there after 30 s: hung in its leave
+        kill(child, SIGKILL);
+        waitpid(child, nullptr, 0);
+        FAIL() << "the exit hung in vs_segment_leave, waiting for the purge it interrupted";
+    }
+    ASSERT_TRUE(WIFEXITED(st)) << st;
+    EXPECT_EQ(WEXITSTATUS(st), 0);
+    expect_every_slot_free_once(seg);
+}

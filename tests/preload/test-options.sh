@@ -165,6 +165,30 @@ for name in "/$TAG-shm" "/dev/shm/$TAG-file"; do
     fi
 done
 
+# ---- memory comes back ----
+# A program routes 8 blocks of 16 MiB, frees them and exits: the last peer out gives every
+# free slot back, so the segment holds its metadata only. VARSLOT_DECAY_MS is read by the
+# library: a bad value is refused there, and the program falls back and runs.
+seg="/$TAG-decay"
+shim VARSLOT_SEGMENT="$seg" VARSLOT_STATS=1 perl -e 'my @a = map { "a" x (5 << 20) } 1..8; print scalar @a' \
+    >"$TMP/decay.out" 2>"$TMP/decay.err"
+kib=$(du -k "/dev/shm$seg" 2>/dev/null | cut -f1)
+if [ "$(cat "$TMP/decay.out")" = 8 ] && grep -qE ' routed=8 ' "$TMP/decay.err" && [ -n "$kib" ] && [ "$kib" -le 64 ]; then
+    ok "the last process out gives the segment's memory back ($kib KiB left after routing 8 x 16 MiB)"
+else
+    not_ok "the last process out gives the segment's memory back" "du: ${kib:-none} KiB" "$(cat "$TMP/decay.err")"
+fi
+rm -f "/dev/shm$seg"
+shim VARSLOT_SEGMENT="$seg" VARSLOT_DECAY_MS=soon VARSLOT_STATS=1 perl -e '$x = "a" x (1 << 20); print length $x' \
+    >"$TMP/decay.out" 2>"$TMP/decay.err"
+if [ "$(cat "$TMP/decay.out")" = 1048576 ] && grep -qF "VARSLOT_DECAY_MS is not a number" "$TMP/decay.err" &&
+    [ ! -e "/dev/shm$seg" ]; then
+    ok "VARSLOT_DECAY_MS=soon: the segment is refused with the reason, the program runs on the fallback"
+else
+    not_ok "VARSLOT_DECAY_MS=soon: want the reason and a program that runs" "$(cat "$TMP/decay.err")"
+fi
+rm -f "/dev/shm$seg"
+
 # The GStreamer plugin follows the same rule: a bad $VARSLOT_SEGMENT is warned about and its
 # own default taken; a bad segment property is an error that names the rule.
 GST_DEFAULT=/dev/shm/varslot-gst-$(id -u)
