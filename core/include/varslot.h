@@ -293,13 +293,6 @@ VS_API vs_pool *vs_segment_pool(vs_segment *seg);
  * this was, removes the name, never while another peer is joined or joining, and only if the
  * name still names this segment. */
 VS_API void vs_segment_close(vs_segment *seg);
-/* What vs_segment_close does after its leave, for a process that leaves a
- * VS_SEGMENT_REMOVE_WHEN_UNUSED segment but keeps its mapping (the preload shim at exit: late
- * writes must still land somewhere): removes the name if no peer is joined or joining and the
- * name still names this segment. VS_OK removed; VS_EBUSY a peer is joined or joining (this
- * process too: leave first); VS_ESTALE the name was gone or names another file; VS_EINVAL a
- * segment not open or without the flag. (1.2) */
-VS_API int vs_segment_remove_if_unused(vs_segment *seg);
 /* Removes the name of a varslot segment (never another kind of file, nor one still being
  * created: VS_EPERM, VS_EBUSY). Peers that have it mapped keep using it; no one can join it
  * from then on. */

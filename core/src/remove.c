@@ -153,26 +153,13 @@ static bool any_peer_joined(const vs_segment *seg)
 }
 
 /* model: remove_if_unused */
-int vs__segment_remove_if_unused(vs_segment *seg)
+void vs__segment_remove_if_unused(vs_segment *seg)
 {
     if (vs__lock_byte_wait(seg->lock_fd, VS__LOCK_JOIN, false, 100) != 0)
-        return VS_EBUSY; /* a peer is joining: it will be the last out, and decide then */
-    int rc = any_peer_joined(seg) ? VS_EBUSY : remove_name_of(seg->name, seg->file_dev, seg->file_ino);
+        return; /* a peer is joining: it will be the last out, and decide then */
+    if (!any_peer_joined(seg))
+        remove_name_of(seg->name, seg->file_dev, seg->file_ino);
     vs__unlock_byte(seg->lock_fd, VS__LOCK_JOIN);
-    return rc == 0 ? VS_OK : rc == 1 ? VS_ESTALE : rc < 0 ? vs__errno_status(errno, "cannot remove the name") : rc;
-}
-
-int vs_segment_remove_if_unused(vs_segment *seg)
-{
-    VS__NO_CANCEL;
-    if (!seg || !seg->map || !(seg->flags & VS_SEGMENT_REMOVE_WHEN_UNUSED))
-        return VS_EINVAL;
-    int rc = vs__segment_adopt(seg);
-    if (rc != VS_OK)
-        return rc;
-    if (seg->peer_id)
-        return VS_EBUSY; /* this process is still a peer */
-    return vs__segment_remove_if_unused(seg);
 }
 
 /* One attempt on the file fd has open under name; 1: the name was given to another file

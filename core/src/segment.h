@@ -129,7 +129,7 @@ int32_t vs__decay_for_new_segment(void);
 void vs__purge_at_leave(vs_segment *seg);
 void vs__purges_wait(void);
 /* remove.c: the last peer out of a VS_SEGMENT_REMOVE_WHEN_UNUSED segment. */
-int vs__segment_remove_if_unused(vs_segment *seg);
+void vs__segment_remove_if_unused(vs_segment *seg);
 /* Private names in a segment name's directory: a name being removed moves to
  * VS__REMOVING<random>, a segment being built without O_TMPFILE is made as VS__MAKING<random>.
  * vs__sweep_private_names removes those whose remover or creator died. */
