@@ -24,7 +24,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
@@ -110,8 +112,14 @@ static uint64_t process_key(void)
     return ((uint64_t)(uint32_t)p.pid << 8 | (p.epoch & 0xffu)) << 24;
 }
 
+/* The process's count and the thread's change together: a handler that runs between the two
+ * and leaves would wait for its own purge. Signals are held off for the two (a pass's cost is
+ * its punches, microseconds each; this is two system calls). */
 static void purges_enter(void)
 {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     uint64_t me = process_key();
     uint64_t b = atomic_load_explicit(&purges_running, memory_order_relaxed), n;
     do
@@ -119,12 +127,17 @@ static void purges_enter(void)
     while (!atomic_compare_exchange_weak_explicit(&purges_running, &b, n, memory_order_seq_cst,
                                                   memory_order_relaxed));
     purges_of_this_thread++;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 static void purges_exit(void)
 {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     purges_of_this_thread--;
     atomic_fetch_sub_explicit(&purges_running, 1, memory_order_seq_cst);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void vs__purges_wait(void)
@@ -201,9 +214,7 @@ static int purge_slot(const vs_segment *seg, const struct vs_pool_class *cls, ui
 
 /* ---- passes ---- */
 
-static _Atomic uint32_t pass_cursor;  /* pool-wide slot number an opportunistic pass starts at */
-static _Atomic uint32_t next_pass_ms; /* no opportunistic pass before (mod 2^32) */
-static _Atomic int purge_broken;      /* the file system cannot remove pages: stop trying */
+static _Atomic int purge_broken; /* the file system cannot remove pages: stop trying */
 
 /* Purges what it may of seg's pool: every slot (all) or a window after the cursor. Returns
  * VS_OK, VS_ENOTJOINED, or VS_ESYS when pages could not be removed. `leaving`: called by
@@ -224,7 +235,8 @@ static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *ret
     }
     const vs_pool *pool = &seg->pool;
     uint32_t total = vs_pool_total_slots(pool), now = now_ms();
-    uint32_t start = all ? 0 : atomic_load_explicit(&pass_cursor, memory_order_relaxed) % (total ? total : 1);
+    _Atomic uint32_t *cursor = &vs__header(seg)->purge_cursor;
+    uint32_t start = all ? 0 : atomic_load_explicit(cursor, memory_order_relaxed) % (total ? total : 1);
     uint32_t todo = all || total < VS__PURGE_PASS_SLOTS ? total : VS__PURGE_PASS_SLOTS;
     uint64_t bytes = 0;
     int rc = VS_OK, err = 0;
@@ -256,7 +268,7 @@ static int purge_pass(vs_segment *seg, bool all, int32_t decay_ms, uint64_t *ret
         }
     }
     if (!all)
-        atomic_store_explicit(&pass_cursor, k, memory_order_relaxed);
+        atomic_store_explicit(cursor, k, memory_order_relaxed);
     purges_exit();
     if (returned)
         *returned = bytes;
@@ -278,9 +290,10 @@ static vs_segment *purging_segment(const vs_pool *pool)
     return seg;
 }
 
-/* A pass if this process has not run one for a while (one clock for all its segments: a
- * segment may wait for another's interval, at most 250 ms). Decay 0: a pass every time.
- * Slow paths only. */
+/* A pass if no peer ran one on this segment for a while (the time of the next is in the
+ * segment: one pass per interval whichever peer runs it). Decay 0: a pass every time. A time
+ * further ahead than the longest interval was scribbled, or written by a peer in another time
+ * namespace: it is ignored. Slow paths only. */
 static void purge_maybe(const vs_pool *pool, uint32_t now)
 {
     if (atomic_load_explicit(&purge_broken, memory_order_relaxed))
@@ -289,22 +302,23 @@ static void purge_maybe(const vs_pool *pool, uint32_t now)
     int32_t decay = seg ? vs_segment_decay_ms(seg) : -1;
     if (decay < 0)
         return;
-    uint32_t next = atomic_load_explicit(&next_pass_ms, memory_order_relaxed);
+    _Atomic uint32_t *next_ms = &vs__header(seg)->purge_next_ms;
+    uint32_t next = atomic_load_explicit(next_ms, memory_order_relaxed);
     if (decay > 0) {
-        if ((int32_t)(now - next) < 0)
+        if ((int32_t)(now - next) < 0 && next - now <= VS__PURGE_MAX_INTERVAL_MS)
             return;
         uint32_t interval = (uint32_t)decay / 32;
         interval = interval < VS__PURGE_MIN_INTERVAL_MS   ? VS__PURGE_MIN_INTERVAL_MS
                    : interval > VS__PURGE_MAX_INTERVAL_MS ? VS__PURGE_MAX_INTERVAL_MS
                                                           : interval;
-        if (!atomic_compare_exchange_strong_explicit(&next_pass_ms, &next, now + interval,
+        if (!atomic_compare_exchange_strong_explicit(next_ms, &next, now + interval,
                                                      memory_order_relaxed, memory_order_relaxed))
             return; /* another thread runs this one */
     }
     uint64_t returned = 0;
     purge_pass(seg, false, decay, &returned, false);
     if (returned >= VS__PURGE_PASS_BYTES) /* stopped at its budget: the next may come at once */
-        atomic_store_explicit(&next_pass_ms, now, memory_order_relaxed);
+        atomic_store_explicit(next_ms, now, memory_order_relaxed);
 }
 
 void vs__purge_after_free(const vs_pool *pool, const struct vs_pool_class *cls, uint32_t idx,
@@ -328,13 +342,15 @@ void vs__purge_at_leave(vs_segment *seg)
     if (decay < 0 || atomic_load_explicit(&purge_broken, memory_order_relaxed))
         return;
     /* The last peer out gives back every free slot, those it held until its reclaim a moment
-     * ago too: nobody is left to reuse them. (Killed in here, it is reaped as any peer is:
-     * its entry is REAPING and its liveness lock gone with it.) */
+     * ago too: nobody is left to reuse them. Peers leaving (or being reaped) at the same time
+     * count as gone: of two last peers leaving together, each gives back what it sees free
+     * (their CASes on the words decide who purges which). (Killed in here, it is reaped as
+     * any peer is: its entry is REAPING and its liveness lock gone with it.) */
     uint8_t me = seg->peer_id;
     bool last = true;
     for (uint32_t id = 1; id <= seg->max_peers && last; id++)
         last = id == me || vs__peer_state(atomic_load_explicit(&vs__peer_entry(seg, (uint8_t)id)->state,
-                                                               memory_order_acquire)) == VS_PEER_FREE;
+                                                               memory_order_acquire)) != VS_PEER_ALIVE;
     purge_pass(seg, last, decay, NULL, true);
 }
 

@@ -50,6 +50,9 @@ typedef struct vs__seg_header {
     uint64_t checksum;        /* FNV-1a over version .. classes */
     /* mutable statistics */
     _Atomic uint64_t peers_reaped;
+    /* purge.c's passes, shared by every peer (hints: taken modulo, or ignored when far off) */
+    _Atomic uint32_t purge_cursor;  /* pool-wide slot number the next pass starts at */
+    _Atomic uint32_t purge_next_ms; /* no pass before (coarse monotonic ms, mod 2^32) */
 } vs__seg_header;
 _Static_assert(sizeof(vs__seg_header) <= VS__PAGE, "the header fits in one page");
 
