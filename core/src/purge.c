@@ -10,14 +10,15 @@
  * When a slot became idle is a hint in its share entry (`idle`: the generation it was seen
  * free at, since when, and whether it was purged since): a scribbled hint purges a free slot
  * early or late, never a slot in use. The hint is written by the free that looks at the
- * clock (every free of a slot of 1 MiB or more, every 16th of 64 KiB: reading the clock on
- * every free cost a small slot's allocate+free pair a third more) and by passes that meet a
- * free slot whose hint is of an earlier generation. A slot goes back at the first pass after
- * its decay; passes come with the program's calls (no call, no pass).
+ * clock (once a thread freed 1 MiB of large slots: every free of a 1 MiB slot, every 16th of
+ * a 64 KiB one, so that a small slot's allocate+free pair does not pay for a clock) and by
+ * passes that meet a free slot whose hint is of an earlier generation. A slot goes back at
+ * the first pass after its decay; passes come with the program's calls (no call, no pass).
  *
  * No thread of our own: joined peers run bounded passes on their slow paths, at most one per
- * process per interval (a fraction of the decay). Leaving stops this process's purges first:
- * a purge must not outlive the peer id it marks slots with (its slots go back at the leave). */
+ * segment per interval (a fraction of the decay), whichever peer runs it. A leave waits for
+ * its process's other threads' purges: a purge must not outlive the peer id it marks slots
+ * with (its slots go back at the leave). (model: purge.pml) */
 #include "debug.h"
 #include "segment.h"
 #include "slot_cache.h"
@@ -34,7 +35,8 @@
 #include <unistd.h>
 
 #define VS__PURGE_PASS_SLOTS 1024            /* slot words an opportunistic pass looks at */
-#define VS__PURGE_PASS_BYTES (32ull << 20)   /* and the most it gives back (~0.2-0.4 ms a MiB) */
+#define VS__PURGE_PASS_BYTES (32ull << 20)   /* and the most it gives back (0.4-0.6 ms a MiB
+                                                measured on tmpfs, another job running) */
 #define VS__PURGE_MIN_INTERVAL_MS 1u
 #define VS__PURGE_MAX_INTERVAL_MS 250u
 
@@ -50,7 +52,7 @@ static inline uint32_t idle_age(uint64_t v, uint32_t now_ms)
     return (now_ms - (uint32_t)(v >> 32)) & 0x7fffffffu;
 }
 
-/* The coarse clock (a few ns, ticks of a few ms): read on every free of a large slot. */
+/* The coarse clock (no system call, ticks of a few ms): read once per MiB a thread frees. */
 static uint32_t now_ms(void) { return (uint32_t)(vs__now_ns(CLOCK_MONOTONIC_COARSE) / 1000000u); }
 
 /* ---- the decay ---- */
@@ -113,8 +115,8 @@ static uint64_t process_key(void)
 }
 
 /* The process's count and the thread's change together: a handler that runs between the two
- * and leaves would wait for its own purge. Signals are held off for the two (a pass's cost is
- * its punches, microseconds each; this is two system calls). */
+ * and leaves would wait for its own purge. Signals are held off for the two: two system calls
+ * beside a pass's punches, which cost far more. */
 static void purges_enter(void)
 {
     sigset_t all, old;
